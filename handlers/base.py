@@ -1,0 +1,163 @@
+"""The two handler bases: HTML pages and the JSON API.
+
+Both receive the process's `Services` through the route tuple (`initialize`
+only stores it) and expose what they need as properties. Domain errors from
+store/ are translated to HTTP here, in one place; `write_error` never shows a
+traceback or a log message to a visitor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import tornado.web
+from tornado.iostream import StreamClosedError
+
+from store.errors import NotFound, OutOfCredits, RateLimited, StoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from runtime.services import Services
+
+log = logging.getLogger("hepgg.handlers")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    services: "Services"
+
+    def initialize(self, services: "Services") -> None:
+        self.services = services
+
+    @property
+    def config(self):
+        return self.services.config
+
+    @property
+    def client_ip(self) -> str:
+        """The socket peer, or X-Forwarded-For's client when the peer is a trusted proxy."""
+        peer = self.request.remote_ip or ""
+        return self.services.trusted_proxies.client_ip(peer, self.request.headers.get("X-Forwarded-For"))
+
+    def set_default_headers(self) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
+
+    def log_exception(self, typ, value, tb) -> None:
+        # Expected client-side ends are not server errors.
+        if isinstance(value, StreamClosedError):
+            return
+        super().log_exception(typ, value, tb)
+
+
+class PageHandler(BaseHandler):
+    """HTML pages: short plain error pages, never a traceback."""
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("X-Frame-Options", "SAMEORIGIN")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        reason = tornado.httputil.responses.get(status_code, "Error")
+        self.finish(f"<!doctype html><meta charset=utf-8><title>{status_code} {reason}</title>"
+                    f"<h1>{status_code} {reason}</h1>")
+
+
+class ApiError(tornado.web.HTTPError):
+    """An API failure whose `message` is shown to the caller in the envelope."""
+
+    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(status_code, reason=None)
+        self.message = message
+        self.headers = headers or {}
+
+
+def translate_store_error(exc: StoreError) -> ApiError:
+    """The one mapping from store/ domain errors to API answers."""
+    if isinstance(exc, NotFound):
+        return ApiError(404, str(exc) or "Profile not found")
+    if isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, int(exc.retry_after)))} if exc.retry_after else {}
+        return ApiError(429, "Too many requests", headers)
+    if isinstance(exc, OutOfCredits):
+        return ApiError(402, str(exc) or "Out of credits")
+    return ApiError(503, "Service temporarily unavailable")
+
+
+# Response headers a profile page on another origin may read.
+CORS_EXPOSE = ("Content-Length, Content-Range, Accept-Ranges, Retry-After, ETag, "
+               "X-Track-Title, X-Track-Artist, X-Track-Duration, X-Track-Album, X-Track-Artwork")
+
+
+class ApiHandler(BaseHandler):
+    """JSON API: the `{"ok": ...}` envelope, CORS for any origin, JSON bodies parsed strictly.
+
+    These endpoints are public and take no cookies, so `Access-Control-Allow-Origin: *`
+    is safe and lets a profile on its own domain call them.
+    """
+
+    max_body_bytes = 16 * 1024
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Access-Control-Allow-Origin", "*")
+        self.set_header("Access-Control-Expose-Headers", CORS_EXPOSE)
+        self.set_header("Cache-Control", "no-store")
+
+    def options(self, *args: Any) -> None:
+        self.set_header("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers", "Content-Type, Range")
+        self.set_header("Access-Control-Max-Age", "86400")
+        self.set_status(204)
+        self.finish()
+
+    def write_ok(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"ok": True, "data": data}, separators=(",", ":")))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, StoreError) and not isinstance(value, StoreUnavailable):
+            return  # an expected answer (404/402/429), not a server fault
+        super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        exc = translate_store_error(exc) if isinstance(exc, StoreError) else exc
+        if isinstance(exc, ApiError):
+            self.set_status(exc.status_code)
+            message = exc.message
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+        elif status_code == 404:
+            message = "Not found"
+        elif status_code == 405:
+            message = "Method not allowed"
+        elif status_code == 413:
+            message = "Request body too large"
+        elif status_code < 500:
+            message = "Bad request"
+        else:
+            message = "Internal error"
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"ok": False, "error": message}, separators=(",", ":")))
+
+    def json_body(self) -> dict:
+        """The request body as a JSON object, or a 400 in the envelope."""
+        body = self.request.body
+        if len(body) > self.max_body_bytes:
+            raise ApiError(413, "Request body too large")
+        try:
+            data = json.loads(body or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "Request body must be JSON") from exc
+        if not isinstance(data, dict):
+            raise ApiError(400, "Request body must be a JSON object")
+        return data

@@ -1,0 +1,63 @@
+"""The host-routed profile page, and what happens to hosts that match no profile."""
+
+from __future__ import annotations
+
+import re
+
+import tornado.web
+
+from handlers.base import PageHandler
+from render.page import PageSettings, page_context
+
+# Link-preview bots and crawlers get the page but are not counted as views.
+BOT_USER_AGENT = re.compile(
+    r"bot\b|crawl|spider|slurp|preview|facebookexternalhit|facebookcatalog|discordbot|twitterbot|slackbot|"
+    r"telegrambot|whatsapp|linkedinbot|embedly|skypeuripreview|googlebot|bingbot|applebot|yandex|baiduspider|"
+    r"duckduckbot|pinterest|redditbot|vkshare|mastodon|headlesschrome|curl/|wget/|python-requests|go-http-client",
+    re.IGNORECASE,
+)
+
+
+def is_bot(user_agent: str) -> bool:
+    return not user_agent or bool(BOT_USER_AGENT.search(user_agent))
+
+
+class ProfilePageHandler(PageHandler):
+    """GET / on any host: the matching published profile, else fall through as the spec says."""
+
+    async def get(self) -> None:
+        host = self.request.host_name  # lower-cased, port stripped
+        config = self.config
+        if host == config.base_domain or host in config.exempt_domains:
+            self.redirect(config.dashboard_url)
+            return
+        now = self.services.clock.now()
+        site = await self.services.sites.by_host(host)
+        if site is None or not site.is_visible(now):
+            if host.endswith("." + config.base_domain):
+                raise tornado.web.HTTPError(404)
+            self.redirect(f"https://{config.base_domain}/")  # unmatched custom domain
+            return
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        settings = PageSettings(config.public_origin, config.turnstile_sitekey)
+        context = page_context(site, settings, now, f"{self.request.protocol}://{self.request.host.lower()}")
+        self.render(f"{site.profile.template}.html", **context)
+        user_agent = self.request.headers.get("User-Agent", "")
+        if not is_bot(user_agent):
+            self.services.stats.record_view(
+                site.profile.id, site.owner.id, now, self.client_ip, user_agent, self.request.headers.get("Referer"),
+            )
+
+
+class FallThroughHandler(PageHandler):
+    """/<shortid> on a profile host belongs to the uploader: 404 here, without a profile lookup."""
+
+    def get(self, *args) -> None:
+        raise tornado.web.HTTPError(404)
+
+
+ROUTES = [
+    (r"/", ProfilePageHandler),
+    (r"/[^/]+", FallThroughHandler),
+]

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""hepgg_server: the visitor-facing serving tier for hosted profile sites.
+
+    python hepgg_server.py serve [--port 8888 ...]   run the server (embedded stores by default)
+    python hepgg_server.py import FILE.json          validate and upsert users and profiles
+    python hepgg_server.py seed-demo                 the demo owner and profile (demo.localhost)
+    python hepgg_server.py stats PROFILE_ID          views and plays as JSON
+
+Every option is also read from HEPGG_<OPTION> and from --config FILE (TOML).
+main() is a pipeline: parse → config → logging → the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from runtime import cli
+from runtime.config import ConfigError, add_arguments, load_config
+from runtime.logs import setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hepgg_server.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        return sub
+
+    command("serve", "run the server")
+    command("import", "validate and upsert users and profiles from a JSON file").add_argument("file")
+    command("seed-demo", "create the demo owner and profile")
+    command("stats", "print a profile's views and plays as JSON").add_argument("profile_id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level if args.command == "serve" else "warning")
+    if args.command == "serve":
+        from runtime.serve import serve
+        return serve(config)
+    if args.command == "import":
+        return cli.cmd_import(config, args.file)
+    if args.command == "seed-demo":
+        return cli.cmd_seed_demo(config)
+    if args.command == "stats":
+        return cli.cmd_stats(config, args.profile_id)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

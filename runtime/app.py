@@ -1,0 +1,27 @@
+"""make_app(config, services): the Tornado Application with every route and its settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tornado.web
+
+from handlers import all_routes
+from runtime.logs import access_logger
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_app(services) -> tornado.web.Application:
+    routes = [(pattern, handler, {"services": services}) for pattern, handler in all_routes()]
+    return tornado.web.Application(
+        routes,
+        template_path=str(ROOT / "templates"),
+        static_path=str(ROOT / "static"),
+        static_url_prefix="/_static/",
+        autoescape="xhtml_escape",
+        compiled_template_cache=True,
+        static_hash_cache=True,
+        xsrf_cookies=False,  # no cookies, no sessions: forms are protected by Turnstile and rate limits
+        log_function=access_logger(services.config.json_logs),
+    )

@@ -1,0 +1,116 @@
+"""The maintenance commands: import, seed-demo, stats (and later ones).
+
+Each runs against the same stores as `serve`: on embedded defaults it attaches
+to a running server's embedded stores (see runtime/embedded.py) or starts its
+own for the duration of the command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from runtime.embedded import resolve_store_urls
+from runtime.services import Services, build_services
+from store.importer import import_document
+from store.stats import read_stats
+
+
+@contextlib.asynccontextmanager
+async def _services(config) -> AsyncIterator[Services]:
+    stores, mongo_uri, redis_url = await asyncio.to_thread(resolve_store_urls, config)
+    try:
+        services = await build_services(config, mongo_uri, redis_url, background=False)
+        try:
+            yield services
+        finally:
+            await services.close()
+    finally:
+        await asyncio.to_thread(stores.stop)
+
+
+def run_command(config, command: Callable[[Services], Awaitable[int]]) -> int:
+    async def main() -> int:
+        async with _services(config) as services:
+            return await command(services)
+    return asyncio.run(main())
+
+
+async def _import(services: Services, data: Any) -> int:
+    report = await import_document(services.db, data)
+    if not report.ok:
+        for error in report.errors:
+            print(f"error: {error}", file=sys.stderr)
+        print(f"import refused: {len(report.errors)} problem(s); nothing was written", file=sys.stderr)
+        return 1
+    print(json.dumps({"users": report.users, "profiles": report.profiles}))
+    return 0
+
+
+def cmd_import(config, path: str) -> int:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    return run_command(config, lambda services: _import(services, data))
+
+
+def demo_document(now: datetime | None = None) -> dict:
+    now = now or datetime.now(timezone.utc)
+    return {
+        "users": [{
+            "id": "demo-owner",
+            "premium_until": (now + timedelta(days=3650)).isoformat(),
+            "suspended": False,
+            "sms": {"enabled": True, "key": "demo-sms-key", "phone": "+15550100", "phone_verified": True},
+            "sms_credits": 25,
+            "email": {"enabled": True, "key": "demo-email-key", "address": "owner@example.com", "verified": True},
+            "email_credits": 25,
+            "discord": {"channel_id": "1234567890", "bot_present": True},
+            "music": {"enabled": True, "key": "demo-music-key"},
+        }],
+        "profiles": [{
+            "id": "demo",
+            "owner_id": "demo-owner",
+            "domain": "demo.localhost",
+            "template": "classic",
+            "is_public": 1,
+            "suspended": 0,
+            "expires_at": None,
+            "created_at": "2026-01-01T00:00:00Z",
+            "theme": {"accent": "#7c3aed", "background": {"from": "#0b0b10", "to": "#24123f", "angle": 160}, "font": "Inter"},
+            "content": {
+                "display_name": "Demo Profile",
+                "bio": "A hosted single-page profile with live Discord presence, music and contact forms.",
+                "avatar_url": None,
+                "links": [
+                    {"label": "GitHub", "url": "https://github.com/"},
+                    {"label": "Website", "url": "https://hep.gg/"},
+                    {"label": "Email", "url": "mailto:hello@example.com"},
+                ],
+                "music": [{"isrc": "USRC17607839", "title": "Demo Track", "artist": "The Demos"}],
+            },
+            "toggles": {"presence": True, "powered_by": True,
+                        "contact_sms": True, "contact_email": True, "contact_discord": True},
+        }],
+    }
+
+
+def cmd_seed_demo(config) -> int:
+    code = run_command(config, lambda services: _import(services, demo_document()))
+    if code == 0:
+        print(f"demo profile: http://demo.localhost:{config.port}/", file=sys.stderr)
+    return code
+
+
+def cmd_stats(config, profile_id: str) -> int:
+    async def stats(services: Services) -> int:
+        print(json.dumps(await read_stats(services.db, profile_id)))
+        return 0
+    return run_command(config, stats)

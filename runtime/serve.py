@@ -1,0 +1,132 @@
+"""`serve`: start the stores, bind, fork workers, run until SIGTERM/SIGINT, shut down in order.
+
+Shape with `--processes N` (N > 1, or 0 for one per core): the parent starts the
+embedded stores once, binds the listening socket, forks N workers and
+supervises them (a worker that dies is replaced; SIGTERM/SIGINT is passed on).
+Each worker has its own event loop, store connections and background tasks.
+Workers die with the parent (PR_SET_PDEATHSIG), so nothing outlives a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from runtime.app import make_app
+from runtime.embedded import resolve_store_urls
+from runtime.services import build_services
+
+log = logging.getLogger("hepgg.serve")
+
+MAX_BODY_BYTES = 1024 * 1024  # API handlers enforce their own, smaller limits with a JSON answer
+
+
+def serve(config, *, ready_fd: int | None = None) -> int:
+    stores, mongo_uri, redis_url = resolve_store_urls(config)
+    try:
+        sockets = bind_sockets(config.port, config.address, reuse_port=hasattr(socket, "SO_REUSEPORT"), backlog=4096)
+        bound_port = sockets[0].getsockname()[1]
+        log.info("listening on http://%s:%s (embedded stores: %s)", config.address, bound_port,
+                 "yes" if stores.owner else "no")
+        processes = config.processes or os.cpu_count() or 1
+        if processes == 1:
+            return asyncio.run(run_worker(config, sockets, mongo_uri, redis_url))
+        return _supervise(config, sockets, mongo_uri, redis_url, processes)
+    finally:
+        stores.stop()
+
+
+async def run_worker(config, sockets, mongo_uri: str, redis_url: str) -> int:
+    services = await build_services(config, mongo_uri, redis_url)
+    server = HTTPServer(make_app(services), max_body_size=MAX_BODY_BYTES, idle_connection_timeout=75,
+                        body_timeout=30)
+    server.add_sockets(sockets)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("worker %d ready", os.getpid())
+    try:
+        await stop.wait()
+        log.info("worker %d shutting down", os.getpid())
+        server.stop()  # stop accepting; in-flight requests go on
+        services.draining = True
+        await services.shutdown_streams(config.shutdown_grace)
+        try:
+            await asyncio.wait_for(server.close_all_connections(), timeout=max(1.0, config.shutdown_grace))
+        except asyncio.TimeoutError:
+            log.warning("connections still open after %.0fs grace; closing them", config.shutdown_grace)
+    finally:
+        await services.close()  # flushes batched writes
+    return 0
+
+
+def _supervise(config, sockets, mongo_uri: str, redis_url: str, processes: int) -> int:
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the supervisor
+            code = 1
+            try:
+                code = asyncio.run(run_worker(config, sockets, mongo_uri, redis_url))
+            except BaseException:
+                log.exception("worker crashed")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = index
+
+    def request_stop(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    for index in range(processes):
+        spawn(index)
+    recent_crashes: list[float] = []
+    while children:
+        try:
+            pid, status = os.wait()
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            raise
+        index = children.pop(pid, None)
+        if index is None or stopping:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        log.error("worker %d exited with %s; starting a new one", pid, code)
+        recent_crashes = [t for t in recent_crashes if t > time.monotonic() - 10] + [time.monotonic()]
+        if len(recent_crashes) > 5 * processes:
+            log.critical("workers keep crashing; giving up")
+            request_stop(signal.SIGTERM, None)
+            continue
+        spawn(index)
+    for sock in sockets:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run: python hepgg_server.py serve")

@@ -1,0 +1,112 @@
+"""Everything a worker process shares between requests, built once and closed once.
+
+Handlers receive this object through their route tuple and see it as typed
+attributes; nothing reaches for globals. Each feature adds its long-lived
+service here (render pool, music client, presence hub, limiter...), with its
+start in `build_services` and its stop in `Services.close`, in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from runtime.client_ip import TrustedProxies
+from store.clock import Clock
+from store.mongo import connect, ensure_indexes
+from store.sites import SiteDirectory
+from store.stats import StatsWriter
+
+log = logging.getLogger("hepgg.services")
+
+
+@dataclass
+class Services:
+    config: Any
+    clock: Clock
+    mongo: AsyncMongoClient
+    db: AsyncDatabase
+    redis: aioredis.Redis
+    sites: SiteDirectory
+    stats: StatsWriter
+    trusted_proxies: TrustedProxies
+    draining: bool = False
+    # Stop callbacks, run last-in first-out by close().
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Called with the grace period when the server stops accepting (SSE: retry hint + close; music: finish).
+    _drainers: list[Callable[[float], Awaitable[None]]] = field(default_factory=list)
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        self._closers.append(closer)
+
+    def on_drain(self, drainer: Callable[[float], Awaitable[None]]) -> None:
+        self._drainers.append(drainer)
+
+    async def shutdown_streams(self, grace: float) -> None:
+        results = await asyncio.gather(*(drainer(grace) for drainer in self._drainers), return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.error("error while draining streams: %r", result)
+
+    async def ping_mongo(self) -> None:
+        await self.mongo.admin.command("ping")
+
+    async def ping_redis(self) -> None:
+        await self.redis.ping()
+
+    async def close(self) -> None:
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                await closer()
+            except Exception:
+                log.exception("error while closing %s", getattr(closer, "__qualname__", closer))
+
+
+def make_redis(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5,
+        health_check_interval=15, max_connections=200,
+    )
+
+
+async def build_services(config, mongo_uri: str, redis_url: str, *, clock: Clock | None = None,
+                         background: bool = True) -> Services:
+    """Connect to the stores and start the process-wide workers.
+
+    `background=False` (CLI commands) skips the periodic tasks a server runs.
+    """
+    mongo, db = connect(mongo_uri, config.mongo_db)
+    redis = make_redis(redis_url)
+    services = Services(
+        config=config,
+        clock=clock or Clock(),
+        mongo=mongo,
+        db=db,
+        redis=redis,
+        sites=SiteDirectory(db, ttl=config.profile_cache_ttl),
+        stats=StatsWriter(db, redis, interval=config.view_flush_interval),
+        trusted_proxies=TrustedProxies(config.trusted_proxies),
+    )
+
+    async def close_stores() -> None:
+        await redis.aclose()
+        await mongo.close()
+
+    services.on_close(close_stores)
+    try:
+        await ensure_indexes(db)
+        if background:
+            services.stats.start()
+        services.on_close(services.stats.stop)  # flushes pending views/plays
+        # Feature services register here, each with its own on_close.
+    except BaseException:
+        await services.close()
+        raise
+    return services

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what hepgg_server needs on a Debian machine: system libraries and fonts
+# (apt, as root or through sudo), then a virtualenv in .venv with the app.
+#   scripts/install.sh          the server
+#   scripts/install.sh --test   the server plus everything the test suite drives
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tests=0
+[ "${1:-}" = "--test" ] && with_tests=1
+
+apt_packages=(
+  libmagickwand-6.q16-6          # ImageMagick 6 for wand (OG cards)
+  fonts-dejavu-core              # Latin/Cyrillic/Greek card text
+  fonts-noto-cjk                 # CJK card text
+  fonts-noto-color-emoji         # emoji fallback
+)
+if [ "$with_tests" = 1 ]; then
+  apt_packages+=(nginx chromium)  # nginx -t on deploy/nginx.conf; the browser tests
+fi
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+if [ "$with_tests" = 1 ]; then
+  .venv/bin/pip install -q -e ".[test]"
+else
+  .venv/bin/pip install -q -e .
+fi

@@ -1,0 +1,22 @@
+"""The one place that says what time it is, so tests and the reconciler can move it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+
+class Clock:
+    def __init__(self, offset: timedelta = timedelta(0)):
+        self.offset = offset
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc) + self.offset
+
+
+class FixedClock(Clock):
+    def __init__(self, at: datetime):
+        super().__init__()
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at

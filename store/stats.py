@@ -1,0 +1,157 @@
+"""Views and plays: recorded in memory on the hot path, written in batches.
+
+`record_view` and `record_play` only append to a list. A flusher (started by
+the server, every `interval` seconds, and once more on shutdown) does the rest:
+
+1. views are de-duplicated per profile + IP + User-Agent for 30 s with Redis
+   `SET NX EX` (one pipeline for the batch, so it is global across processes);
+2. accepted views and plays become one `insert_many` of events and one
+   `$inc` per profile in `profile_stats`.
+
+Nothing is dropped when a store is down: a batch that fails goes back to the
+front of its queue and is retried on the next tick (views not yet
+de-duplicated stay in the first queue; accepted ones wait in the second, so a
+retry never double counts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
+
+log = logging.getLogger("hepgg.stats")
+
+VIEW_DEDUP_SECONDS = 30
+MAX_PENDING = 200_000  # past this, oldest undeduplicated views are counted without dedup rather than dropped
+
+
+@dataclass
+class _Event:
+    kind: str  # "view" or "play"
+    profile_id: str
+    owner_id: str
+    at: datetime
+    fields: dict = field(default_factory=dict)
+
+
+def view_dedup_key(profile_id: str, ip: str, user_agent: str) -> str:
+    digest = hashlib.blake2b(f"{ip}\x00{user_agent}".encode(), digest_size=12).hexdigest()
+    return f"hepgg:viewdedup:{profile_id}:{digest}"
+
+
+class StatsWriter:
+    def __init__(self, db: AsyncDatabase, redis: Redis, interval: float = 1.0):
+        self.db = db
+        self.redis = redis
+        self.interval = interval
+        self._undeduped: list[_Event] = []  # views awaiting the Redis dedup check
+        self._accepted: list[_Event] = []  # views and plays to write to MongoDB
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+        self.flushed = {"view": 0, "play": 0}
+
+    def record_view(self, profile_id: str, owner_id: str, at: datetime, ip: str, user_agent: str, referer: str | None) -> None:
+        self._undeduped.append(_Event("view", profile_id, owner_id, at, {
+            "ip": ip, "user_agent": user_agent[:512], "referer": (referer or "")[:1024] or None,
+        }))
+
+    def record_play(self, profile_id: str, owner_id: str, at: datetime, isrc: str) -> None:
+        self._accepted.append(_Event("play", profile_id, owner_id, at, {"isrc": isrc}))
+
+    @property
+    def pending(self) -> int:
+        return len(self._undeduped) + len(self._accepted)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="stats-flusher")
+
+    async def stop(self) -> None:
+        """Stop the ticker and write everything still pending (retrying briefly)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for attempt in range(20):
+            await self.flush()
+            if not self.pending:
+                return
+            await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
+        log.error("shutting down with %d view/play events unwritten", self.pending)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            await self._dedup_views()
+            await self._write_accepted()
+
+    async def _dedup_views(self) -> None:
+        batch, self._undeduped = self._undeduped, []
+        if not batch:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for event in batch:
+                    key = view_dedup_key(event.profile_id, event.fields["ip"], event.fields["user_agent"])
+                    pipe.set(key, "1", nx=True, ex=VIEW_DEDUP_SECONDS)
+                fresh = await pipe.execute()
+        except Exception as exc:  # Redis down: keep the views, try again next tick
+            log.warning("view dedup failed (%s); %d views kept for retry", type(exc).__name__, len(batch))
+            self._undeduped[:0] = batch
+            if len(self._undeduped) > MAX_PENDING:
+                overflow = len(self._undeduped) - MAX_PENDING
+                self._accepted.extend(self._undeduped[:overflow])
+                del self._undeduped[:overflow]
+            return
+        self._accepted.extend(event for event, is_new in zip(batch, fresh) if is_new)
+
+    async def _write_accepted(self) -> None:
+        batch, self._accepted = self._accepted, []
+        if not batch:
+            return
+        increments: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        owners: dict[str, str] = {}
+        for event in batch:
+            owners[event.profile_id] = event.owner_id
+            increments[event.profile_id][f"{event.kind}s"] += 1
+            if event.kind == "play":
+                increments[event.profile_id][f"plays_by_isrc.{event.fields['isrc']}"] += 1
+        try:
+            await self.db.stat_events.insert_many(
+                [{"kind": e.kind, "profile_id": e.profile_id, "owner_id": e.owner_id, "at": e.at, **e.fields} for e in batch],
+                ordered=False,
+            )
+            await self.db.profile_stats.bulk_write([
+                UpdateOne({"_id": pid}, {"$inc": dict(inc), "$set": {"owner_id": owners[pid]}}, upsert=True)
+                for pid, inc in increments.items()
+            ], ordered=False)
+        except Exception as exc:
+            # Events may be half written; counters are what `stats` reports and are all-or-nothing per batch
+            # here only if insert succeeded. Keep the batch: a retry may duplicate events but not lose counts.
+            log.warning("stats write failed (%s); %d events kept for retry", type(exc).__name__, len(batch))
+            self._accepted[:0] = batch
+            return
+        for event in batch:
+            self.flushed[event.kind] += 1
+
+
+async def read_stats(db: AsyncDatabase, profile_id: str) -> dict:
+    doc = await db.profile_stats.find_one({"_id": profile_id}) or {}
+    return {
+        "profile_id": profile_id,
+        "views": int(doc.get("views", 0)),
+        "plays": int(doc.get("plays", 0)),
+        "plays_by_isrc": {k: int(v) for k, v in (doc.get("plays_by_isrc") or {}).items()},
+    }

@@ -1,0 +1,117 @@
+"""Theme values an owner may choose, validated so none can carry CSS or markup.
+
+The page writes these into a <style> block, so only values matching these
+closed forms are ever accepted: hex colours, a two-stop gradient with an angle,
+and fonts from a fixed list mapped to font stacks we write ourselves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+HEX_COLOUR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+
+# Font name (as owners pick it) -> CSS font stack (written by us, never by owners).
+FONT_STACKS: dict[str, str] = {
+    "Inter": "Inter, 'Segoe UI', system-ui, -apple-system, Roboto, sans-serif",
+    "System": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+    "Serif": "Georgia, 'Times New Roman', serif",
+    "Mono": "'JetBrains Mono', ui-monospace, 'SFMono-Regular', Menlo, Consolas, monospace",
+    "Rounded": "ui-rounded, 'SF Pro Rounded', 'Nunito', system-ui, sans-serif",
+}
+
+TEMPLATES = ("classic", "minimal", "spotlight")
+
+DEFAULT_ACCENT = "#7c3aed"
+DEFAULT_BACKGROUND = "#0b0b10"
+
+
+@dataclass(frozen=True)
+class Theme:
+    accent: str
+    background_from: str
+    background_to: str  # same as background_from for a flat colour
+    gradient_angle: int
+    font: str
+
+    @property
+    def font_stack(self) -> str:
+        return FONT_STACKS[self.font]
+
+    @property
+    def background_css(self) -> str:
+        if self.background_from == self.background_to:
+            return self.background_from
+        return f"linear-gradient({self.gradient_angle}deg, {self.background_from}, {self.background_to})"
+
+    @property
+    def is_dark(self) -> bool:
+        return luminance(self.background_from) < 0.5
+
+
+def expand_hex(colour: str) -> str:
+    colour = colour.lower()
+    if len(colour) == 4:
+        return "#" + "".join(ch * 2 for ch in colour[1:])
+    return colour
+
+
+def hex_to_rgb(colour: str) -> tuple[int, int, int]:
+    colour = expand_hex(colour)
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+def luminance(colour: str) -> float:
+    r, g, b = hex_to_rgb(colour)
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def theme_errors(theme: object) -> list[str]:
+    """Why a stored/imported theme object is invalid (empty list when it is fine)."""
+    if not isinstance(theme, dict):
+        return ["theme must be an object"]
+    errors = []
+    unknown = set(theme) - {"accent", "background", "font"}
+    if unknown:
+        errors.append(f"theme has unknown fields: {', '.join(sorted(unknown))}")
+    accent = theme.get("accent", DEFAULT_ACCENT)
+    if not (isinstance(accent, str) and HEX_COLOUR.match(accent)):
+        errors.append("theme.accent must be a hex colour like #7c3aed")
+    background = theme.get("background", DEFAULT_BACKGROUND)
+    if isinstance(background, dict):
+        if set(background) - {"from", "to", "angle"}:
+            errors.append("theme.background gradient takes only from, to and angle")
+        for end in ("from", "to"):
+            value = background.get(end)
+            if not (isinstance(value, str) and HEX_COLOUR.match(value)):
+                errors.append(f"theme.background.{end} must be a hex colour")
+        angle = background.get("angle", 135)
+        if not (isinstance(angle, int) and not isinstance(angle, bool) and 0 <= angle <= 360):
+            errors.append("theme.background.angle must be a whole number of degrees 0-360")
+    elif not (isinstance(background, str) and HEX_COLOUR.match(background)):
+        errors.append('theme.background must be a hex colour or {"from": "#..", "to": "#..", "angle": 135}')
+    font = theme.get("font", "Inter")
+    if font not in FONT_STACKS:
+        errors.append(f"theme.font must be one of {', '.join(FONT_STACKS)}")
+    return errors
+
+
+def parse_theme(theme: object) -> Theme:
+    """A Theme from a stored object; anything invalid falls back to the defaults."""
+    if theme_errors(theme):
+        theme = {}
+    assert isinstance(theme, dict)
+    background = theme.get("background", DEFAULT_BACKGROUND)
+    if isinstance(background, dict):
+        start, end, angle = background["from"], background["to"], background.get("angle", 135)
+    else:
+        start = end = background
+        angle = 135
+    return Theme(
+        accent=expand_hex(theme.get("accent", DEFAULT_ACCENT)),
+        background_from=expand_hex(start),
+        background_to=expand_hex(end),
+        gradient_angle=angle,
+        font=theme.get("font", "Inter"),
+    )

@@ -1,0 +1,174 @@
+"""Fixtures: real embedded MongoDB (SecantusDB) and Redis (Valkey), and the real app on a real socket.
+
+The embedded servers start once per test session (their own data dir under
+pytest's tmp); every test gets its own MongoDB database and an empty Redis, and
+a server built exactly as `serve` builds a worker (`build_services` + `make_app`).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from runtime.app import make_app
+from runtime.config import load_config
+from runtime.embedded import EmbeddedStores
+from runtime.services import Services, build_services
+from store.importer import import_document
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@dataclass
+class StoreUrls:
+    mongo_uri: str
+    redis_url: str
+    data_dir: Path
+
+
+@pytest.fixture(scope="session")
+def store_urls(tmp_path_factory) -> StoreUrls:
+    data_dir = tmp_path_factory.mktemp("embedded")
+    stores = EmbeddedStores(data_dir)
+    endpoints = stores.start()
+    yield StoreUrls(endpoints.mongo_uri, endpoints.redis_url, data_dir)
+    stores.stop()
+
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture
+def make_config(store_urls):
+    """Config for a test: unique database, embedded store URLs, no env leaking in."""
+    db_name = f"t{os.getpid()}_{next(_db_counter)}_{uuid.uuid4().hex[:6]}"
+
+    def factory(**overrides: Any):
+        values = {"mongo_uri": store_urls.mongo_uri, "redis_url": store_urls.redis_url, "mongo_db": db_name,
+                  "port": 0, "profile_cache_ttl": 0.2, "view_flush_interval": 0.1}
+        values.update(overrides)
+        return load_config(environ={}, **values)
+
+    return factory
+
+
+@pytest.fixture(autouse=False)
+def clean_redis(store_urls):
+    client = redis.Redis.from_url(store_urls.redis_url)
+    client.flushdb()
+    client.close()
+
+
+class TestServer:
+    """The app on 127.0.0.1:<random port>, and a fetch helper that never raises on HTTP errors."""
+
+    def __init__(self, services: Services, server: HTTPServer, port: int):
+        self.services = services
+        self.http_server = server
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.client = AsyncHTTPClient()
+
+    async def fetch(self, path: str, host: str | None = None, **kwargs: Any) -> HTTPResponse:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if host is not None:
+            headers["Host"] = host
+        kwargs.setdefault("follow_redirects", False)
+        kwargs.setdefault("request_timeout", 20)
+        if "json" in kwargs:
+            kwargs["body"] = json.dumps(kwargs.pop("json"))
+            kwargs.setdefault("method", "POST")
+            headers.setdefault("Content-Type", "application/json")
+        return await self.client.fetch(self.url + path, headers=headers, raise_error=False, **kwargs)
+
+    async def load(self, document: dict) -> None:
+        report = await import_document(self.services.db, copy.deepcopy(document))
+        assert report.ok, report.errors
+        self.services.sites.invalidate()
+
+
+async def start_test_server(config, **build_kwargs) -> TestServer:
+    services = await build_services(config, config.mongo_uri, config.redis_url, **build_kwargs)
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(make_app(services), max_body_size=1024 * 1024)
+    server.add_sockets(sockets)
+    return TestServer(services, server, sockets[0].getsockname()[1])
+
+
+async def stop_test_server(test_server: TestServer) -> None:
+    test_server.http_server.stop()
+    await test_server.services.shutdown_streams(0.5)
+    await test_server.http_server.close_all_connections()
+    await test_server.services.close()
+
+
+@pytest.fixture
+async def app_server(make_config, clean_redis):
+    """A running server on default test settings; tests needing other settings use make_server."""
+    server = await start_test_server(make_config())
+    yield server
+    await stop_test_server(server)
+
+
+@pytest.fixture
+async def make_server(make_config, clean_redis):
+    servers: list[TestServer] = []
+
+    async def factory(**overrides: Any) -> TestServer:
+        server = await start_test_server(make_config(**overrides))
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        await stop_test_server(server)
+
+
+def base_document(**profile_overrides: Any) -> dict:
+    """One premium owner with everything enabled and one published profile at alice.hep.gg."""
+    doc = {
+        "users": [{
+            "id": "u1", "premium_until": "2099-01-01T00:00:00Z", "suspended": False,
+            "sms": {"enabled": True, "key": "sms-key-u1", "phone": "+15550100", "phone_verified": True},
+            "sms_credits": 5,
+            "email": {"enabled": True, "key": "email-key-u1", "address": "owner@example.com", "verified": True},
+            "email_credits": 5,
+            "discord": {"channel_id": "1234567890", "bot_present": True},
+            "music": {"enabled": True, "key": "music-key-u1"},
+        }],
+        "profiles": [{
+            "id": "p1", "owner_id": "u1", "domain": "alice.hep.gg", "template": "classic",
+            "is_public": 1, "suspended": 0, "expires_at": None, "created_at": "2026-01-01T00:00:00Z",
+            "theme": {"accent": "#7c3aed", "background": "#0b0b10", "font": "Inter"},
+            "content": {"display_name": "Alice", "bio": "Hello there", "avatar_url": None,
+                        "links": [{"label": "GitHub", "url": "https://github.com/alice"}],
+                        "music": [{"isrc": "USRC17607839", "title": "Song", "artist": "Band"}]},
+            "toggles": {"presence": True, "powered_by": False,
+                        "contact_sms": True, "contact_email": True, "contact_discord": True},
+        }],
+    }
+    doc["profiles"][0].update(profile_overrides)
+    return doc
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python hepgg_server.py ARGS` as a separate process, like an operator would."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, str(ROOT / "hepgg_server.py"), *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
