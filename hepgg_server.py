@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from presence import cli as presence_cli
 from runtime import cli
 from runtime.config import ConfigError, add_arguments, load_config
 from runtime.logs import setup_logging
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("import", "validate and upsert users and profiles from a JSON file").add_argument("file")
     command("seed-demo", "create the demo owner and profile")
     command("stats", "print a profile's views and plays as JSON").add_argument("profile_id")
+    presence_cli.add_parser(commands, add_arguments)
     return parser
 
 
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli.cmd_seed_demo(config)
     if args.command == "stats":
         return cli.cmd_stats(config, args.profile_id)
+    if args.command == "presence":
+        return presence_cli.run(config, args)
     raise AssertionError(args.command)
 
 

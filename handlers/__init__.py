@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from handlers import api_fallback, health, page
+from handlers import api_fallback, contact, health, metrics, music, og, page, presence
 
 
 def all_routes() -> list[tuple]:
     return [
         *health.ROUTES,
-        # feature API routes go here, before the API fallback
+        *metrics.ROUTES,
+        *presence.ROUTES,
+        *og.ROUTES,
+        *music.ROUTES,
+        *contact.ROUTES,
         *api_fallback.ROUTES,
         *page.ROUTES,  # last: "/" and the single-segment fall-through
     ]

@@ -17,6 +17,10 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+import contact.service
+import music.service
+import og.service
+import presence.service
 from runtime.client_ip import TrustedProxies
 from store.clock import Clock
 from store.mongo import connect, ensure_indexes
@@ -37,6 +41,11 @@ class Services:
     stats: StatsWriter
     trusted_proxies: TrustedProxies
     draining: bool = False
+    # Feature services, attached by each feature's service.start(services).
+    og: Any = None  # og/service.py: the OG card renderer (process pool + cache)
+    music: Any = None  # music/service.py: the long-stream curl client and proxy settings
+    contact: Any = None  # contact/service.py: limiter, Turnstile, credits, delivery
+    presence: Any = None  # presence/service.py: the process-wide SSE hub
     # Stop callbacks, run last-in first-out by close().
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Called with the grace period when the server stops accepting (SSE: retry hint + close; music: finish).
@@ -105,7 +114,9 @@ async def build_services(config, mongo_uri: str, redis_url: str, *, clock: Clock
         if background:
             services.stats.start()
         services.on_close(services.stats.stop)  # flushes pending views/plays
-        # Feature services register here, each with its own on_close.
+        if background:  # CLI commands need none of the serving features
+            for feature in (og.service, music.service, contact.service, presence.service):
+                await feature.start(services)
     except BaseException:
         await services.close()
         raise

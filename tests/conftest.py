@@ -18,21 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-import redis
-from tornado.httpclient import AsyncHTTPClient, HTTPResponse
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-
-from runtime.app import make_app
-from runtime.config import load_config
-from runtime.embedded import EmbeddedStores
-from runtime.services import Services, build_services
-from store.importer import import_document
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # this checkout's modules, even if another one is pip-installed
 
+import pytest  # noqa: E402
+import redis  # noqa: E402
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse  # noqa: E402
+from tornado.httpserver import HTTPServer  # noqa: E402
+from tornado.netutil import bind_sockets  # noqa: E402
+
+from runtime.app import make_app  # noqa: E402
+from runtime.config import load_config  # noqa: E402
+from runtime.embedded import EmbeddedStores  # noqa: E402
+from runtime.services import Services, build_services  # noqa: E402
+from store.importer import import_document  # noqa: E402
 
 @dataclass
 class StoreUrls:

@@ -1,0 +1,5 @@
+"""contact endpoints."""
+
+from __future__ import annotations
+
+ROUTES: list[tuple] = []

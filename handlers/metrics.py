@@ -1,0 +1,5 @@
+"""/metrics in Prometheus text format."""
+
+from __future__ import annotations
+
+ROUTES: list[tuple] = []

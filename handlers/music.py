@@ -1,0 +1,5 @@
+"""music endpoints."""
+
+from __future__ import annotations
+
+ROUTES: list[tuple] = []

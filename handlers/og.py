@@ -1,0 +1,5 @@
+"""og endpoints."""
+
+from __future__ import annotations
+
+ROUTES: list[tuple] = []

@@ -1,0 +1,5 @@
+"""presence endpoints."""
+
+from __future__ import annotations
+
+ROUTES: list[tuple] = []

@@ -1,0 +1,1 @@
+"""og: see service.py."""

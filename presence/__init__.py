@@ -1,0 +1,1 @@
+"""presence: see service.py."""

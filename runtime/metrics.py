@@ -1,0 +1,18 @@
+"""Prometheus metrics, declared once here; features increment them.
+
+Gauges declare how forked workers' values combine (multiprocess_mode), so the
+/metrics endpoint can aggregate across workers (see handlers/metrics.py).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+OPEN_STREAMS = Gauge("hepgg_open_streams", "Open long-lived responses", ["kind"], multiprocess_mode="livesum")
+SSE_LISTENERS = Gauge("hepgg_sse_listeners", "SSE listeners in this process", multiprocess_mode="liveall")
+PROXIED_BYTES = Counter("hepgg_music_proxied_bytes", "Audio bytes sent to listeners")
+OG_RENDER_SECONDS = Histogram("hepgg_og_render_seconds", "OG card render time (cold renders)",
+                              buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5))
+LIMITER_DECISIONS = Counter("hepgg_rate_limit_decisions", "Contact rate-limit decisions", ["channel", "outcome"])
+DELIVERIES = Counter("hepgg_contact_deliveries", "Contact deliveries", ["channel", "outcome"])
+STATS_FLUSHED = Counter("hepgg_stats_flushed", "View/play events written to MongoDB", ["kind"])
