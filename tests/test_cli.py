@@ -1,0 +1,161 @@
+"""The command line: import validation, commands against a running server, restarts, embedded lifecycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, base_document, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(port: int, path: str, host: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host, "User-Agent": "Mozilla/5.0 test"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class RunningServer:
+    def __init__(self, data_dir: Path, port: int):
+        self.data_dir, self.port = data_dir, port
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
+        env.update(HEPGG_DATA_DIR=str(data_dir), HEPGG_PORT=str(port), HEPGG_VIEW_FLUSH_INTERVAL="0.2")
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve"], cwd=ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.proc.stdout.read()}")
+            try:
+                if _get(port, "/healthz", "localhost")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("server did not start")
+
+    def embedded_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self, signum=signal.SIGTERM) -> int:
+        self.proc.send_signal(signum)
+        return self.proc.wait(30)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_dead(pids: list[int], timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_import_reports_every_bad_record_and_writes_nothing(tmp_path):
+    doc = base_document()
+    doc["users"].append({"id": "bad id!", "surprise": 1})
+    doc["profiles"].append(dict(doc["profiles"][0], id="p2", domain="ALICE.hep.gg"))  # same domain, other case
+    doc["profiles"].append(dict(doc["profiles"][0], id="p3", domain="x.hep.gg", template="nope", colour="red"))
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    data_dir = tmp_path / "data"
+    result = run_cli("import", str(path), "--data-dir", str(data_dir))
+    assert result.returncode != 0
+    for fragment in ("users[1]", "surprise", "domain 'alice.hep.gg' appears more than once", "template", "colour",
+                     "nothing was written"):
+        assert fragment in result.stderr
+    stats = run_cli("stats", "p1", "--data-dir", str(data_dir))
+    assert stats.returncode == 0
+    # The good records were not written either: importing just the first profile works and is new.
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(base_document()))
+    assert json.loads(run_cli("import", str(good), "--data-dir", str(data_dir)).stdout) == {"users": 1, "profiles": 1}
+
+
+def test_commands_against_a_running_server_and_restart_keeps_data(tmp_path):
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    server = RunningServer(data_dir, port)
+    try:
+        doc_path = tmp_path / "doc.json"
+        doc_path.write_text(json.dumps(base_document()))
+        result = run_cli("import", str(doc_path), env={"HEPGG_DATA_DIR": str(data_dir)})
+        assert result.returncode == 0, result.stderr
+        assert run_cli("seed-demo", "--data-dir", str(data_dir)).returncode == 0
+        time.sleep(2.5)  # profile cache bound
+        assert _get(port, "/", "alice.hep.gg")[0] == 200
+        status, body = _get(port, "/", f"demo.localhost:{port}")
+        assert status == 200 and b"Demo Profile" in body
+        time.sleep(1)  # view flush
+        stats = json.loads(run_cli("stats", "p1", "--data-dir", str(data_dir)).stdout)
+        assert stats["views"] == 1 and stats["plays"] == 0
+        children = server.embedded_pids()
+        assert len(children) == 2
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+    assert _wait_dead(children), "embedded servers outlived the server"
+
+    server = RunningServer(data_dir, port)  # restart on the same data dir: data is on disk
+    try:
+        assert _get(port, "/", "alice.hep.gg")[0] == 200
+        time.sleep(1)
+        stats = json.loads(run_cli("stats", "p1", "--data-dir", str(data_dir)).stdout)
+        assert stats["views"] == 1  # deduplicated within 30 s, and the old count survived
+    finally:
+        assert server.stop(signal.SIGINT) == 0
+
+
+def test_embedded_servers_die_with_a_crashed_server(tmp_path):
+    server = RunningServer(tmp_path / "data", _free_port())
+    children = server.embedded_pids()
+    assert len(children) == 2
+    server.stop(signal.SIGKILL)
+    assert _wait_dead(children)
+    # and the data dir can be opened again at once (the lock died with the server)
+    assert run_cli("stats", "p1", "--data-dir", str(tmp_path / "data")).returncode == 0
+
+
+def test_options_from_env_config_file_and_flags(tmp_path):
+    from runtime.config import load_config
+    from hepgg_server import build_parser
+
+    config_file = tmp_path / "hepgg.toml"
+    config_file.write_text('port = 7001\nbase-domain = "from-file.test"\ndashboard-url = "https://file/"\n')
+    args = build_parser().parse_args(["serve", "--config", str(config_file), "--port", "7003"])
+    config = load_config(args, environ={"HEPGG_PORT": "7002", "HEPGG_BASE_DOMAIN": "from-env.test"})
+    assert config.port == 7003  # flag beats env beats file
+    assert config.base_domain == "from-env.test"
+    assert config.dashboard_url == "https://file/"
+    assert config.public_origin == "http://localhost:7003"
+    bad = run_cli("serve", "--trusted-proxies", "not-a-cidr")
+    assert bad.returncode == 2 and "trusted-proxies" in bad.stderr
