@@ -5,6 +5,7 @@
     python hepgg_server.py import FILE.json          validate and upsert users and profiles
     python hepgg_server.py seed-demo                 the demo owner and profile (demo.localhost)
     python hepgg_server.py stats PROFILE_ID          views and plays as JSON
+    python hepgg_server.py reconcile [--now ISO]     apply plan limits, print what changed
 
 Every option is also read from HEPGG_<OPTION> and from --config FILE (TOML).
 main() is a pipeline: parse → config → logging → the command.
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("import", "validate and upsert users and profiles from a JSON file").add_argument("file")
     command("seed-demo", "create the demo owner and profile")
     command("stats", "print a profile's views and plays as JSON").add_argument("profile_id")
+    command("reconcile", "apply plan limits now (unpublish over-allowance profiles, republish restored ones)") \
+        .add_argument("--now", help="ISO 8601 time to reconcile at (default: now)")
     presence_cli.add_parser(commands, add_arguments)
     return parser
 
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli.cmd_seed_demo(config)
     if args.command == "stats":
         return cli.cmd_stats(config, args.profile_id)
+    if args.command == "reconcile":
+        return cli.cmd_reconcile(config, args.now)
     if args.command == "presence":
         return presence_cli.run(config, args)
     raise AssertionError(args.command)

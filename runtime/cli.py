@@ -114,3 +114,19 @@ def cmd_stats(config, profile_id: str) -> int:
         print(json.dumps(await read_stats(services.db, profile_id)))
         return 0
     return run_command(config, stats)
+
+
+def cmd_reconcile(config, now: str | None) -> int:
+    from runtime.reconciler import ReconcilerBusy, run_once
+    from store.records import parse_time
+
+    async def reconcile(services: Services) -> int:
+        at = parse_time(now) if now else services.clock.now()
+        try:
+            changes = await run_once(services.db, services.redis, at)
+        except ReconcilerBusy:
+            print("another reconciler is running; nothing done", file=sys.stderr)
+            return 3
+        print(json.dumps({"at": at.isoformat(), "changes": [c.as_dict() for c in changes]}))
+        return 0
+    return run_command(config, reconcile)

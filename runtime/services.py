@@ -21,6 +21,7 @@ import contact.service
 import music.service
 import og.service
 import presence.service
+from runtime import reconciler
 from runtime.client_ip import TrustedProxies
 from store.clock import Clock
 from store.mongo import connect, ensure_indexes
@@ -113,6 +114,7 @@ async def build_services(config, mongo_uri: str, redis_url: str, *, clock: Clock
         await ensure_indexes(db)
         if background:
             services.stats.start()
+            reconciler.start(services)
         services.on_close(services.stats.stop)  # flushes pending views/plays
         if background:  # CLI commands need none of the serving features
             for feature in (og.service, music.service, contact.service, presence.service):

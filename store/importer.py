@@ -102,8 +102,8 @@ async def import_document(db: AsyncDatabase, data: Any) -> ImportReport:
         if profile["created_at"] is None:  # keep the first import's time: the reconciler orders by it
             del profile["created_at"]
             update["$setOnInsert"] = {"created_at": datetime.now(timezone.utc)}
-        if existing is not None and profile["is_public"]:
-            # An explicit publish in the import clears any reconciler bookkeeping.
+        if existing is not None and existing.get("plan_unpublished_at") is not None:
+            # The file states the owner's intent (publish or unpublish); the reconciler's hold ends.
             update["$unset"] = {"plan_unpublished_at": "", "plan_unpublished_reason": ""}
         await db.profiles.update_one({"_id": profile["_id"]}, update, upsert=True)
         report.profiles += 1
