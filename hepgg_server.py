@@ -14,12 +14,19 @@ main() is a pipeline: parse → config → logging → the command.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 
-from presence import cli as presence_cli
-from runtime import cli
-from runtime.config import ConfigError, add_arguments, load_config
-from runtime.logs import setup_logging
+if sys.argv[1:2] == ["serve"] and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    # Before anything imports prometheus_client: every worker writes its metrics to files here
+    # so /metrics (served by any worker) reports the sum over all of them. Removed by serve().
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hepgg-metrics-")
+
+from presence import cli as presence_cli  # noqa: E402
+from runtime import cli  # noqa: E402
+from runtime.config import ConfigError, add_arguments, load_config  # noqa: E402
+from runtime.logs import setup_logging  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,14 @@ Gauges declare how forked workers' values combine (multiprocess_mode), so the
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+import shutil
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+# Set by hepgg_server.py for `serve` before prometheus_client was imported.
+MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 OPEN_STREAMS = Gauge("hepgg_open_streams", "Open long-lived responses", ["kind"], multiprocess_mode="livesum")
 SSE_LISTENERS = Gauge("hepgg_sse_listeners", "SSE listeners in this process", multiprocess_mode="liveall")
@@ -16,3 +23,23 @@ OG_RENDER_SECONDS = Histogram("hepgg_og_render_seconds", "OG card render time (c
 LIMITER_DECISIONS = Counter("hepgg_rate_limit_decisions", "Contact rate-limit decisions", ["channel", "outcome"])
 DELIVERIES = Counter("hepgg_contact_deliveries", "Contact deliveries", ["channel", "outcome"])
 STATS_FLUSHED = Counter("hepgg_stats_flushed", "View/play events written to MongoDB", ["kind"])
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format, summed over all workers when they write to a shared directory."""
+    if MULTIPROC_DIR:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=MULTIPROC_DIR)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def worker_exited(pid: int) -> None:
+    """Drop a dead worker's live gauges (its counters stay in the sum)."""
+    if MULTIPROC_DIR:
+        multiprocess.mark_process_dead(pid, MULTIPROC_DIR)
+
+
+def remove_files() -> None:
+    if MULTIPROC_DIR:
+        shutil.rmtree(MULTIPROC_DIR, ignore_errors=True)

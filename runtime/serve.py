@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import errno
 import logging
 import os
 import signal
@@ -22,6 +21,7 @@ import time
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from runtime import metrics
 from runtime.app import make_app
 from runtime.embedded import resolve_store_urls
 from runtime.services import build_services
@@ -44,6 +44,7 @@ def serve(config, *, ready_fd: int | None = None) -> int:
         return _supervise(config, sockets, mongo_uri, redis_url, processes)
     finally:
         stores.stop()
+        metrics.remove_files()
 
 
 async def run_worker(config, sockets, mongo_uri: str, redis_url: str) -> int:
@@ -69,6 +70,14 @@ async def run_worker(config, sockets, mongo_uri: str, redis_url: str) -> int:
     finally:
         await services.close()  # flushes batched writes
     return 0
+
+
+def _reap_one(children: dict[int, int]) -> tuple[int, int] | None:
+    for pid in list(children):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return done, status
+    return None
 
 
 def _supervise(config, sockets, mongo_uri: str, redis_url: str, processes: int) -> int:
@@ -106,14 +115,15 @@ def _supervise(config, sockets, mongo_uri: str, redis_url: str, processes: int) 
         spawn(index)
     recent_crashes: list[float] = []
     while children:
-        try:
-            pid, status = os.wait()
-        except OSError as exc:
-            if exc.errno == errno.EINTR:
-                continue
-            raise
-        index = children.pop(pid, None)
-        if index is None or stopping:
+        # Wait for our workers only: os.wait() would also reap the embedded servers behind Popen's back.
+        exited = _reap_one(children)
+        if exited is None:
+            time.sleep(0.2)
+            continue
+        pid, status = exited
+        index = children.pop(pid)
+        metrics.worker_exited(pid)
+        if stopping:
             continue
         code = os.waitstatus_to_exitcode(status)
         log.error("worker %d exited with %s; starting a new one", pid, code)

@@ -23,6 +23,7 @@ import og.service
 import presence.service
 from runtime import reconciler
 from runtime.client_ip import TrustedProxies
+from store import changes
 from store.clock import Clock
 from store.mongo import connect, ensure_indexes
 from store.sites import SiteDirectory
@@ -42,6 +43,7 @@ class Services:
     stats: StatsWriter
     trusted_proxies: TrustedProxies
     draining: bool = False
+    change_watcher: Any = None  # store/changes.py, when the server follows change streams
     # Feature services, attached by each feature's service.start(services).
     og: Any = None  # og/service.py: the OG card renderer (process pool + cache)
     music: Any = None  # music/service.py: the long-stream curl client and proxy settings
@@ -115,6 +117,7 @@ async def build_services(config, mongo_uri: str, redis_url: str, *, clock: Clock
         if background:
             services.stats.start()
             reconciler.start(services)
+            changes.start(services)
         services.on_close(services.stats.stop)  # flushes pending views/plays
         if background:  # CLI commands need none of the serving features
             for feature in (og.service, music.service, contact.service, presence.service):

@@ -27,6 +27,8 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
+from runtime.metrics import STATS_FLUSHED
+
 log = logging.getLogger("hepgg.stats")
 
 VIEW_DEDUP_SECONDS = 30
@@ -145,6 +147,10 @@ class StatsWriter:
             return
         for event in batch:
             self.flushed[event.kind] += 1
+        for kind in ("view", "play"):
+            count = sum(1 for event in batch if event.kind == kind)
+            if count:
+                STATS_FLUSHED.labels(kind).inc(count)
 
 
 async def read_stats(db: AsyncDatabase, profile_id: str) -> dict:

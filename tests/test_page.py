@@ -235,3 +235,23 @@ async def test_api_routes_answer_cors_on_any_host(app_server):
     response = await app_server.fetch("/api/v1/unknown", host="my-site.example")
     assert response.code == 404 and response.body == b'{"ok":false,"error":"Not found"}'
     assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_change_streams_invalidate_the_cache_before_its_ttl(make_server):
+    server = await make_server(profile_cache_ttl=300)
+    await server.load(base_document())
+    await asyncio.wait_for(server.services.change_watcher.active.wait(), 10)
+    assert (await server.fetch("/", host="alice.hep.gg")).code == 200
+    await server.services.db.profiles.update_one({"_id": "p1"}, {"$set": {"content.display_name": "Renamed"}})
+    for _ in range(100):
+        body = (await server.fetch("/", host="alice.hep.gg")).body
+        if b"Renamed" in body:
+            break
+        await asyncio.sleep(0.05)
+    assert b"Renamed" in body
+    await server.services.db.users.update_one({"_id": "u1"}, {"$set": {"suspended": True}})
+    for _ in range(100):
+        if (await server.fetch("/", host="alice.hep.gg")).code == 404:
+            break
+        await asyncio.sleep(0.05)
+    assert (await server.fetch("/", host="alice.hep.gg")).code == 404

@@ -1,0 +1,80 @@
+"""Follow MongoDB change streams on profiles and users to drop cached sites early.
+
+Where the server offers change streams (replica-set MongoDB, SecantusDB), a
+profile or owner change reaches every process's SiteDirectory within
+milliseconds instead of the TTL. Where it does not (a standalone mongod), the
+watcher logs once and the TTL remains the bound. A broken stream is reopened
+with backoff; after a gap, everything cached is dropped since changes may have
+been missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pymongo.errors import OperationFailure, PyMongoError
+
+from store.sites import SiteDirectory
+
+log = logging.getLogger("hepgg.changes")
+
+# Codes meaning "this deployment has no change streams" (standalone mongod and similar).
+UNSUPPORTED_CODES = {40573, 40324, 20}
+
+
+class ChangeWatcher:
+    def __init__(self, db, sites: SiteDirectory):
+        self.db = db
+        self.sites = sites
+        self.events = 0
+        self.active = asyncio.Event()  # set while a stream is open (tests wait on it)
+
+    async def run(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except OperationFailure as exc:
+                if exc.code in UNSUPPORTED_CODES:
+                    log.info("change streams unavailable (%s); profile cache relies on its TTL", exc.code)
+                    return
+                log.warning("change stream failed (%s); reopening", exc.code)
+            except PyMongoError as exc:
+                log.warning("change stream interrupted (%s); reopening", type(exc).__name__)
+            self.active.clear()
+            self.sites.invalidate()  # we may have missed changes
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def _follow(self) -> None:
+        pipeline = [{"$match": {"ns.coll": {"$in": ["profiles", "users"]}}}]
+        async with await self.db.watch(pipeline, full_document="updateLookup") as stream:
+            self.active.set()
+            async for change in stream:
+                self.events += 1
+                self._apply(change)
+
+    def _apply(self, change: dict) -> None:
+        collection = change.get("ns", {}).get("coll")
+        key = (change.get("documentKey") or {}).get("_id")
+        document = change.get("fullDocument") or {}
+        if collection == "profiles":
+            # the old domain's negative/positive entry is found through the cached site itself
+            self.sites.invalidate(profile_id=key, domain=document.get("domain"))
+        elif collection == "users":
+            self.sites.invalidate(owner_id=key)
+
+
+def start(services) -> None:
+    watcher = ChangeWatcher(services.db, services.sites)
+    services.change_watcher = watcher
+    task = asyncio.create_task(watcher.run(), name="change-watcher")
+
+    async def stop() -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    services.on_close(stop)

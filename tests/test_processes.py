@@ -1,0 +1,75 @@
+"""--processes N: forked workers on one socket, embedded stores started once, metrics summed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT, run_cli
+from test_cli import _free_port, _get, _wait_dead
+
+pytestmark = pytest.mark.slow
+
+
+def test_forked_workers_share_one_socket_and_stores(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEPGG_", "PROMETHEUS_"))}
+    log_path = tmp_path / "server.log"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--processes", "2",
+                             "--port", str(port), "--data-dir", str(tmp_path / "data")],
+                            cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and log_path.read_text().count("ready") < 2:
+            time.sleep(0.2)
+        assert _get(port, "/healthz", "localhost")[0] == 200
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        # 2 workers + 2 embedded servers, all children of the supervisor
+        assert len(children) == 4
+        assert run_cli("seed-demo", "--data-dir", str(tmp_path / "data")).returncode == 0
+        time.sleep(2.5)  # profile cache bound
+        for i in range(20):  # distinct visitors; SO_REUSEPORT spreads them over both workers
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={
+                "Host": "demo.localhost", "User-Agent": f"Mozilla/5.0 visitor-{i}"})
+            assert urllib.request.urlopen(request, timeout=10).status == 200
+        time.sleep(2.5)  # view flush
+        log = log_path.read_text()
+        served_by = {line.split("[")[1].split("]")[0] for line in log.splitlines() if "200 GET demo.localhost/" in line}
+        assert len(served_by) == 2, "both workers should have served visitors"
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'hepgg_stats_flushed_total{kind="view"} 20.0' in body  # summed over the workers
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log_path.read_text()
+    assert _wait_dead([int(pid) for pid in children])
+
+
+async def test_view_dedup_and_reconciler_lock_are_global_across_servers(make_server):
+    from datetime import datetime, timezone
+
+    from conftest import base_document
+    from runtime.reconciler import ReconcilerBusy, run_once
+    from store.stats import read_stats
+
+    first = await make_server(reconcile_interval=0)
+    second = await make_server(reconcile_interval=0, mongo_db=first.services.config.mongo_db)
+    await first.load(base_document())
+    headers = {"User-Agent": "Mozilla/5.0 same visitor"}
+    assert (await first.fetch("/", host="alice.hep.gg", headers=headers)).code == 200
+    assert (await second.fetch("/", host="alice.hep.gg", headers=headers)).code == 200
+    await first.services.stats.flush()
+    await second.services.stats.flush()
+    assert (await read_stats(first.services.db, "p1"))["views"] == 1
+
+    await first.services.redis.set("hepgg:{reconciler}:lock", "held-by-first", px=5000)
+    try:
+        await run_once(second.services.db, second.services.redis, datetime.now(timezone.utc))
+        raise AssertionError("the second server ran while the first held the lock")
+    except ReconcilerBusy:
+        pass
