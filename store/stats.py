@@ -23,7 +23,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bson import ObjectId
 from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
@@ -42,6 +44,7 @@ class _Event:
     owner_id: str
     at: datetime
     fields: dict = field(default_factory=dict)
+    id: ObjectId = field(default_factory=ObjectId)  # fixed at record time, so a retried insert is idempotent
 
 
 def view_dedup_key(profile_id: str, ip: str, user_agent: str) -> str:
@@ -119,6 +122,15 @@ class StatsWriter:
             return
         self._accepted.extend(event for event, is_new in zip(batch, fresh) if is_new)
 
+    async def _insert_events(self, batch: list[_Event]) -> None:
+        docs = [{"_id": e.id, "kind": e.kind, "profile_id": e.profile_id, "owner_id": e.owner_id, "at": e.at, **e.fields}
+                for e in batch]
+        try:
+            await self.db.stat_events.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+                raise  # anything but "already written by an earlier try"
+
     async def _write_accepted(self) -> None:
         batch, self._accepted = self._accepted, []
         if not batch:
@@ -131,17 +143,13 @@ class StatsWriter:
             if event.kind == "play":
                 increments[event.profile_id][f"plays_by_isrc.{event.fields['isrc']}"] += 1
         try:
-            await self.db.stat_events.insert_many(
-                [{"kind": e.kind, "profile_id": e.profile_id, "owner_id": e.owner_id, "at": e.at, **e.fields} for e in batch],
-                ordered=False,
-            )
+            await self._insert_events(batch)
             await self.db.profile_stats.bulk_write([
                 UpdateOne({"_id": pid}, {"$inc": dict(inc), "$set": {"owner_id": owners[pid]}}, upsert=True)
                 for pid, inc in increments.items()
             ], ordered=False)
         except Exception as exc:
-            # Events may be half written; counters are what `stats` reports and are all-or-nothing per batch
-            # here only if insert succeeded. Keep the batch: a retry may duplicate events but not lose counts.
+            # Keep the batch: a retry re-inserts events idempotently (fixed ids) and re-applies the counters.
             log.warning("stats write failed (%s); %d events kept for retry", type(exc).__name__, len(batch))
             self._accepted[:0] = batch
             return

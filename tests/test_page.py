@@ -207,14 +207,22 @@ async def test_views_survive_a_redis_outage(make_server, store_urls):
     assert (await _stats(server))["views"] == 1
 
 
-async def test_page_served_from_cache_within_staleness_bound(make_server):
+async def test_page_served_from_cache_within_staleness_bound(make_server, monkeypatch):
     server = await make_server(profile_cache_ttl=60)
     await server.load(base_document())
-    assert (await server.fetch("/", host="alice.hep.gg")).code == 200
-    await server.services.db.profiles.update_one({"_id": "p1"}, {"$set": {"is_public": 0}})
-    assert (await server.fetch("/", host="alice.hep.gg")).code == 200  # cached: no MongoDB read
-    server.services.sites.invalidate(profile_id="p1")
-    assert (await server.fetch("/", host="alice.hep.gg")).code == 404
+    loads = []
+    original = server.services.sites._load
+
+    async def counting_load(query):
+        loads.append(query)
+        return await original(query)
+
+    monkeypatch.setattr(server.services.sites, "_load", counting_load)
+    results = await asyncio.gather(*(server.fetch("/", host="alice.hep.gg") for _ in range(10)))
+    assert {r.code for r in results} == {200}
+    assert (await server.fetch("/", host="nobody.hep.gg")).code == 404
+    assert (await server.fetch("/", host="nobody.hep.gg")).code == 404
+    assert len(loads) == 2  # one shared lookup for ten concurrent requests, one for the unknown host
 
 
 async def test_health_and_readiness(make_server):
