@@ -141,6 +141,7 @@ class _SmtpHandler:
         if self.fake.reject_data:
             return self.fake.reject_data
         self.fake.messages.append(envelope)
+        self.fake.tls.append(session.ssl is not None)
         self.fake.auth_logins.append(getattr(session, "auth_data", None))
         return "250 Message accepted for delivery"
 
@@ -150,8 +151,10 @@ class FakeSmtp:
     reject_rcpt: str | None = None  # e.g. "550 5.1.1 <owner@example.com>: mailbox unavailable"
     reject_data: str | None = None
     require_auth: tuple[str, str] | None = None
+    tls_context: object = None  # an ssl.SSLContext: offer STARTTLS (and require it)
     messages: list = field(default_factory=list)
     auth_logins: list = field(default_factory=list)
+    tls: list = field(default_factory=list)  # per accepted message: was the session encrypted
     port: int = 0
 
     def start(self) -> "FakeSmtp":
@@ -167,6 +170,8 @@ class FakeSmtp:
                 return AuthResult(success=ok)
 
             kwargs = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
+        if self.tls_context is not None:
+            kwargs.update(tls_context=self.tls_context, require_starttls=True)
         self.controller = Controller(_SmtpHandler(self), hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()
         return self

@@ -533,3 +533,47 @@ async def test_concurrent_failed_deliveries_refund_every_credit(server, fakes):
     results = await asyncio.gather(*(post(server, "email", EMAIL) for _ in range(6)))
     assert sorted(response.code for response, _ in results).count(502) >= 3
     assert await credits(server, "email_credits") == 3
+
+
+# ---------------------------------------------------------------- STARTTLS
+
+@pytest.fixture
+def relay_cert(tmp_path):
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "relay.pem", tmp_path / "relay.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=relay",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return cert, context
+
+
+async def test_starttls_is_used_when_offered(make_server, fakes, relay_cert, monkeypatch):
+    cert, context = relay_cert
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust the relay's self-signed certificate
+    smtp = FakeSmtp(tls_context=context).start()
+    try:
+        server = await make_server(**contact_settings(fakes, smtp_port=smtp.port))
+        await server.load(base_document())
+        response, _ = await post(server, "email", EMAIL)
+        assert response.code == 200
+        assert smtp.tls == [True]
+    finally:
+        smtp.stop()
+
+
+async def test_starttls_with_an_untrusted_certificate_never_falls_back_to_plain_text(make_server, fakes, relay_cert):
+    _, context = relay_cert
+    smtp = FakeSmtp(tls_context=context).start()
+    try:
+        server = await make_server(**contact_settings(fakes, smtp_port=smtp.port))
+        await server.load(base_document())
+        response, answer = await post(server, "email", EMAIL)
+        assert (response.code, answer["error"]) == (502, "Email delivery failed")
+        assert smtp.messages == []
+        assert await credits(server, "email_credits") == 5
+    finally:
+        smtp.stop()
