@@ -18,9 +18,9 @@ from tornado.curl_httpclient import CurlAsyncHTTPClient
 
 from contact import owner_setup
 from contact.credits import Credits, CreditsUnavailable, CREDIT_FIELDS
-from contact.delivery.discord import DiscordSender, embed_payload
-from contact.delivery.email import EmailSender, SmtpSettings
-from contact.delivery.sms import SmsSender
+from contact.delivery.discord import FAILED as DISCORD_FAILED, DiscordSender, embed_payload
+from contact.delivery.email import FAILED as EMAIL_FAILED, EmailSender, SmtpSettings
+from contact.delivery.sms import FAILED as SMS_FAILED, SmsSender
 from contact.errors import (AntiSpamFailed, DeliveryFailed, NotActive, OutOfCredits, ProfileNotFound, Throttled,
                             Unavailable)
 from contact.limiter import ContactLimiter, LimiterUnavailable, Rules
@@ -32,6 +32,7 @@ from store.records import ID_PATTERN, Site
 log = logging.getLogger("hepgg.contact")
 
 CHANNELS = ("sms", "email", "discord")
+FAILED = {"sms": SMS_FAILED, "email": EMAIL_FAILED, "discord": DISCORD_FAILED}
 
 
 @dataclass
@@ -70,11 +71,14 @@ class ContactService:
                 raise OutOfCredits(channel)
         try:
             data = await self._deliver(channel, site, recipient, form)
-        except DeliveryFailed:
+        except Exception as exc:  # DeliveryFailed, or a bug: either way the owner gets the credit back
             DELIVERIES.labels(channel, "failed").inc()
             if channel in CREDIT_FIELDS:
                 await self.credits.refund(site.owner.id, channel)
-            raise
+            if isinstance(exc, DeliveryFailed):
+                raise
+            log.exception("contact delivery crashed")
+            raise DeliveryFailed(FAILED[channel]) from None
         DELIVERIES.labels(channel, "ok").inc()
         return data
 
