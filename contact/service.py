@@ -1,7 +1,131 @@
-"""Process-wide contact service: built once per worker by runtime/services.py."""
+"""The contact service: one send, checked in the spec's order, built once per worker.
+
+    profile visible (404) → rate limit (429) → body (400) → Turnstile (400)
+    → owner set-up (400) → credits (402) → delivery (502)
+
+The limiter runs before the body is even parsed, so abuse is rejected at the
+cost of one Redis round trip; a send that passed the limiter spends its tokens
+whatever happens next. Credits are taken before delivery and given back when
+delivery fails.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 
-async def start(services) -> None:
-    """Build this feature's long-lived objects, attach them to `services`, register on_close/on_drain."""
+from tornado.curl_httpclient import CurlAsyncHTTPClient
+
+from contact import owner_setup
+from contact.credits import Credits, CreditsUnavailable, CREDIT_FIELDS
+from contact.delivery.discord import FAILED as DISCORD_FAILED, DiscordSender, embed_payload
+from contact.delivery.email import FAILED as EMAIL_FAILED, EmailSender, SmtpSettings
+from contact.delivery.sms import FAILED as SMS_FAILED, SmsSender
+from contact.errors import (AntiSpamFailed, DeliveryFailed, NotActive, OutOfCredits, ProfileNotFound, Throttled,
+                            Unavailable)
+from contact.limiter import ContactLimiter, LimiterUnavailable, Rules
+from contact.turnstile import Turnstile
+from contact.validation import ContactForm, parse_form
+from runtime.metrics import DELIVERIES
+from store.records import ID_PATTERN, Site
+
+log = logging.getLogger("hepgg.contact")
+
+CHANNELS = ("sms", "email", "discord")
+FAILED = {"sms": SMS_FAILED, "email": EMAIL_FAILED, "discord": DISCORD_FAILED}
+
+
+@dataclass
+class ContactService:
+    services: object
+    limiter: ContactLimiter
+    turnstile: Turnstile
+    credits: Credits
+    sms: SmsSender
+    email: EmailSender
+    discord: DiscordSender
+
+    async def send(self, channel: str, profile_id: str, client_ip: str, body: bytes) -> dict:
+        """The `data` of a successful answer; a ContactError subclass otherwise."""
+        site = await self._visible_site(profile_id)
+        try:
+            decision = await self.limiter.acquire(site.owner.id, site.profile.id, client_ip, channel)
+        except LimiterUnavailable:
+            log.error("rate limiter unavailable; refusing contact sends")
+            raise Unavailable() from None
+        if not decision.allowed:
+            raise Throttled(decision.retry_after)
+        form = parse_form(channel, body)
+        if not await self.turnstile.verify(form.token, client_ip):
+            raise AntiSpamFailed()
+        recipient = owner_setup.recipient(site, channel)
+        if recipient is None:
+            raise NotActive(channel)
+        if channel in CREDIT_FIELDS:
+            try:
+                paid = await self.credits.debit(site.owner.id, channel)
+            except CreditsUnavailable:
+                log.error("credits store unavailable; refusing contact sends")
+                raise Unavailable() from None
+            if not paid:
+                raise OutOfCredits(channel)
+        try:
+            data = await self._deliver(channel, site, recipient, form)
+        except Exception as exc:  # DeliveryFailed, or a bug: either way the owner gets the credit back
+            DELIVERIES.labels(channel, "failed").inc()
+            if channel in CREDIT_FIELDS:
+                await self.credits.refund(site.owner.id, channel)
+            if isinstance(exc, DeliveryFailed):
+                raise
+            log.exception("contact delivery crashed")
+            raise DeliveryFailed(FAILED[channel]) from None
+        DELIVERIES.labels(channel, "ok").inc()
+        return data
+
+    async def _visible_site(self, profile_id: str) -> Site:
+        if not ID_PATTERN.match(profile_id):
+            raise ProfileNotFound()
+        try:
+            site = await self.services.sites.by_id(profile_id)
+        except Exception as exc:  # the profile store is down: fail closed, not 500
+            log.error("profile lookup failed: %s", type(exc).__name__)
+            raise Unavailable() from None
+        if site is None or not site.is_visible(self.services.clock.now()):
+            raise ProfileNotFound()
+        return site
+
+    async def _deliver(self, channel: str, site: Site, recipient: owner_setup.Recipient, form: ContactForm) -> dict:
+        if channel == "sms":
+            await self.sms.send(recipient.sms_key, recipient.phone, form.message)
+            return {"queued": True}
+        if channel == "email":
+            message_id = await self.email.send(recipient.address, form.email, form.subject, form.message,
+                                               site.profile.domain)
+            return {"queued": True, "messageId": message_id}
+        payload = embed_payload(form.handle, form.message, site.profile.domain, site.profile.theme.accent)
+        await self.discord.send(recipient.channel_id, payload)
+        return {"queued": True}
+
+
+async def start(services, rules: Rules | None = None) -> None:
+    """Build this feature's long-lived objects, attach them to `services`, register on_close."""
+    config = services.config
+    # One curl client for Turnstile, SMS and Discord: short requests, bounded concurrency per worker.
+    http = CurlAsyncHTTPClient(force_instance=True, max_clients=64)
+    email = EmailSender(SmtpSettings(config.smtp_host, config.smtp_port, config.smtp_user, config.smtp_password,
+                                     config.smtp_from, config.delivery_timeout))
+    services.contact = ContactService(
+        services=services,
+        limiter=ContactLimiter(services.redis, rules),
+        turnstile=Turnstile(http, config.turnstile_verify_url, config.turnstile_secret, config.turnstile_timeout),
+        credits=Credits(services.db),
+        sms=SmsSender(http, config.sms_api_url, config.delivery_timeout),
+        email=email,
+        discord=DiscordSender(http, config.discord_api_url, config.discord_bot_token, config.delivery_timeout),
+    )
+
+    async def stop() -> None:
+        http.close()
+        await email.close()
+
+    services.on_close(stop)

@@ -1,0 +1,130 @@
+"""Email: one message through the SMTP relay to the owner's verified address, Reply-To the visitor.
+
+smtplib is blocking, so each send runs in a small dedicated thread pool; every
+socket operation is bounded by the delivery timeout. STARTTLS is used whenever
+the relay offers it (and a certificate that does not verify fails the send
+rather than falling back to plain text); AUTH only when --smtp-user is set.
+
+Headers are built with `email.policy.SMTP`, which refuses CR/LF in any header
+value, on top of the single-line validation of the visitor's fields, so the
+subject, handle or address cannot add headers or recipients. smtplib
+dot-stuffs the body, so a message cannot end the DATA phase early.
+
+When the relay rejects the message its reply code and text pass through (the
+spec's "other rejections pass through their own status code and error
+message"): a 4xx reply becomes 503 (temporary), a 5xx reply 502, each with
+"Email rejected by the mail server: <code> <text>", the owner's address
+replaced by "<recipient>". Connection failures, timeouts and our own AUTH
+failures are a plain 502 "Email delivery failed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import smtplib
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import formatdate, make_msgid, parseaddr
+
+from contact.errors import DeliveryFailed
+
+log = logging.getLogger("hepgg.contact.email")
+
+FAILED = "Email delivery failed"
+MAX_REASON = 200
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    user: str
+    password: str
+    sender: str  # the From header, e.g. "Hep.gg <no-reply@hep.gg>"
+    timeout: float
+
+    @property
+    def envelope_from(self) -> str:
+        return parseaddr(self.sender)[1] or self.sender
+
+    @property
+    def domain(self) -> str:
+        return self.envelope_from.rpartition("@")[2] or "localhost"
+
+
+def build_message(settings: SmtpSettings, to: str, reply_to: str, subject: str, text: str,
+                  domain: str) -> EmailMessage:
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["From"] = settings.sender
+    msg["To"] = to
+    msg["Reply-To"] = reply_to
+    msg["Subject"] = f"[{domain}] {subject}" if subject else f"[{domain}] New message from your contact form"
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = make_msgid(domain=settings.domain)
+    msg.set_content(
+        f"{reply_to} sent you this message through the contact form on https://{domain}/\n"
+        f"Reply to this email to answer them directly.\n\n{text}\n"
+    )
+    return msg
+
+
+def _reason(code: int, text: bytes | str, secret: str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = re.sub(re.escape(secret), "<recipient>", text, flags=re.IGNORECASE) if secret else text
+    text = " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", text).split())[:MAX_REASON]
+    return f"Email rejected by the mail server: {code} {text}".rstrip()
+
+
+def rejection(code: int, text: bytes | str, recipient: str) -> DeliveryFailed:
+    status = 503 if 400 <= code < 500 else 502
+    return DeliveryFailed(_reason(code, text, recipient), status=status)
+
+
+class EmailSender:
+    def __init__(self, settings: SmtpSettings, max_workers: int = 8):
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="smtp")
+
+    async def send(self, to: str, reply_to: str, subject: str, text: str, domain: str) -> str:
+        """Deliver and return the Message-ID; DeliveryFailed when the relay did not accept it."""
+        msg = build_message(self.settings, to, reply_to, subject, text, domain)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._send_blocking, msg, to)
+        return msg["Message-ID"]
+
+    def _send_blocking(self, msg: EmailMessage, to: str) -> None:
+        s = self.settings
+        try:
+            with smtplib.SMTP(s.host, s.port, local_hostname=s.domain, timeout=s.timeout) as smtp:
+                smtp.ehlo()
+                if smtp.has_extn("starttls"):
+                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.ehlo()
+                if s.user:
+                    smtp.login(s.user, s.password)
+                smtp.send_message(msg, from_addr=s.envelope_from, to_addrs=[to])
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            log.warning("mail server refused the recipient: %s", code)
+            raise rejection(code, text, to) from None
+        except smtplib.SMTPAuthenticationError as exc:
+            log.error("mail server refused our credentials: %s", exc.smtp_code)
+            raise DeliveryFailed(FAILED) from None
+        except smtplib.SMTPResponseException as exc:  # sender refused, data refused, greeting refused...
+            if exc.smtp_code < 400:
+                log.warning("mail server error: %s", type(exc).__name__)
+                raise DeliveryFailed(FAILED) from None
+            log.warning("mail server rejected the message: %s", exc.smtp_code)
+            raise rejection(exc.smtp_code, exc.smtp_error, to) from None
+        except (smtplib.SMTPException, OSError) as exc:  # disconnects, timeouts, refused connections, TLS
+            log.warning("mail delivery failed: %s", type(exc).__name__)
+            raise DeliveryFailed(FAILED) from None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._pool.shutdown, True)

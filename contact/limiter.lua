@@ -1,0 +1,38 @@
+-- Triple token bucket, all or nothing, in one round trip.
+-- KEYS[i]: one hash per bucket {t = tokens, ts = microseconds of the last write}.
+-- ARGV[2i-1], ARGV[2i]: capacity and refill period in seconds (capacity tokens per period).
+-- Returns {1, 0, 0} when every bucket had a token (one is taken from each), else
+-- {0, refused_mask, wait_ms}: bit i-1 set for each bucket that refused, wait_ms the
+-- time until all refusing buckets hold a token again. Time is the server's (TIME),
+-- so clients on different hosts with skewed clocks agree.
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+local tokens, caps, per_token = {}, {}, {}
+local mask, wait = 0, 0
+for i = 1, #KEYS do
+  local capacity = tonumber(ARGV[2 * i - 1])
+  local interval = tonumber(ARGV[2 * i]) * 1000000 / capacity  -- microseconds per token
+  local state = redis.call('HMGET', KEYS[i], 't', 'ts')
+  local t = tonumber(state[1])
+  local ts = tonumber(state[2])
+  if t == nil or ts == nil then
+    t = capacity
+  elseif now > ts then
+    t = math.min(capacity, t + (now - ts) / interval)
+  end
+  tokens[i], caps[i], per_token[i] = t, capacity, interval
+  if t < 1 then
+    mask = mask + 2 ^ (i - 1)
+    wait = math.max(wait, (1 - t) * interval)
+  end
+end
+if mask > 0 then
+  return {0, mask, math.ceil(wait / 1000)}
+end
+for i = 1, #KEYS do
+  local t = tokens[i] - 1
+  redis.call('HSET', KEYS[i], 't', string.format('%.6f', t), 'ts', string.format('%d', now))
+  -- Gone once it would be full again: an absent key reads as a full bucket.
+  redis.call('PEXPIRE', KEYS[i], math.ceil((caps[i] - t) * per_token[i] / 1000) + 1000)
+end
+return {1, 0, 0}

@@ -1,0 +1,213 @@
+"""The contact rate limiter: exact under concurrency, across processes, fail closed, proxy aware.
+
+Limits are checked through real servers (and a real `hepgg_server.py serve`
+process with two workers) sharing the session's Redis, and the Lua script is
+exercised directly for the buckets a test cannot reach in real time (daily
+refill, the 30/day bucket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+from redis.crc import key_slot
+from tornado.httpclient import AsyncHTTPClient
+
+from contact.limiter import DAY, ContactLimiter, Rule, Rules
+from contact_fakes import FakeDiscord, FakeSms, FakeSmtp, FakeTurnstile
+from tests.conftest import ROOT, base_document
+from test_contact import DISCORD, PATH, contact_settings, fakes  # noqa: F401  (fixture)
+
+
+async def burst(urls: list[str], count: int, headers: dict | None = None) -> list[int]:
+    """`count` concurrent Discord sends, spread round-robin over `urls`, on a client that does not queue."""
+    client = AsyncHTTPClient(force_instance=True, max_clients=count + 4)
+    try:
+        responses = await asyncio.gather(*(
+            client.fetch(urls[i % len(urls)] + PATH.format(pid="p1", channel="discord"), method="POST",
+                         body=json.dumps(DISCORD), headers={"Content-Type": "application/json", **(headers or {})},
+                         raise_error=False, request_timeout=20)
+            for i in range(count)
+        ))
+    finally:
+        client.close()
+    return sorted(response.code for response in responses)
+
+
+async def test_twelve_concurrent_requests_from_one_ip_exactly_three_pass(make_server, fakes):
+    server = await make_server(**contact_settings(fakes, trusted_proxies=()))
+    await server.load(base_document())
+    assert await burst([server.url], 12) == [200] * 3 + [429] * 9
+    assert len(fakes.discord.requests) == 3
+
+
+async def test_two_servers_sharing_redis_still_pass_exactly_three(make_server, fakes):
+    one = await make_server(**contact_settings(fakes, trusted_proxies=()))
+    two = await make_server(**contact_settings(fakes, trusted_proxies=()))
+    await one.load(base_document())
+    assert await burst([one.url, two.url], 12) == [200] * 3 + [429] * 9
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+async def test_serve_process_with_two_workers_and_a_test_server_share_the_limits(make_server, fakes):
+    local = await make_server(**contact_settings(fakes, trusted_proxies=()))
+    await local.load(base_document())
+    config = local.services.config
+    port = _free_port()
+    argv = [sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--port", str(port), "--processes", "2",
+            "--mongo-uri", config.mongo_uri, "--redis-url", config.redis_url, "--mongo-db", config.mongo_db,
+            "--turnstile-verify-url", config.turnstile_verify_url, "--turnstile-secret", config.turnstile_secret,
+            "--discord-api-url", config.discord_api_url, "--discord-bot-token", "bot-token",
+            "--log-level", "warning"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = await client.fetch(f"http://127.0.0.1:{port}/healthz", raise_error=False,
+                                              request_timeout=2)
+                if response.code == 200:
+                    break
+            except OSError:
+                pass  # not listening yet
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            await asyncio.sleep(0.2)
+        codes = await burst([f"http://127.0.0.1:{port}", local.url], 12)
+        assert codes == [200] * 3 + [429] * 9
+        assert len(fakes.discord.requests) == 3
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=20)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+
+
+async def test_redis_unreachable_fails_closed_with_503(make_server, fakes):
+    server = await make_server(**contact_settings(fakes, redis_url=f"redis://127.0.0.1:{_free_port()}/0"))
+    await server.load(base_document())
+    before = REGISTRY.get_sample_value("hepgg_rate_limit_decisions_total", {"channel": "sms", "outcome": "error"}) or 0
+    for channel in ("sms", "email", "discord"):
+        response = await server.fetch(PATH.format(pid="p1", channel=channel), json=DISCORD)
+        assert response.code == 503
+        assert json.loads(response.body) == {
+            "ok": False, "error": "Contact forms are temporarily unavailable, please try again later"}
+    assert fakes.turnstile.requests == [] and fakes.discord.requests == []
+    after = REGISTRY.get_sample_value("hepgg_rate_limit_decisions_total", {"channel": "sms", "outcome": "error"})
+    assert after == before + 1
+
+
+async def test_spoofed_forwarded_for_from_untrusted_peer_changes_nothing(make_server, fakes):
+    server = await make_server(**contact_settings(fakes, trusted_proxies=()))
+    await server.load(base_document())
+    for i in range(3):
+        response = await server.fetch(PATH.format(pid="p1", channel="discord"), json=DISCORD,
+                                      headers={"X-Forwarded-For": f"10.0.0.{i}"})
+        assert response.code == 200
+    response = await server.fetch(PATH.format(pid="p1", channel="discord"), json=DISCORD,
+                                  headers={"X-Forwarded-For": "10.0.0.99"})
+    assert response.code == 429
+    assert {r.form()["remoteip"] for r in fakes.turnstile.requests} == {"127.0.0.1"}
+
+
+async def test_forwarded_for_from_trusted_proxy_is_the_client(make_server, fakes):
+    server = await make_server(**contact_settings(fakes, trusted_proxies=("127.0.0.1/32",)))
+    await server.load(base_document())
+    for i in range(3):
+        response = await server.fetch(PATH.format(pid="p1", channel="discord"), json=DISCORD,
+                                      headers={"X-Forwarded-For": "192.0.2.1"})
+        assert response.code == 200
+    response = await server.fetch(PATH.format(pid="p1", channel="discord"), json=DISCORD,
+                                  headers={"X-Forwarded-For": "192.0.2.1"})
+    assert response.code == 429
+    response = await server.fetch(PATH.format(pid="p1", channel="discord"), json=DISCORD,
+                                  headers={"X-Forwarded-For": "192.0.2.2"})
+    assert response.code == 200
+    assert fakes.turnstile.requests[-1].form()["remoteip"] == "192.0.2.2"
+
+
+# ---------------------------------------------------------------- the Lua script itself
+
+@pytest.fixture
+async def redis_client(store_urls, clean_redis):
+    client = Redis.from_url(store_urls.redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+def test_keys_of_one_call_share_a_cluster_slot():
+    keys = ContactLimiter.keys("owner-1", "profile-9", "2001:db8::1", "sms")
+    assert len({key_slot(key.encode()) for key in keys}) == 1
+    assert all(key.startswith("{contact:owner-1}") for key in keys)
+    other_profile = ContactLimiter.keys("owner-1", "profile-2", "192.0.2.1", "email")
+    assert key_slot(other_profile[0].encode()) == key_slot(keys[0].encode())
+
+
+async def test_daily_ip_bucket_is_30(redis_client):
+    limiter = ContactLimiter(redis_client, Rules(burst=Rule("burst", 1000, 60)))
+    decisions = [await limiter.acquire("u1", "p1", "192.0.2.1", "discord") for _ in range(31)]
+    assert [d.allowed for d in decisions] == [True] * 30 + [False]
+    assert decisions[-1].refused == ("daily",) and decisions[-1].retry_after is None
+    assert (await limiter.acquire("u1", "p1", "192.0.2.2", "discord")).allowed  # another IP, same owner
+
+
+async def test_refused_request_takes_no_token_from_the_other_buckets(redis_client):
+    limiter = ContactLimiter(redis_client, Rules(burst=Rule("burst", 1, 60), daily=Rule("daily", 5, DAY)))
+    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "sms")).allowed
+    for _ in range(5):
+        refused = await limiter.acquire("u1", "p1", "192.0.2.1", "sms")
+        assert refused.refused == ("burst",)
+    _, daily_key, owner_key = ContactLimiter.keys("u1", "p1", "192.0.2.1", "sms")
+    assert float(await redis_client.hget(daily_key, "t")) == 4  # only the allowed call spent one
+    assert float(await redis_client.hget(owner_key, "t")) == 49
+
+
+async def test_buckets_refill_on_the_redis_clock_and_expire(redis_client):
+    limiter = ContactLimiter(redis_client, Rules(burst=Rule("burst", 2, 1.0)))
+    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "discord")).allowed
+    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "discord")).allowed
+    refused = await limiter.acquire("u1", "p1", "192.0.2.1", "discord")
+    assert not refused.allowed and refused.retry_after == 1
+    burst_key = ContactLimiter.keys("u1", "p1", "192.0.2.1", "discord")[0]
+    seconds, micros = await redis_client.time()
+    stamp = int(await redis_client.hget(burst_key, "ts"))
+    assert abs(stamp - (seconds * 1_000_000 + micros)) < 2_000_000  # written from Redis TIME
+    assert 0 < await redis_client.pttl(burst_key) <= 2_000  # gone once it would be full again
+    await asyncio.sleep(0.55)  # one token per 0.5 s
+    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "discord")).allowed
+
+
+async def test_metrics_count_decisions_and_deliveries(make_server, fakes):
+    server = await make_server(**contact_settings(fakes, trusted_proxies=()))
+    await server.load(base_document())
+
+    def sample(name, labels):
+        return REGISTRY.get_sample_value(name, labels) or 0
+
+    allowed = sample("hepgg_rate_limit_decisions_total", {"channel": "discord", "outcome": "allowed"})
+    refused = sample("hepgg_rate_limit_decisions_total", {"channel": "discord", "outcome": "burst"})
+    delivered = sample("hepgg_contact_deliveries_total", {"channel": "discord", "outcome": "ok"})
+    failed = sample("hepgg_contact_deliveries_total", {"channel": "discord", "outcome": "failed"})
+    fakes.discord.replies = [(500, {})]
+    assert await burst([server.url], 4) == [200, 200, 429, 502]
+    assert sample("hepgg_rate_limit_decisions_total", {"channel": "discord", "outcome": "allowed"}) == allowed + 3
+    assert sample("hepgg_rate_limit_decisions_total", {"channel": "discord", "outcome": "burst"}) == refused + 1
+    assert sample("hepgg_contact_deliveries_total", {"channel": "discord", "outcome": "ok"}) == delivered + 2
+    assert sample("hepgg_contact_deliveries_total", {"channel": "discord", "outcome": "failed"}) == failed + 1

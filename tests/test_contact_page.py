@@ -1,0 +1,87 @@
+"""The contact forms on the profile page: rendered with the Turnstile widget, posted as JSON, outcome shown."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from test_contact import contact_settings, fakes  # noqa: F401  (fixture)
+from tests.conftest import base_document
+
+CHROMIUM = "/usr/bin/chromium"
+# A stand-in for Cloudflare's api.js: "passes" the challenge at once and counts resets.
+FAKE_TURNSTILE_JS = """
+window.turnstileResets = 0;
+window.turnstile = { reset: function () { window.turnstileResets += 1; } };
+document.querySelectorAll('.cf-turnstile').forEach(function (el) {
+  var input = document.createElement('input');
+  input.type = 'hidden'; input.name = 'cf-turnstile-response'; input.value = 'good-browser-' + el.dataset.sitekey;
+  el.appendChild(input);
+});
+"""
+
+
+async def test_page_renders_three_forms_with_the_sitekey(make_server, fakes):
+    server = await make_server(**contact_settings(fakes, turnstile_sitekey="0x4AAAA-site<key>"))
+    await server.load(base_document())
+    response = await server.fetch("/", host="alice.hep.gg")
+    html = response.body.decode()
+    assert response.code == 200
+    for channel in ("sms", "email", "discord"):
+        assert f'action="/api/v1/profiles/p1/contact/{channel}"' in html
+    assert html.count('data-sitekey="0x4AAAA-site&lt;key&gt;"') == 3  # escaped
+    assert "challenges.cloudflare.com/turnstile/v0/api.js" in html
+    assert "contact.js" in html
+    script = await server.fetch("/_static/contact.js", host="alice.hep.gg")
+    assert script.code == 200 and b"turnstileToken" in script.body and b"innerHTML" not in script.body
+
+
+async def test_forms_follow_the_toggles(make_server, fakes):
+    server = await make_server(**contact_settings(fakes))
+    await server.load(base_document(toggles={"contact_sms": False, "contact_email": False, "contact_discord": True}))
+    html = (await server.fetch("/", host="alice.hep.gg")).body.decode()
+    assert 'data-channel="discord"' in html and 'data-channel="sms"' not in html and 'data-channel="email"' not in html
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")
+async def test_browser_posts_json_and_shows_the_outcome(make_server, fakes):
+    from playwright.async_api import async_playwright
+
+    server = await make_server(**contact_settings(fakes, turnstile_sitekey="site-key"))
+    document = base_document()
+    document["users"][0]["sms_credits"] = 0
+    await server.load(document)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--host-resolver-rules=MAP alice.hep.gg 127.0.0.1"])
+        try:
+            page = await browser.new_page()
+            await page.route("https://challenges.cloudflare.com/**", lambda route: route.fulfill(
+                status=200, content_type="application/javascript", body=FAKE_TURNSTILE_JS))
+            await page.goto(f"http://alice.hep.gg:{server.port}/")
+            discord = page.locator('form[data-channel="discord"]')
+            await discord.locator('input[name="handle"]').fill("Jamie")
+            await discord.locator('textarea[name="message"]').fill("Hello from a <b>browser</b>")
+            await discord.locator("button").click()
+            status = discord.locator(".form-status")
+            await status.filter(has_text="Sent!").wait_for(timeout=10_000)
+            assert await discord.locator('textarea[name="message"]').input_value() == ""  # form reset
+            assert await page.evaluate("window.turnstileResets") == 1
+            [sent] = fakes.discord.requests
+            assert sent.json()["embeds"][0]["description"] == "Hello from a <b>browser</b>"
+            check = fakes.turnstile.requests[0].form()
+            assert check["response"] == "good-browser-site-key"
+
+            sms = page.locator('form[data-channel="sms"]')
+            await sms.locator('textarea[name="message"]').fill("hi")
+            await sms.locator("button").click()
+            await sms.locator(".form-status").filter(has_text="out of SMS credits").wait_for(timeout=10_000)
+            assert await sms.locator(".form-status").get_attribute("data-state") == "error"
+            assert await sms.locator('textarea[name="message"]').input_value() == "hi"  # kept for a retry
+        finally:
+            await browser.close()
+    assert fakes.sms.requests == []  # 402: nothing was sent
