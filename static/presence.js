@@ -32,7 +32,7 @@
 
   function setText(el, text) { el.textContent = text || ""; el.hidden = !text; }
 
-  img.addEventListener("error", function () { img.hidden = true; img.removeAttribute("src"); });  // placeholder shows
+  img.addEventListener("error", function () { img.hidden = true; });  // the placeholder shows; src kept, not refetched
   img.addEventListener("load", function () { img.hidden = false; });
 
   function activityTitle(a) {
