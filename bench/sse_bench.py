@@ -95,8 +95,7 @@ class Ours:
         wait_http(self.port, self.health)
         time.sleep(0.5)
 
-    def path(self, user: int) -> str:
-        return f"/api/v1/profiles/presence/b{user}/stream"
+    path_format = "/api/v1/profiles/presence/b{}/stream"
 
     def publish(self, user: int, payload: str) -> None:
         self.redis.publish(f"presence:b{user}", payload)
@@ -140,8 +139,7 @@ http {{
         wait_http(self.port, self.health)
         self._pub = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
 
-    def path(self, user: int) -> str:
-        return f"/sub/b{user}"
+    path_format = "/sub/b{}"
 
     def publish(self, user: int, payload: str) -> None:
         self._pub.request("POST", f"/pub/b{user}", body=payload, headers={"Content-Type": "application/json"})
@@ -200,7 +198,7 @@ def scenario(target, client: Client, n: int, layout: str, events: int, spread_ev
     try:
         pid = target.proc.pid
         before = rss_kib(pid)
-        connect = client.call(cmd="connect", port=target.port, paths=[target.path(u) for u in range(users)],
+        connect = client.call(cmd="connect", port=target.port, path_format=target.path_format, users=users,
                               n=n, inflight=1000)
         time.sleep(0.3)
         for user in range(users):  # the first event on every stream

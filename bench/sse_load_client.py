@@ -1,8 +1,8 @@
 """The SSE load client for bench/sse_bench.py: its own process, asyncio raw protocols, JSON-line commands.
 
 Commands on stdin (one JSON object a line), one JSON answer a line on stdout:
-  {"cmd": "connect", "port": P, "paths": [...], "n": N, "inflight": K}
-      open N streams (path i % len(paths)), K connects in flight; answer when every response head arrived
+  {"cmd": "connect", "port": P, "path_format": "/sub/b{}", "users": U, "n": N, "inflight": K}
+      open N streams (stream i on user i % U), K connects in flight; answer when every response head arrived
   {"cmd": "wait", "count": C, "timeout": S}   until C events (with a "t" stamp) arrived since the last reset
   {"cmd": "stats"}                              latency percentiles (ms) of those events, then reset
   {"cmd": "close"}                              close every stream
@@ -112,7 +112,8 @@ async def main() -> None:
         command = json.loads(line)
         cmd = command["cmd"]
         if cmd == "connect":
-            answer = await connect(command["port"], command["paths"], command["n"], command.get("inflight", 1000))
+            paths = [command["path_format"].format(u) for u in range(command["users"])]
+            answer = await connect(command["port"], paths, command["n"], command.get("inflight", 1000))
         elif cmd == "wait":
             want = command["count"]
             got_event.clear()

@@ -45,6 +45,7 @@ SLICE = 512  # listeners written per loop turn during a large fan-out
 BATCH = 1000  # channels per (UN)SUBSCRIBE / MGET
 NULL_EVENT = presence_event(NULL_PAYLOAD)
 STREAM_KIND = "presence"
+_OPEN_STREAMS = OPEN_STREAMS.labels(STREAM_KIND)  # bound once: labels() per connect costs
 
 
 class Channel:
@@ -117,7 +118,7 @@ class PresenceHub:
         listener = Listener(name, stream, chunked, self.max_buffer, self._gone)
         channel.listeners.add(listener)
         self.listener_count += 1
-        OPEN_STREAMS.labels(STREAM_KIND).inc()
+        _OPEN_STREAMS.inc()
         SSE_LISTENERS.set(self.listener_count)
         head = HEAD_CHUNKED if chunked else HEAD_PLAIN
         if channel.state == LIVE and channel.current is not None:
@@ -133,7 +134,7 @@ class PresenceHub:
             return
         channel.listeners.discard(listener)
         self.listener_count -= 1
-        OPEN_STREAMS.labels(STREAM_KIND).dec()
+        _OPEN_STREAMS.dec()
         SSE_LISTENERS.set(self.listener_count)
         if not channel.listeners:
             del self.channels[listener.name]

@@ -229,3 +229,16 @@ async def test_malformed_published_payload_is_not_forwarded(app_server, redis_cl
         assert await client.event() == written
     finally:
         client.close()
+
+
+async def test_demo_presence_cycles_through_the_writer(make_server):
+    server = await make_server(demo_presence=True)
+    client = await SSEClient.open(server.port, "/api/v1/profiles/presence/demo-owner/stream")
+    try:
+        event = await client.event()
+        if event is None:  # the demo's first write may land just after the stream's first snapshot
+            event = await client.event(timeout=5)
+        assert event["status"] in ("online", "idle", "dnd", "offline")
+        assert event["activity"]["type"] in range(6)
+    finally:
+        client.close()
