@@ -1,5 +1,112 @@
-"""presence endpoints."""
+"""Live Discord presence: the one-shot snapshot and the SSE stream.
+
+The snapshot is an ordinary API handler. The stream is not a RequestHandler:
+Tornado's router calls `PresenceStream` with the parsed request, which takes
+the connection over (`detach()`) and hands the bare IOStream to the hub.
+That keeps an open stream at a few KiB and makes connection set-up cheap,
+which is what reconnect storms cost (see docs/presence.md for the numbers).
+"""
 
 from __future__ import annotations
 
-ROUTES: list[tuple] = []
+import json
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+from tornado.httputil import HTTPHeaders, HTTPServerRequest, ResponseStartLine, responses
+from tornado.iostream import StreamClosedError
+
+from handlers.base import SECURITY_HEADERS, ApiError, ApiHandler
+from presence.snapshot import SnapshotError, check_user_id, presence_key
+from presence.stream import retry_hint
+
+log = logging.getLogger("hepgg.presence")
+
+SHED_RETRY_MS = (5000, 20000)  # overload: come back later, spread out
+
+
+def parse_user_id(raw: str | bytes | None) -> str:
+    """The path's userID, or ApiError(400) when it is missing, blank or unusable."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "userID invalid") from None
+    if raw is None or not raw.strip():
+        raise ApiError(400, "userID required")
+    try:
+        return check_user_id(raw)
+    except SnapshotError:
+        raise ApiError(400, "userID invalid") from None
+
+
+class PresenceSnapshotHandler(ApiHandler):
+    """GET /api/v1/profiles/presence/<userID>: {"presence": snapshot | null}."""
+
+    async def get(self, user_id: str) -> None:
+        user_id = parse_user_id(user_id)
+        try:
+            snapshot = await self.services.presence.read(user_id)
+        except RedisError as exc:
+            raise ApiError(503, "Service temporarily unavailable") from exc
+        self.write_ok({"presence": snapshot})
+
+
+class PresenceStream:
+    """GET /api/v1/profiles/presence/<userID>/stream, called by Tornado's router as a plain callable."""
+
+    def __call__(self, request: HTTPServerRequest, *, path_args: list, path_kwargs: dict,
+                 target_kwargs: dict[str, Any]) -> None:
+        services = target_kwargs["services"]
+        if request.method == "OPTIONS":
+            return _answer(request, 204, b"", {"Access-Control-Allow-Methods": "GET, OPTIONS",
+                                               "Access-Control-Max-Age": "86400"})
+        if request.method != "GET":
+            return _answer_error(request, 405, "Method not allowed", {"Allow": "GET, OPTIONS"})
+        try:
+            user_id = parse_user_id(path_args[0] if path_args else None)
+        except ApiError as exc:
+            return _answer_error(request, exc.status_code, exc.message)
+        hub = services.presence.hub
+        stream = request.connection.detach()
+        stream.set_nodelay(True)
+        chunked = request.version == "HTTP/1.1"
+        if services.draining or hub.draining or hub.listener_count >= hub.max_streams:
+            return _shed(stream, chunked)
+        hub.add(presence_key(user_id), stream, chunked)
+
+
+def _answer(request: HTTPServerRequest, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+    headers = HTTPHeaders({**SECURITY_HEADERS, "Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"})
+    if body:
+        headers["Content-Type"] = "application/json; charset=utf-8"
+    headers["Content-Length"] = str(len(body))
+    for name, value in (extra or {}).items():
+        headers[name] = value
+    request.connection.write_headers(ResponseStartLine("HTTP/1.1", status, responses.get(status, "Error")),
+                                     headers, body)
+    request.connection.finish()
+
+
+def _answer_error(request: HTTPServerRequest, status: int, message: str, extra: dict[str, str] | None = None) -> None:
+    _answer(request, status, json.dumps({"ok": False, "error": message}, separators=(",", ":")).encode(), extra)
+
+
+def _shed(stream, chunked: bool) -> None:
+    """200 (browsers never retry a non-200 EventSource) with a jittered retry hint, then close."""
+    hint = retry_hint(*SHED_RETRY_MS)
+    body = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(hint), hint)) if chunked else hint
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+            b"Connection: close\r\nAccess-Control-Allow-Origin: *\r\n"
+            + (b"Transfer-Encoding: chunked\r\n" if chunked else b"") + b"\r\n")
+    try:
+        stream.write(head + body).add_done_callback(lambda _f: stream.close())
+    except StreamClosedError:
+        pass
+
+
+ROUTES = [
+    (r"/api/v1/profiles/presence/([^/]*)/stream", PresenceStream()),
+    (r"/api/v1/profiles/presence/([^/]*)", PresenceSnapshotHandler),
+]

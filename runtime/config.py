@@ -91,6 +91,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("delivery-timeout", 10.0, float, "seconds to wait for SMS/SMTP/Discord"),
     Option("sse-ping-interval", 30.0, float, "seconds between SSE keepalive comments"),
     Option("sse-max-buffer", 65536, int, "bytes of unsent SSE output before a listener is cut off"),
+    Option("sse-max-streams", 19000, int, "open SSE streams per process; more are shed with a retry hint"),
     Option("redis-sharded-pubsub", False, _bool, "use SPUBLISH/SSUBSCRIBE (Redis Cluster)"),
     Option("reconcile-interval", 60.0, float, "seconds between plan reconciler runs inside serve"),
     Option("demo-presence", False, _bool, "cycle the demo owner's presence (for the demo)"),

@@ -1,0 +1,79 @@
+"""`serve --demo-presence`: cycle the demo owner's presence through the writer.
+
+A newcomer opening the demo profile sees the card change every few seconds:
+listening (progress bar), playing (elapsed ticker), a custom status, watching.
+With several workers only the one holding a short Redis lease writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from redis.exceptions import RedisError
+
+from presence.writer import write_presence
+
+log = logging.getLogger("hepgg.presence")
+
+DEMO_USER = "demo-owner"
+LEASE_KEY = "presence-demo-lease"
+
+
+def demo_snapshots(now_ms: int) -> list[dict]:
+    return [
+        {"status": "online", "activity": {
+            "name": "Spotify", "type": 2, "details": "Midnight City", "state": "M83",
+            "startedAt": now_ms - 40_000, "endsAt": now_ms + 203_000,
+            "largeImage": "spotify:ab67616d0000b273fff2cb485c36a6d8f639bdba", "largeText": "Hurry Up, We're Dreaming"}},
+        {"status": "online", "activity": {
+            "name": "Visual Studio Code", "type": 0, "details": "Editing hub.py", "state": "Workspace: hepgg",
+            "startedAt": now_ms - 25 * 60_000}},
+        {"status": "idle", "activity": {"name": "Custom Status", "type": 4, "state": "brb, making tea"}},
+        {"status": "dnd", "activity": {
+            "name": "YouTube", "type": 3, "details": "Tornado internals, part 3", "startedAt": now_ms - 90_000}},
+        {"status": "online", "activity": {
+            "name": "Apple Music", "type": 2, "details": "Digital Love", "state": "Daft Punk",
+            "startedAt": now_ms - 10_000, "endsAt": now_ms + 291_000, "largeText": "Discovery"}},
+    ]
+
+
+class DemoPresence:
+    def __init__(self, redis, *, interval: float = 8.0, sharded: bool = False):
+        self.redis = redis
+        self.interval = interval
+        self.sharded = sharded
+        self._task: asyncio.Task | None = None
+        self._token = f"{os.getpid()}"
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _holds_lease(self) -> bool:
+        ttl_ms = int(self.interval * 3000)
+        if await self.redis.set(LEASE_KEY, self._token, nx=True, px=ttl_ms):
+            return True
+        if await self.redis.get(LEASE_KEY) == self._token:
+            await self.redis.pexpire(LEASE_KEY, ttl_ms)
+            return True
+        return False
+
+    async def _run(self) -> None:
+        step = 0
+        while True:
+            try:
+                if await self._holds_lease():
+                    snapshots = demo_snapshots(int(time.time() * 1000))
+                    await write_presence(self.redis, DEMO_USER, snapshots[step % len(snapshots)],
+                                         sharded=self.sharded)
+                    step += 1
+            except RedisError as exc:
+                log.warning("demo presence: %s", exc)
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,47 @@
+"""The Discord bot's writer contract: SET with a TTL and PUBLISH, in one MULTI/EXEC.
+
+The bot (or `python hepgg_server.py presence set/clear`) calls these; every
+server process subscribed to the user's channel fans the payload out to its
+streams. Validation happens before anything is sent, so a bad snapshot writes
+nothing. The transaction makes SET+PUBLISH atomic, which the hub relies on to
+order a stream's first snapshot against later changes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from presence.snapshot import PRESENCE_TTL, check_user_id, encode_snapshot, presence_key, validate_snapshot
+
+
+def _publish_command(sharded: bool) -> str:
+    return "SPUBLISH" if sharded else "PUBLISH"
+
+
+async def write_presence(redis, user_id: str, snapshot: Any, *, ttl: float = PRESENCE_TTL,
+                         sharded: bool = False, now: datetime | None = None) -> dict:
+    """Validate, store for `ttl` seconds and publish one user's snapshot; returns what was written.
+
+    Raises SnapshotError (nothing written) for a bad snapshot or user id.
+    `ttl` exists for tests and demos; the contract is 300 s.
+    """
+    user_id = check_user_id(user_id)
+    clean = validate_snapshot(snapshot, now or datetime.now(timezone.utc))
+    payload = encode_snapshot(clean)
+    key = presence_key(user_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, payload, px=max(1, int(ttl * 1000)))
+        pipe.execute_command(_publish_command(sharded), key, payload)
+        await pipe.execute()
+    return clean
+
+
+async def clear_presence(redis, user_id: str, *, sharded: bool = False) -> None:
+    """Delete the snapshot and tell open streams (they receive `null`)."""
+    user_id = check_user_id(user_id)
+    key = presence_key(user_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        pipe.execute_command(_publish_command(sharded), key, "null")
+        await pipe.execute()

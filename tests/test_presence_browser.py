@@ -1,0 +1,81 @@
+"""The live presence card in headless Chromium: the text changes after `presence set` (issue 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from conftest import base_document, run_cli
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")]
+
+
+@pytest.fixture
+async def browser_page():
+    from playwright.async_api import async_playwright
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--host-resolver-rules=MAP *.hep.gg 127.0.0.1"])
+        try:
+            yield await browser.new_page()
+        finally:
+            await browser.close()
+
+
+async def test_card_changes_live_after_presence_set(app_server, browser_page, store_urls):
+    await app_server.load(base_document())
+    page = browser_page
+    await page.goto(f"http://alice.hep.gg:{app_server.port}/")
+    card = page.locator("#presence")
+    assert await card.get_attribute("data-stream-url") == "/api/v1/profiles/presence/u1/stream"
+    await page.wait_for_function("document.querySelector('#presence .status-text').textContent === 'Offline'")
+
+    result = await asyncio.to_thread(
+        run_cli, "presence", "set", "u1", "--redis-url", store_urls.redis_url, "--status", "dnd",
+        "--activity-name", "Apple Music", "--type", "2", "--details", "Digital Love", "--state", "Daft Punk",
+        "--started-at", "1716900000000", "--ends-at", "9999999999999", "--large-image", "spotify:cover123")
+    assert result.returncode == 0, result.stderr
+    await page.wait_for_function(
+        "document.querySelector('#presence .presence-activity').textContent === 'Listening to Apple Music'",
+        timeout=10_000)
+    assert await page.locator("#presence .status-text").text_content() == "Do Not Disturb"
+    assert "status-dnd" in await page.locator("#presence .status-dot").get_attribute("class")
+    assert await page.locator("#presence .presence-details").text_content() == "Digital Love"
+    assert await page.locator("#presence .presence-state").text_content() == "Daft Punk"
+    assert await page.locator("#presence .presence-image").get_attribute("src") == "https://i.scdn.co/image/cover123"
+    # No network here: the album art fails and the placeholder shows.
+    await page.wait_for_function("document.querySelector('#presence .presence-image').hidden === true")
+    assert await page.locator("#presence .presence-placeholder").is_visible()
+    assert await page.locator("#presence .presence-progress").is_visible()
+
+    result = await asyncio.to_thread(
+        run_cli, "presence", "set", "u1", "--redis-url", store_urls.redis_url, "--status", "idle",
+        "--type", "4", "--activity-name", "Custom Status", "--state", "brb <b>tea</b>")
+    assert result.returncode == 0, result.stderr
+    await page.wait_for_function(
+        "document.querySelector('#presence .presence-activity').textContent === 'brb <b>tea</b>'")
+    assert await page.locator("#presence .presence-activity b").count() == 0  # text, never markup
+    assert not await page.locator("#presence .presence-progress").is_visible()
+
+    result = await asyncio.to_thread(
+        run_cli, "presence", "set", "u1", "--redis-url", store_urls.redis_url, "--status", "online",
+        "--type", "0", "--activity-name", "Chess", "--started-at", "1716900000000")
+    assert result.returncode == 0, result.stderr
+    await page.wait_for_function(
+        "document.querySelector('#presence .presence-activity').textContent === 'Playing Chess'")
+    assert (await page.locator("#presence .presence-elapsed").text_content()).endswith(" elapsed")
+
+
+async def test_no_card_and_no_stream_url_for_non_premium_owner(app_server):
+    document = base_document()
+    document["users"][0]["premium_until"] = "2000-01-01T00:00:00Z"
+    await app_server.load(document)
+    response = await app_server.fetch("/", host="alice.hep.gg")
+    html = response.body.decode()
+    assert 'id="presence"' not in html and "/presence/u1/stream" not in html and "presence.js" not in html

@@ -1,0 +1,125 @@
+"""Presence streams under stress: slow listeners, Redis restarts, sharded pub/sub (issue 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from presence.writer import write_presence
+from presence_client import SSEClient
+from runtime.embedded import EmbeddedStores
+from test_presence import wait_for
+
+
+@pytest.fixture
+async def redis_client(store_urls):
+    client = aioredis.Redis.from_url(store_urls.redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def test_listener_that_stops_reading_is_cut_off(make_server, redis_client):
+    server = await make_server(sse_max_buffer=32 * 1024)
+    hub = server.services.presence.hub
+    healthy = await SSEClient.open(server.port, "/api/v1/profiles/presence/u1/stream")
+    assert await healthy.event() is None
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window: the server's queue fills fast
+    stuck.connect(("127.0.0.1", server.port))
+    stuck.sendall(b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    await wait_for(lambda: hub.listener_count == 2)
+    big = json.dumps({"status": "online", "pad": "x" * 15000})
+    published = 0
+    try:
+        while hub.listener_count == 2 and published < 3000:
+            await redis_client.publish("presence:u1", big)
+            published += 1
+            if published % 20 == 0:
+                while True:  # the healthy listener keeps reading, so only the stuck one falls behind
+                    try:
+                        block = await healthy.block(timeout=0.05)
+                    except asyncio.TimeoutError:
+                        break
+                    assert block is not None
+        assert hub.listener_count == 1, f"stuck listener still open after {published} events"
+        # The healthy stream is untouched and still gets changes.
+        written = await write_presence(redis_client, "u1", {"status": "idle"})
+        while (event := await healthy.event()) != written:
+            assert event.get("pad")
+    finally:
+        stuck.close()
+        healthy.close()
+
+
+@pytest.fixture
+def own_valkey(tmp_path):
+    stores = EmbeddedStores(tmp_path / "own", want_mongo=False)
+    endpoints = stores.start()
+    yield stores, endpoints.redis_url
+    stores.stop()
+
+
+def _restart_valkey(stores: EmbeddedStores) -> None:
+    name, proc = stores._procs[0]
+    proc.kill()
+    proc.wait()
+    argv = proc.args
+    port = int(argv[argv.index("--port") + 1])
+    time.sleep(0.3)
+    new = subprocess.Popen(argv, cwd=stores.data_dir / "valkey", stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    stores._procs[0] = (name, new)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("valkey did not come back")
+
+
+async def test_redis_restart_mid_stream(own_valkey, make_server):
+    stores, url = own_valkey
+    server = await make_server(redis_url=url)
+    hub = server.services.presence.hub
+    writer = aioredis.Redis.from_url(url, decode_responses=True)
+    client = await SSEClient.open(server.port, "/api/v1/profiles/presence/u7/stream")
+    try:
+        assert await client.event() is None
+        first = await write_presence(writer, "u7", {"status": "online"})
+        assert await client.event() == first
+        await asyncio.to_thread(_restart_valkey, stores)
+        await writer.aclose()
+        writer = aioredis.Redis.from_url(url, decode_responses=True)  # the old pooled connection is dead
+        # The stream stayed open; once the hub is back it re-sends the current snapshot.
+        await wait_for(lambda: hub.reconnects >= 1 and hub.connected.is_set(), timeout=15)
+        resent = await client.event(timeout=10)
+        stored = await writer.get("presence:u7")
+        assert resent == (json.loads(stored) if stored else None)
+        # Changes flow again through the new subscription.
+        second = await write_presence(writer, "u7", {"status": "dnd"})
+        assert await client.event(timeout=5) == second
+        assert hub.listener_count == 1
+        assert "presence:u7" in await writer.pubsub_channels("presence:*")
+    finally:
+        client.close()
+        await writer.aclose()
+
+
+async def test_sharded_pubsub(make_server, redis_client):
+    server = await make_server(redis_sharded_pubsub=True)
+    client = await SSEClient.open(server.port, "/api/v1/profiles/presence/u1/stream")
+    try:
+        assert await client.event() is None
+        assert "presence:u1" in await redis_client.execute_command("PUBSUB", "SHARDCHANNELS", "presence:*")
+        written = await write_presence(redis_client, "u1", {"status": "online"}, sharded=True)
+        assert await client.event(timeout=1) == written
+    finally:
+        client.close()
