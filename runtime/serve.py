@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -31,7 +32,16 @@ log = logging.getLogger("hepgg.serve")
 MAX_BODY_BYTES = 1024 * 1024  # API handlers enforce their own, smaller limits with a JSON answer
 
 
-def serve(config, *, ready_fd: int | None = None) -> int:
+def raise_fd_limit() -> int:
+    """Streams are sockets: use the whole hard RLIMIT_NOFILE, not the usual soft 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def serve(config) -> int:
+    log.info("file descriptor limit %d", raise_fd_limit())
     stores, mongo_uri, redis_url = resolve_store_urls(config)
     try:
         sockets = bind_sockets(config.port, config.address, reuse_port=hasattr(socket, "SO_REUSEPORT"), backlog=4096)

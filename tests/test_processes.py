@@ -73,3 +73,72 @@ async def test_view_dedup_and_reconciler_lock_are_global_across_servers(make_ser
         raise AssertionError("the second server ran while the first held the lock")
     except ReconcilerBusy:
         pass
+
+
+class ServeProcess:
+    """`hepgg_server.py serve` on shared external stores, as one replica of a deployment."""
+
+    def __init__(self, store_urls, tmp_path, name: str, **options: str):
+        self.port = _free_port()
+        self.log_path = tmp_path / f"{name}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HEPGG_", "PROMETHEUS_"))}
+        env.update(HEPGG_MONGO_URI=store_urls.mongo_uri, HEPGG_REDIS_URL=store_urls.redis_url,
+                   HEPGG_MONGO_DB=f"shared_{tmp_path.name}", HEPGG_PORT=str(self.port), HEPGG_LOG_LEVEL="warning")
+        env.update({f"HEPGG_{k.upper()}": v for k, v in options.items()})
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve"], cwd=ROOT, env=env,
+                                     stdout=self.log_path.open("w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log_path.read_text()
+            try:
+                if _get(self.port, "/healthz", "localhost")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("server did not start")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+async def test_sigterm_under_sse_load_every_listener_reconnects_and_misses_nothing(store_urls, tmp_path, clean_redis):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from presence.writer import write_presence
+    from presence_client import SSEClient
+
+    first = ServeProcess(store_urls, tmp_path, "first", shutdown_grace="2")
+    second = ServeProcess(store_urls, tmp_path, "second")
+    redis = aioredis.Redis.from_url(store_urls.redis_url, decode_responses=True)
+    path = "/api/v1/profiles/presence/owner-1/stream"
+    try:
+        await write_presence(redis, "owner-1", {"status": "online"})
+        listeners = [await SSEClient.open(first.port, path) for _ in range(40)]
+        assert {(await c.event())["status"] for c in listeners} == {"online"}
+
+        stopping = asyncio.get_running_loop().run_in_executor(None, first.stop)
+        # Each listener is told when to come back and then closed: the browser's EventSource would reconnect.
+        retry_hints = []
+        for client in listeners:
+            while (block := await client.block(10)) is not None:
+                if block.startswith("retry:"):
+                    retry_hints.append(int(block.split(":", 1)[1]))
+        assert len(retry_hints) == len(listeners) and all(hint > 0 for hint in retry_hints)
+        # A change made while they were away...
+        await write_presence(redis, "owner-1", {"status": "dnd"})
+        # ...is the first thing each one gets from the other replica.
+        reconnected = [await SSEClient.open(second.port, path) for _ in listeners]
+        assert [(await c.event())["status"] for c in reconnected] == ["dnd"] * len(listeners)
+        await write_presence(redis, "owner-1", {"status": "idle"})
+        assert [(await c.event())["status"] for c in reconnected] == ["idle"] * len(listeners)
+        assert await stopping == 0  # the stopped replica exited cleanly
+        for client in listeners + reconnected:
+            client.close()
+    finally:
+        await redis.aclose()
+        if first.proc.poll() is None:
+            first.stop()
+        assert second.stop() == 0
