@@ -142,3 +142,17 @@ async def test_sigterm_under_sse_load_every_listener_reconnects_and_misses_nothi
         if first.proc.poll() is None:
             first.stop()
         assert second.stop() == 0
+
+
+async def test_presence_set_reaches_listeners_on_every_server(make_server):
+    from presence.writer import write_presence
+    from presence_client import SSEClient
+
+    servers = [await make_server(), await make_server()]
+    path = "/api/v1/profiles/presence/owner-2/stream"
+    clients = [await SSEClient.open(server.port, path) for server in servers for _ in range(3)]
+    assert [await c.event() for c in clients] == [None] * 6
+    await write_presence(servers[0].services.redis, "owner-2", {"status": "idle"})
+    assert [(await c.event())["status"] for c in clients] == ["idle"] * 6
+    for client in clients:
+        client.close()
