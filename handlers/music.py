@@ -1,5 +1,107 @@
-"""music endpoints."""
+"""GET/HEAD /api/v1/profiles/<profileID>/music/<isrc>: the embedded music proxy (spec: "Embedded music proxy").
+
+Errors have empty bodies (400 malformed, 404 not visible / no music key, 502
+upstream failure). The streaming itself lives in music/relay.py; this handler
+validates, resolves the profile, runs one Relay and maps its outcome:
+a failure after the first byte closes the connection, so a browser never takes
+a truncated track for a whole one.
+"""
 
 from __future__ import annotations
 
-ROUTES: list[tuple] = []
+import re
+from typing import Any
+
+import tornado.web
+
+from handlers.base import ApiHandler
+from music import ranges
+from music.relay import COMPLETE, LISTENER_GONE, STOPPED, UPSTREAM_FAILED, Relay
+from music.service import REVOKED, SHUTTING_DOWN, MusicService, OpenStream
+from runtime.metrics import OPEN_STREAMS
+from store.records import ID_PATTERN
+
+ISRC = re.compile(r"^[A-Z0-9]{12}$", re.IGNORECASE)
+# A stream stopped before its first byte answers as a new request would now.
+STOP_STATUS = {REVOKED: 404, SHUTTING_DOWN: 503}
+
+
+class MusicHandler(ApiHandler):
+    relay: Relay | None = None
+
+    @property
+    def music(self) -> MusicService:
+        return self.services.music
+
+    def compute_etag(self) -> None:
+        return None  # never hash a proxied body; the upstream's ETag is forwarded as is
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Music errors are status-only: empty body, no envelope.
+        self.clear_header("Content-Type")
+        self.finish()
+
+    async def head(self, profile_id: str = "", isrc: str = "") -> None:
+        await self._proxy("HEAD", profile_id, isrc)
+
+    async def get(self, profile_id: str = "", isrc: str = "") -> None:
+        await self._proxy("GET", profile_id, isrc)
+
+    async def _proxy(self, method: str, profile_id: str, isrc: str) -> None:
+        if not profile_id or not ISRC.match(isrc):
+            raise tornado.web.HTTPError(400)
+        if not ID_PATTERN.match(profile_id):
+            raise tornado.web.HTTPError(404)  # could never exist: no lookup
+        if self.services.draining:
+            raise tornado.web.HTTPError(503)
+        now = self.services.clock.now()
+        site = await self.services.sites.by_id(profile_id)
+        if site is None or not site.is_visible(now) or not site.owner.music_key:
+            raise tornado.web.HTTPError(404)
+        isrc = isrc.upper()
+        range_header = ranges.forwardable(self.request.headers.get("Range"))
+        counts = method == "GET" and ranges.counts_as_play(self.request.headers.get("Range"))
+
+        def on_commit(status: int) -> None:
+            if counts and 200 <= status < 300:
+                self.services.stats.record_play(site.profile.id, site.owner.id, self.services.clock.now(), isrc)
+
+        self.relay = self.music.relay(
+            url=self.music.track_url(isrc), method=method, music_key=site.owner.music_key,
+            range_header=range_header, wanted=ranges.parse_single(range_header), sink=self, on_commit=on_commit,
+        )
+        stream = OpenStream(site.profile.id, self.relay)
+        self.music.opened(stream)
+        OPEN_STREAMS.labels(kind="music").inc()
+        try:
+            outcome = await self.relay.run()
+        finally:
+            OPEN_STREAMS.labels(kind="music").dec()
+            self.music.closed(stream)
+        self._answer(outcome)
+
+    def _answer(self, outcome: str) -> None:
+        relay = self.relay
+        assert relay is not None
+        if outcome == COMPLETE:
+            if self.request.method == "HEAD" and not relay.length_known:
+                self.flush()  # headers now, so Tornado does not claim Content-Length: 0
+            self.finish()
+        elif outcome == UPSTREAM_FAILED or (outcome == STOPPED and not relay.committed):
+            if relay.stop_reason == LISTENER_GONE:
+                return  # nobody to answer
+            self.clear()
+            raise tornado.web.HTTPError(STOP_STATUS.get(relay.stop_reason, 502))
+        else:  # BROKEN, or STOPPED mid-body: no clean end (no last chunk, short Content-Length)
+            self.request.connection.close()
+
+    def on_connection_close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop(LISTENER_GONE)
+
+
+ROUTES = [
+    (r"/api/v1/profiles/([^/]*)/music/(.*)", MusicHandler),
+    (r"/api/v1/profiles/([^/]*)/music/?", MusicHandler),  # no ISRC: 400
+    (r"/api/v1/profiles/music/.*", MusicHandler),  # no profile ID: 400
+]

@@ -74,6 +74,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown-grace", 10.0, float, "seconds music streams may finish after SIGTERM"),
     Option("music-upstream-url", "http://127.0.0.1:9000", str, "base URL of the music worker"),
     Option("music-max-streams", 2000, int, "concurrent upstream music transfers per process"),
+    Option("music-connect-timeout", 5.0, float, "seconds to connect to the music worker before answering 502"),
+    Option("music-stall-timeout", 20.0, float, "seconds the music worker may send nothing (while not paused) before the stream fails"),
+    Option("music-chunk-bytes", 65536, int, "libcurl receive buffer for music streams (CURLOPT_BUFFERSIZE, 16 KiB-512 KiB)"),
+    Option("music-high-water", 65536, int, "unsent bytes per listener above which the upstream transfer is paused"),
     Option("avatar-hosts", (), _csv, "comma-separated host names avatars may be fetched from (others draw initials)"),
     Option("og-render-processes", 2, int, "OG card render worker processes"),
     Option("turnstile-verify-url", "https://challenges.cloudflare.com/turnstile/v0/siteverify", str, "Turnstile siteverify URL"),
@@ -188,5 +192,11 @@ def _validate(values: dict[str, Any]) -> None:
     if not values["public_origin"]:
         values["public_origin"] = f"http://localhost:{values['port']}"
     values["public_origin"] = values["public_origin"].rstrip("/")
+    if not 16384 <= values["music_chunk_bytes"] <= 524288:
+        raise ConfigError("--music-chunk-bytes must be between 16384 and 524288 (libcurl's limits)")
+    if values["music_high_water"] < 1:
+        raise ConfigError("--music-high-water must be at least 1 byte")
+    if values["music_max_streams"] < 1:
+        raise ConfigError("--music-max-streams must be at least 1")
     if values["log_level"].lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError("--log-level must be debug, info, warning or error")

@@ -1,0 +1,334 @@
+"""One upstream music transfer streamed into one response, with flow control.
+
+Why libcurl callbacks of our own (installed in `prepare_curl_callback`) rather
+than Tornado's `streaming_callback`/`header_callback`: Tornado delivers those
+later through IOLoop callbacks and pauses only when its own queue passes 1 MiB,
+so it cannot tell libcurl "stop, the listener is slow" at the moment a chunk
+arrives, and headers may be seen after the first body chunk. Our WRITEFUNCTION
+runs inside libcurl and only does cheap, non-reentrant work: trim, append to the
+handler's buffer, and return WRITEFUNC_PAUSE while more than `high_water` bytes
+are waiting for the listener. The pump (an ordinary coroutine) awaits
+`flush()`, and once the listener has taken everything resumes the transfer with
+`curl.pause(PAUSE_CONT)` (libcurl then re-delivers the chunk it kept). Memory per
+stream is bounded by `high_water` + one chunk in Python + one chunk libcurl keeps
+while paused, whatever the listener's speed; the rest waits in the kernel.
+
+Stopping (listener gone, owner's key revoked, shutdown): shut down the upstream
+socket so the music worker sees the close at once, and unpause so libcurl runs
+our write callback, which answers 0 and fails the transfer.
+
+The curl handle is only touched while `self._fetch` is not done: Tornado resolves
+that future synchronously in `_finish`, just before it resets the handle and
+hands it to the next transfer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Callable, Protocol
+
+import pycurl
+from tornado import httputil
+from tornado.curl_httpclient import CurlAsyncHTTPClient
+from tornado.httpclient import HTTPRequest
+from tornado.iostream import StreamClosedError
+
+from music.ranges import ByteRange, resolve
+from runtime.metrics import PROXIED_BYTES
+
+log = logging.getLogger("hepgg.music")
+
+# Exactly these upstream headers reach the browser (spec, "Embedded music proxy").
+FORWARDED_HEADERS = (
+    "Content-Type", "Content-Length", "Content-Range", "Accept-Ranges", "Last-Modified", "ETag",
+    "X-Track-Title", "X-Track-Artist", "X-Track-Duration", "X-Track-Album", "X-Track-Artwork",
+)
+
+# Outcomes of run().
+COMPLETE = "complete"  # the response is whole: finish it
+UPSTREAM_FAILED = "upstream_failed"  # nothing reached the listener yet: answer 502
+BROKEN = "broken"  # failed after bytes reached the listener: abort the connection
+STOPPED = "stopped"  # stopped by us (revoked, shutdown) or the listener left
+
+LISTENER_GONE = "listener gone"
+
+
+class Sink(Protocol):
+    """The response being written: a tornado RequestHandler fits."""
+
+    def set_status(self, status_code: int, reason: str | None = None) -> None: ...
+    def set_header(self, name: str, value) -> None: ...
+    def write(self, chunk: bytes) -> None: ...
+    def flush(self) -> "asyncio.Future[None]": ...
+
+
+class Relay:
+    def __init__(self, client: CurlAsyncHTTPClient, url: str, method: str, music_key: str,
+                 range_header: str | None, wanted: ByteRange | None, sink: Sink, *,
+                 connect_timeout: float, stall_timeout: float, chunk_bytes: int, high_water: int,
+                 on_commit: Callable[[int], None] | None = None):
+        self.client = client
+        self.url = url
+        self.method = method
+        self.music_key = music_key
+        self.range_header = range_header
+        self.wanted = wanted
+        self.sink = sink
+        self.connect_timeout = connect_timeout
+        self.stall_timeout = max(1, round(stall_timeout))
+        self.chunk_bytes = chunk_bytes
+        self.high_water = high_water
+        self.on_commit = on_commit
+
+        self.status: int | None = None  # the status the listener gets
+        self.length_known = False  # the listener's response carries a Content-Length
+        self.committed = False  # bytes (headers at least) were handed to the listener's socket
+        self.sent = 0  # body bytes flushed to the listener
+        self.stop_reason: str | None = None
+        self.failure: str | None = None  # why the upstream answer could not be used
+
+        self._curl: pycurl.Curl | None = None
+        self._fetch: asyncio.Future | None = None
+        self._upstream_status: int | None = None
+        self._upstream_headers = httputil.HTTPHeaders()
+        self._headers_done = False
+        self._no_body = False
+        self._skip = 0  # bytes still to drop before the wanted range (Range emulation)
+        self._take: int | None = None  # bytes still to pass before the range's end
+        self._trimmed = False  # the wanted range is complete; the rest of the upstream body is unwanted
+        self._paused = False
+        self._queued = 0  # written to the sink, not yet flushed
+        self._inflight = 0  # being flushed
+        self._discard = False
+        self._pump_task: asyncio.Task | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def buffered(self) -> int:
+        """Body bytes this stream holds in Python (queued for or being flushed to the listener)."""
+        return self._queued + self._inflight
+
+    # ------------------------------------------------------------ driving
+
+    async def run(self) -> str:
+        headers = {"Authorization": f"Bearer {self.music_key}", "Accept": "*/*"}
+        if self.range_header:
+            headers["Range"] = self.range_header
+        request = HTTPRequest(
+            self.url, method=self.method, headers=headers, follow_redirects=False,
+            decompress_response=False, connect_timeout=self.connect_timeout,
+            request_timeout=0,  # streams last as long as the listener listens; stalls are caught below
+            prepare_curl_callback=self._prepare_curl,
+        )
+        self._fetch = asyncio.ensure_future(self.client.fetch(request, raise_error=False))
+        error: str | None = None
+        try:
+            await self._fetch  # with raise_error=False an upstream 4xx/5xx is an answer, not an error
+        except Exception as exc:  # CurlError (599): connect failure, timeout, reset, our own abort
+            error = str(exc)
+        finally:
+            self._curl = None  # the handle already belongs to the next transfer
+        pump = self._pump_task
+        if pump is not None:
+            if self.stop_reason is None and (self._trimmed or (error is None and self.failure is None)):
+                # The upstream is done; the listener still takes the rest at its own pace (stop() cancels this).
+                await asyncio.gather(pump, return_exceptions=True)
+            elif not self.committed:
+                self._discard = True  # nothing was flushed yet: a clean 502 is still possible
+            # else: the handler closes the connection, which ends the pump's pending flush.
+        return self._outcome(error)
+
+    def _outcome(self, error: str | None) -> str:
+        if self.stop_reason is not None:
+            return STOPPED
+        if self._trimmed or (error is None and self._headers_done and self.failure is None):
+            return COMPLETE
+        reason = self.failure or error or "no response"
+        if self.committed:
+            log.warning("music upstream failed after %d bytes: %s", self.sent, reason)
+            return BROKEN
+        log.warning("music upstream failed before the first byte: %s", reason)
+        return UPSTREAM_FAILED
+
+    def stop(self, reason: str) -> None:
+        """End the transfer now (listener gone, key revoked, shutdown); run() then returns STOPPED."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        curl = self._active_curl()
+        if curl is None:
+            # The upstream is done; only the pump may still wait for the listener.
+            pump = self._pump_task
+            if pump is not None and pump is not asyncio.current_task():
+                pump.cancel()
+            return
+        try:
+            fd = curl.getinfo(pycurl.ACTIVESOCKET)
+        except pycurl.error:
+            fd = -1
+        if fd >= 0:
+            # The music worker sees its connection close now, even while the transfer is paused or idle.
+            sock = socket.socket(fileno=fd)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            finally:
+                sock.detach()  # libcurl owns the descriptor
+        self._resume(curl)
+
+    def _active_curl(self) -> pycurl.Curl | None:
+        if self._fetch is None or self._fetch.done():
+            return None
+        return self._curl
+
+    def _resume(self, curl: pycurl.Curl) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        try:
+            # May call _on_body synchronously with the chunk libcurl kept while paused.
+            curl.pause(pycurl.PAUSE_CONT)
+        except pycurl.error:
+            pass  # the transfer failed while paused; the fetch reports it
+
+    # ------------------------------------------------------------ libcurl side (runs inside socket_action)
+
+    def _prepare_curl(self, curl: pycurl.Curl) -> None:
+        self._curl = curl
+        curl.setopt(pycurl.HEADERFUNCTION, self._on_header_line)
+        curl.setopt(pycurl.WRITEFUNCTION, self._on_body)
+        curl.setopt(pycurl.BUFFERSIZE, self.chunk_bytes)
+        # Nothing received for stall_timeout seconds fails the transfer; paused time does not count.
+        curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+        curl.setopt(pycurl.LOW_SPEED_TIME, self.stall_timeout)
+
+    def _on_header_line(self, raw: bytes):
+        try:
+            if self.stop_reason is not None:
+                return 0  # fails the transfer
+            if self._headers_done:
+                return None  # trailers of a chunked body: ignored
+            line = raw.decode("latin1").rstrip("\r\n")
+            if line.startswith("HTTP/"):
+                self._upstream_status = httputil.parse_response_start_line(line).code
+                self._upstream_headers = httputil.HTTPHeaders()
+            elif line:
+                self._upstream_headers.parse_line(line)
+            elif self._upstream_status is not None and not 100 <= self._upstream_status < 200:
+                self._headers_done = True
+                if not self._start_response():
+                    return 0  # nothing more to read (416): end the transfer now
+            return None
+        except Exception as exc:
+            self.failure = f"bad upstream headers ({type(exc).__name__})"
+            return 0
+
+    def _start_response(self) -> bool:
+        """Decide the listener's status and headers from the upstream's; False when no body is wanted."""
+        status = self._upstream_status
+        upstream = self._upstream_headers
+        if status is None or not 200 <= status <= 599:
+            raise ValueError(f"unusable upstream status {status}")
+        length = _content_length(upstream)
+        out = {name: upstream[name] for name in FORWARDED_HEADERS if name in upstream}
+        if length is None:
+            out.pop("Content-Length", None)
+        else:
+            out["Content-Length"] = str(length)
+        if status == 200 and length is not None:
+            # We can serve ranges ourselves from a whole, sized answer (the worker ignores Range).
+            if upstream.get("Accept-Ranges", "").strip().lower() != "none":
+                out["Accept-Ranges"] = "bytes"
+            if self.wanted is not None:
+                span = resolve(self.wanted, length)
+                out.pop("Content-Range", None)
+                if span is None:
+                    status = 416
+                    for name in ("Content-Length", "Content-Type"):
+                        out.pop(name, None)
+                    out["Content-Range"] = f"bytes */{length}"
+                    self._no_body = True
+                else:
+                    first, last = span
+                    status = 206
+                    out["Content-Range"] = f"bytes {first}-{last}/{length}"
+                    out["Content-Length"] = str(last - first + 1)
+                    self._skip, self._take = first, last - first + 1
+        if status in (204, 304) or self.method == "HEAD":
+            self._no_body = True
+        self.status = status
+        self.length_known = "Content-Length" in out
+        self.sink.set_status(status)
+        for name, value in out.items():
+            self.sink.set_header(name, value)
+        if self._no_body and self.method == "GET":
+            self._trimmed = True  # the response is decided; the upstream body is not needed
+            return False
+        return True
+
+    def _on_body(self, chunk: bytes):
+        try:
+            if self.stop_reason is not None or self._trimmed or not self._headers_done:
+                return 0  # fails the transfer (stopped, or the wanted range is complete)
+            if self._no_body:
+                return None
+            if self._queued + self._inflight >= self.high_water:
+                self._paused = True
+                return pycurl.WRITEFUNC_PAUSE  # libcurl keeps this chunk and offers it again on resume
+            data = chunk
+            if self._skip:
+                if len(data) <= self._skip:
+                    self._skip -= len(data)
+                    return None
+                data = data[self._skip:]
+                self._skip = 0
+            if self._take is not None:
+                if len(data) >= self._take:
+                    data = data[:self._take]
+                    self._trimmed = True
+                self._take -= len(data)
+            if data:
+                self.sink.write(data)
+                self._queued += len(data)
+                if self._pump_task is None:
+                    self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+            return 0 if self._trimmed else None
+        except Exception as exc:
+            self.failure = f"relay error ({type(exc).__name__}: {exc})"
+            return 0
+
+    # ------------------------------------------------------------ listener side
+
+    async def _pump(self) -> None:
+        """Flush what the write callback queued; resume the paused transfer once the listener took it."""
+        try:
+            while self._queued and not self._discard:
+                if not self.committed:
+                    self.committed = True
+                    if self.on_commit is not None:
+                        self.on_commit(self.status or 0)
+                self._inflight, self._queued = self._queued, 0
+                await self.sink.flush()
+                PROXIED_BYTES.inc(self._inflight)
+                self.sent += self._inflight
+                self._inflight = 0
+                if not self._queued and self.stop_reason is None:
+                    curl = self._active_curl()
+                    if curl is not None:
+                        self._resume(curl)  # may queue more synchronously; the loop goes on
+        except StreamClosedError:
+            self.stop(LISTENER_GONE)
+        finally:
+            self._pump_task = None
+
+
+def _content_length(headers: httputil.HTTPHeaders) -> int | None:
+    value = headers.get("Content-Length", "").strip()
+    if value.isdigit() and len(value) <= 18:
+        return int(value)
+    return None

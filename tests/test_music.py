@@ -1,0 +1,420 @@
+"""The embedded music proxy (issue 4): statuses, headers, ranges, failures, flow control, plays."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from conftest import base_document
+from music_upstream import TRACK_HEADERS, Upstream, body_bytes
+from runtime.metrics import OPEN_STREAMS, PROXIED_BYTES
+from store.stats import read_stats
+
+ISRC = "USRC17607839"
+PATH = f"/api/v1/profiles/p1/music/{ISRC}"
+FORWARDED = ("Content-Type", "ETag", "Last-Modified", "X-Track-Title", "X-Track-Artist", "X-Track-Duration",
+             "X-Track-Album", "X-Track-Artwork")
+
+
+@pytest.fixture
+async def upstream():
+    up = Upstream().start()
+    yield up
+    await up.stop()
+
+
+@pytest.fixture
+async def music_server(make_server, upstream):
+    server = await make_server(music_upstream_url=upstream.url, music_connect_timeout=1.0,
+                               music_stall_timeout=1.0, music_max_streams=50)
+    await server.load(base_document())
+    return server
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def plays(server) -> dict:
+    await server.services.stats.flush()
+    return await read_stats(server.services.db, "p1")
+
+
+class RawResponse:
+    def __init__(self, head: bytes, body: bytes):
+        lines = head.decode("latin1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        self.raw_body = body
+
+    def complete(self) -> bool:
+        """Did the response end cleanly (all of Content-Length, or the last chunk)?"""
+        if "content-length" in self.headers:
+            return len(self.raw_body) == int(self.headers["content-length"])
+        return self.raw_body.endswith(b"0\r\n\r\n")
+
+
+async def raw_get(port: int, path: str, headers: dict | None = None, timeout: float = 10) -> RawResponse:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"GET {path} HTTP/1.1", "Host: hep.gg", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    data = await asyncio.wait_for(reader.read(-1), timeout)  # until the server closes
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return RawResponse(head, body)
+
+
+# ---------------------------------------------------------------- happy path, headers, statuses
+
+async def test_get_streams_the_track_with_allow_listed_headers(music_server, upstream):
+    before = PROXIED_BYTES._value.get()
+    response = await music_server.fetch(PATH)
+    assert response.code == 200
+    assert response.body == upstream.body
+    for name in FORWARDED:
+        assert response.headers[name] == TRACK_HEADERS[name]
+    assert response.headers["Content-Length"] == str(len(upstream.body))
+    assert response.headers["Accept-Ranges"] == "bytes"
+    assert "Set-Cookie" not in response.headers
+    assert "X-Internal-Node" not in response.headers
+    assert response.headers["Cache-Control"] == "no-store"  # ours, not the worker's
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    [request] = upstream.requests
+    assert request["method"] == "GET" and request["isrc"] == ISRC
+    assert request["headers"]["Authorization"] == "Bearer music-key-u1"
+    assert "Range" not in request["headers"]
+    assert "Accept-Encoding" not in request["headers"]  # decompress_response=False: bytes pass through
+    assert PROXIED_BYTES._value.get() - before == len(upstream.body)
+
+
+async def test_isrc_is_case_insensitive_and_sent_upper_case(music_server, upstream):
+    response = await music_server.fetch(f"/api/v1/profiles/p1/music/{ISRC.lower()}")
+    assert response.code == 200
+    assert upstream.requests[0]["isrc"] == ISRC
+
+
+async def test_head_forwards_headers_without_body(music_server, upstream):
+    response = await music_server.fetch(PATH, method="HEAD")
+    assert response.code == 200
+    assert response.body == b""
+    assert response.headers["Content-Length"] == str(len(upstream.body))
+    assert response.headers["X-Track-Title"] == "Upstream Title"
+    assert "Set-Cookie" not in response.headers
+    assert upstream.requests[0]["method"] == "HEAD"
+
+
+async def test_chunked_upstream_is_relayed_whole(music_server, upstream):
+    upstream.mode = "chunked"
+    raw = await raw_get(music_server.port, PATH)
+    assert raw.status == 200
+    assert raw.headers["transfer-encoding"] == "chunked"
+    assert "accept-ranges" not in raw.headers  # no length: we cannot serve ranges ourselves
+    assert raw.complete()
+
+
+@pytest.mark.parametrize("status", [201, 204, 400, 401, 403, 404, 410, 429, 500, 502, 503])
+async def test_upstream_status_is_passed_through(music_server, upstream, status):
+    upstream.mode = f"status:{status}"
+    response = await music_server.fetch(PATH)
+    assert response.code == status
+    if status != 204:
+        assert response.body == b"upstream says no"
+        assert response.headers["Content-Type"] == "text/plain"
+
+
+# ---------------------------------------------------------------- ranges
+
+async def test_range_is_forwarded_to_a_range_honouring_upstream(music_server, upstream):
+    upstream.mode = "range"
+    response = await music_server.fetch(PATH, headers={"Range": "bytes=1000-1999"})
+    assert response.code == 206
+    assert response.headers["Content-Range"] == f"bytes 1000-1999/{len(upstream.body)}"
+    assert response.body == upstream.body[1000:2000]
+    assert upstream.requests[0]["headers"]["Range"] == "bytes=1000-1999"
+
+
+@pytest.mark.parametrize("header, first, last", [
+    ("bytes=0-1", 0, 1),  # Safari's probe
+    ("bytes=1000-1999", 1000, 1999),
+    ("bytes=299990-", 299990, 299999),
+    ("bytes=-10", 299990, 299999),
+    ("bytes=250000-999999999", 250000, 299999),
+])
+async def test_range_ignoring_upstream_is_served_as_206_by_the_proxy(music_server, upstream, header, first, last):
+    response = await music_server.fetch(PATH, headers={"Range": header})
+    assert response.code == 206
+    assert response.headers["Content-Range"] == f"bytes {first}-{last}/{len(upstream.body)}"
+    assert response.headers["Content-Length"] == str(last - first + 1)
+    assert response.headers["Accept-Ranges"] == "bytes"
+    assert response.body == upstream.body[first:last + 1]
+    assert upstream.requests[0]["headers"]["Range"] == header
+
+
+async def test_head_with_range_against_a_range_ignoring_upstream(music_server, upstream):
+    response = await music_server.fetch(PATH, method="HEAD", headers={"Range": "bytes=0-1"})
+    assert response.code == 206
+    assert response.headers["Content-Range"] == f"bytes 0-1/{len(upstream.body)}"
+    assert response.headers["Content-Length"] == "2"
+
+
+async def test_unsatisfiable_range_is_416_with_the_length(music_server, upstream):
+    response = await music_server.fetch(PATH, headers={"Range": "bytes=300000-"})
+    assert response.code == 416
+    assert response.headers["Content-Range"] == f"bytes */{len(upstream.body)}"
+    assert response.body == b""
+
+
+async def test_malformed_or_multi_range_gets_the_whole_track(music_server, upstream):
+    response = await music_server.fetch(PATH, headers={"Range": "bytes=0-1,5-9"})
+    assert response.code == 200  # the worker ignores it and so do we: the whole track, in order
+    assert response.body == upstream.body
+    response = await music_server.fetch(PATH, headers={"Range": "items=0-1"})
+    assert response.code == 200
+    assert "Range" not in upstream.requests[-1]["headers"]  # not a bytes range: not forwarded
+
+
+# ---------------------------------------------------------------- 400 / 404
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/profiles/p1/music/USRC1760783",  # 11 characters
+    "/api/v1/profiles/p1/music/USRC176078390",  # 13
+    "/api/v1/profiles/p1/music/USRC-1760783",
+    "/api/v1/profiles/p1/music/USRC17607839/x",
+    "/api/v1/profiles/p1/music/",
+    "/api/v1/profiles/p1/music",
+    "/api/v1/profiles//music/USRC17607839",
+    "/api/v1/profiles/music/USRC17607839",
+])
+async def test_malformed_requests_are_400_with_an_empty_body(music_server, upstream, path):
+    for method in ("GET", "HEAD"):
+        response = await music_server.fetch(path, method=method)
+        assert response.code == 400, (path, method)
+        assert response.body == b""
+        assert "Content-Type" not in response.headers
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("change", ["missing", "private", "suspended", "expired", "owner_suspended",
+                                    "music_disabled", "no_music"])
+async def test_invisible_profile_or_no_music_key_is_404_with_an_empty_body(make_server, upstream, change):
+    server = await make_server(music_upstream_url=upstream.url)
+    document = base_document()
+    profile, owner = document["profiles"][0], document["users"][0]
+    if change == "private":
+        profile["is_public"] = 0
+    elif change == "suspended":
+        profile["suspended"] = 1
+    elif change == "expired":
+        profile["expires_at"] = "2020-01-01T00:00:00Z"
+    elif change == "owner_suspended":
+        owner["suspended"] = True
+    elif change == "music_disabled":
+        owner["music"]["enabled"] = False
+    elif change == "no_music":
+        del owner["music"]
+    await server.load(document)
+    path = "/api/v1/profiles/nobody/music/USRC17607839" if change == "missing" else PATH
+    for method in ("GET", "HEAD"):
+        response = await server.fetch(path, method=method)
+        assert response.code == 404
+        assert response.body == b""
+    assert upstream.requests == []
+
+
+async def test_other_methods_are_rejected_with_an_empty_body(music_server):
+    response = await music_server.fetch(PATH, method="POST", body=b"")
+    assert response.code == 405
+    assert response.body == b""
+
+
+async def test_cors_preflight_allows_range(music_server):
+    response = await music_server.fetch(PATH, method="OPTIONS")
+    assert response.code == 204
+    assert "Range" in response.headers["Access-Control-Allow-Headers"]
+    assert "Content-Range" in response.headers["Access-Control-Expose-Headers"]
+
+
+# ---------------------------------------------------------------- 502 and broken upstreams
+
+async def test_upstream_down_is_502(make_server):
+    with socket.socket() as probe:  # a port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await make_server(music_upstream_url=f"http://127.0.0.1:{port}", music_connect_timeout=1.0)
+    await server.load(base_document())
+    response = await server.fetch(PATH)
+    assert response.code == 502
+    assert response.body == b""
+
+
+async def test_hanging_upstream_is_502_after_the_stall_timeout(music_server, upstream):
+    upstream.mode = "hang"
+    started = asyncio.get_running_loop().time()
+    response = await music_server.fetch(PATH)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert response.code == 502
+    assert response.body == b""
+    assert 0.9 < elapsed < 5
+
+
+async def test_upstream_closing_after_headers_before_the_first_byte_is_502(music_server, upstream):
+    upstream.mode = "reset-before-body"
+    response = await music_server.fetch(PATH)
+    assert response.code == 502
+    assert response.body == b""
+    assert "X-Track-Title" not in response.headers  # the failed answer's headers were never sent
+
+
+async def test_upstream_reset_mid_body_aborts_the_listener_connection(music_server, upstream):
+    upstream.mode = "reset"
+    raw = await raw_get(music_server.port, PATH)
+    assert raw.status == 200
+    assert raw.headers["content-length"] == str(len(upstream.body))
+    assert 0 < len(raw.raw_body) < len(upstream.body)
+    assert not raw.complete()
+
+
+async def test_upstream_reset_mid_chunked_body_sends_no_last_chunk(music_server, upstream):
+    upstream.mode = "chunked-reset"
+    raw = await raw_get(music_server.port, PATH)
+    assert raw.status == 200
+    assert raw.headers["transfer-encoding"] == "chunked"
+    assert len(raw.raw_body) > 100_000
+    assert not raw.complete()
+
+
+async def test_stall_mid_body_aborts_the_listener_connection(music_server, upstream):
+    upstream.mode = "hang-body"
+    raw = await raw_get(music_server.port, PATH)
+    assert raw.status == 200
+    assert len(raw.raw_body) == 1000
+    assert not raw.complete()
+
+
+# ---------------------------------------------------------------- flow control and disconnects
+
+async def open_stalled_listener(port: int, path: str = PATH) -> tuple[socket.socket, bytes]:
+    """A raw client that sends the request, reads the headers and then stops reading."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\nHost: hep.gg\r\n\r\n".encode())
+    head = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+    return sock, head
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_stalled_listener_pauses_the_upstream_and_memory_stays_bounded(music_server, upstream):
+    upstream.mode = "stream"  # 256 MiB on offer
+    config = music_server.services.config
+    rss_before = rss_bytes()
+    sock, head = await open_stalled_listener(music_server.port)
+    assert head.startswith(b"HTTP/1.1 200")
+    await wait_until(lambda: upstream.sent > 0)
+    # Let the pipe fill: kernel buffers, then libcurl pauses and the worker blocks.
+    previous = -1
+    while previous != upstream.sent:
+        previous = upstream.sent
+        await asyncio.sleep(0.5)
+    [stream] = music_server.services.music.streams
+    assert stream.relay.paused
+    assert stream.relay.buffered <= config.music_high_water + config.music_chunk_bytes
+    assert upstream.sent < 40 * 1024 * 1024  # kernel socket buffers only, not the 256 MiB track
+    assert rss_bytes() - rss_before < 24 * 1024 * 1024
+    # Still paused after the stall timeout: paused time is not a stall.
+    await asyncio.sleep(config.music_stall_timeout + 0.5)
+    assert upstream.sent == previous
+    assert len(music_server.services.music.streams) == 1
+    # Reading again resumes the transfer.
+    loop = asyncio.get_running_loop()
+    for _ in range(200):
+        await loop.sock_recv(sock, 65536)
+    await wait_until(lambda: upstream.sent > previous)
+    sock.close()
+    await asyncio.wait_for(upstream.closed.wait(), 5)
+
+
+async def test_listener_disconnect_closes_the_upstream_connection(music_server, upstream):
+    upstream.mode = "stream"
+    gauge = OPEN_STREAMS.labels(kind="music")
+    open_before = gauge._value.get()
+    sock, _ = await open_stalled_listener(music_server.port)
+    await wait_until(lambda: upstream.sent > 1_000_000)
+    assert gauge._value.get() == open_before + 1
+    sock.close()
+    await asyncio.wait_for(upstream.closed.wait(), 3)
+    await wait_until(lambda: not music_server.services.music.streams)
+    assert gauge._value.get() == open_before
+    sent = upstream.sent
+    await asyncio.sleep(0.3)
+    assert upstream.sent == sent
+
+
+async def test_listener_disconnect_while_the_upstream_is_silent_closes_it(music_server, upstream):
+    upstream.mode = "hang-body"
+    sock, _ = await open_stalled_listener(music_server.port)
+    await wait_until(lambda: len(music_server.services.music.streams) == 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()  # RST: the server notices without writing
+    await asyncio.wait_for(upstream.closed.wait(), 3)
+
+
+async def test_revoking_the_music_key_stops_playing_audio(music_server, upstream):
+    upstream.mode = "stream"
+    sock, _ = await open_stalled_listener(music_server.port)
+    await wait_until(lambda: upstream.sent > 0)
+    await music_server.services.db.users.update_one({"_id": "u1"}, {"$set": {"music.enabled": False}})
+    ttl = music_server.services.config.profile_cache_ttl
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(upstream.closed.wait(), 5)
+    assert asyncio.get_running_loop().time() - started < ttl * 1.5 + 0.2
+    await wait_until(lambda: not music_server.services.music.streams)
+    sock.close()
+    response = await music_server.fetch(PATH)
+    assert response.code == 404
+
+
+async def test_shutdown_lets_streams_finish_within_the_grace_then_stops_them(music_server, upstream):
+    upstream.mode = "stream"
+    sock, _ = await open_stalled_listener(music_server.port)
+    await wait_until(lambda: upstream.sent > 0)
+    started = asyncio.get_running_loop().time()
+    await music_server.services.shutdown_streams(0.5)
+    assert 0.45 < asyncio.get_running_loop().time() - started < 3
+    assert not music_server.services.music.streams
+    await asyncio.wait_for(upstream.closed.wait(), 3)
+    sock.close()
+
+
+# ---------------------------------------------------------------- plays
+
+async def test_plays_count_once_per_get_from_byte_zero(music_server, upstream):
+    await music_server.fetch(PATH)  # 1
+    await music_server.fetch(PATH, headers={"Range": "bytes=0-"})  # 2
+    await music_server.fetch(PATH, headers={"Range": "bytes=0-1"})  # Safari's probe: no
+    await music_server.fetch(PATH, headers={"Range": "bytes=1000-"})  # a seek: no
+    await music_server.fetch(PATH, method="HEAD")  # no
+    upstream.mode = "status:404"
+    await music_server.fetch(PATH)  # the worker has no such track: no
+    stats = await plays(music_server)
+    assert stats["plays"] == 2
+    assert stats["plays_by_isrc"] == {ISRC: 2}
+
+
+async def test_a_failed_stream_is_not_a_play(music_server, upstream):
+    upstream.mode = "hang"
+    await music_server.fetch(PATH)
+    assert (await plays(music_server))["plays"] == 0
