@@ -171,3 +171,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60, 
     full_env.update(env or {})
     return subprocess.run([sys.executable, str(ROOT / "hepgg_server.py"), *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--host-resolver-rules=MAP *.hep.gg 127.0.0.1"]  # profile hosts resolve to the test server
+
+
+async def launch_chromium(playwright, *extra_args: str):
+    """Debian's Chromium (never a downloaded browser), with every *.hep.gg host on loopback."""
+    return await playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])

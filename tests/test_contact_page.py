@@ -7,9 +7,8 @@ import os
 import pytest
 
 from test_contact import contact_settings, fakes  # noqa: F401  (fixture)
-from tests.conftest import base_document
+from conftest import CHROMIUM, base_document, launch_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 # A stand-in for Cloudflare's api.js: "passes" the challenge at once and counts resets.
 FAKE_TURNSTILE_JS = """
 window.turnstileResets = 0;
@@ -54,10 +53,7 @@ async def test_browser_posts_json_and_shows_the_outcome(make_server, fakes):
     document["users"][0]["sms_credits"] = 0
     await server.load(document)
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--host-resolver-rules=MAP alice.hep.gg 127.0.0.1"])
+        browser = await launch_chromium(pw)
         try:
             page = await browser.new_page()
             await page.route("https://challenges.cloudflare.com/**", lambda route: route.fulfill(

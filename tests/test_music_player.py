@@ -9,14 +9,13 @@ import wave
 
 import pytest
 
-from conftest import base_document
+from conftest import base_document, launch_chromium
 from music_upstream import Upstream
 from store.stats import read_stats
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--autoplay-policy=no-user-gesture-required", "--mute-audio"]
+AUTOPLAY_ARGS = ("--autoplay-policy=no-user-gesture-required", "--mute-audio")
 
 
 def sine_wav(seconds: float = 3.0, rate: int = 22050) -> bytes:
@@ -45,10 +44,7 @@ async def test_player_streams_through_the_proxy_and_plays_in_chromium(make_serve
     document["profiles"][0]["content"]["music"] = [{"isrc": "USRC17607839", "title": "Song <b>", "artist": ""}]
     await server.load(document)
     async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=CHROMIUM_ARGS + [f"--host-resolver-rules=MAP alice.hep.gg 127.0.0.1"],
-        )
+        browser = await launch_chromium(p, *AUTOPLAY_ARGS)
         try:
             page = await browser.new_page()
             await page.goto(f"http://alice.hep.gg:{server.port}/")

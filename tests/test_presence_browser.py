@@ -7,9 +7,8 @@ import os
 
 import pytest
 
-from conftest import base_document, run_cli
+from conftest import CHROMIUM, base_document, launch_chromium, run_cli
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")]
 
@@ -18,10 +17,7 @@ pytestmark = [pytest.mark.browser,
 async def browser_page():
     from playwright.async_api import async_playwright
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--host-resolver-rules=MAP *.hep.gg 127.0.0.1"])
+        browser = await launch_chromium(playwright)
         try:
             yield await browser.new_page()
         finally:
