@@ -22,7 +22,7 @@ import os
 import subprocess
 import unicodedata
 from collections import OrderedDict
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, fields
 from typing import Iterator
 
 WIDTH, HEIGHT = 1200, 630
@@ -77,13 +77,15 @@ class CardInput:
     initials: str
     avatar: bytes | None = None  # decoded in the worker; None or undecodable -> initials
     avatar_format: str | None = None  # "png", "jpeg", "gif" or "webp" (sniffed by the fetcher)
+    avatar_sha: str = ""  # sha256 of `avatar`, computed once by whoever fetched it
 
     def cache_key(self) -> str:
         """Content hash of the inputs (avatar by digest): the cache key and ETag."""
         digest = hashlib.sha256(RENDER_VERSION.encode())
-        for value in astuple(self):
-            if isinstance(value, bytes):
-                value = hashlib.sha256(value).hexdigest()
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "avatar":
+                value = self.avatar_sha or (hashlib.sha256(value).hexdigest() if value else "")
             digest.update(b"\x00" + repr(value).encode("utf-8", "surrogatepass"))
         return digest.hexdigest()
 
@@ -212,7 +214,7 @@ class CardRenderer:
 
     def clean(self, text: str, primary: str, cjk: str) -> str:
         """Drop characters no font can draw, then collapse whitespace (newlines included)."""
-        kept = "".join(run for _, run in self.runs(text, primary, cjk))
+        kept = "".join(run for _, run in self.runs(" ".join(text.split()), primary, cjk))
         return " ".join(kept.split())
 
     def width(self, font: str, size: int, text: str) -> float:
@@ -310,7 +312,7 @@ class CardRenderer:
         """The avatar circle with its accent ring, or None when there is no decodable avatar."""
         if not card.avatar or card.avatar_format not in ("png", "jpeg", "gif", "webp"):
             return None
-        key = (hashlib.sha256(card.avatar).hexdigest(), card.accent)
+        key = (card.avatar_sha or hashlib.sha256(card.avatar).hexdigest(), card.accent)
         image = self._lru_get(self._avatars, key)
         if image is not None:
             return image
