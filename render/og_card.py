@@ -18,8 +18,9 @@ has, such as colour emoji, are left out rather than drawn as boxes.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
-import subprocess
+import struct
 import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, fields
@@ -106,24 +107,79 @@ def required_fonts() -> list[str]:
 
 
 def check_fonts() -> list[str]:
-    """Fail loudly at start-up if a font file is missing; returns the paths."""
-    return required_fonts()
+    """Fail loudly at start-up if a font file is missing or unreadable; returns the paths."""
+    paths = required_fonts()
+    for path in paths:
+        _charset(path)
+    return paths
 
 
-def _charset(path: str) -> frozenset[int] | range:
-    """The code points a font file maps, from fontconfig's fc-query (face 0)."""
+def _charset(path: str) -> frozenset[int]:
+    """The code points a font maps to a real glyph, read from its cmap table (first face of a .ttc)."""
     try:
-        out = subprocess.run(["fc-query", "--index=0", "--format=%{charset}", path], capture_output=True,
-                             text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise FontError(f"cannot read the character map of {path} (is fontconfig installed?): {exc}") from exc
-    points: set[int] = set()
-    for item in out.split():
-        low, _, high = item.partition("-")
-        points.update(range(int(low, 16), int(high or low, 16) + 1))
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            points = _cmap_points(data)
+    except (OSError, struct.error, ValueError) as exc:
+        raise FontError(f"cannot read the character map of {path}: {exc}") from exc
     if not points:
         raise FontError(f"font {path} maps no characters")
     return frozenset(points)
+
+
+def _cmap_points(data) -> set[int]:
+    base = struct.unpack_from(">I", data, 12)[0] if data[:4] == b"ttcf" else 0
+    num_tables = struct.unpack_from(">H", data, base + 4)[0]
+    cmap = None
+    for i in range(num_tables):
+        tag, _, offset, _ = struct.unpack_from(">4sIII", data, base + 12 + 16 * i)
+        if tag == b"cmap":
+            cmap = offset
+    if cmap is None:
+        raise ValueError("no cmap table")
+    subtables = {}
+    for i in range(struct.unpack_from(">H", data, cmap + 2)[0]):
+        platform, encoding, offset = struct.unpack_from(">HHI", data, cmap + 4 + 8 * i)
+        subtables[(platform, encoding)] = cmap + offset
+    for key in ((3, 10), (0, 4), (0, 6), (3, 1), (0, 3)):
+        if key in subtables:
+            at = subtables[key]
+            fmt = struct.unpack_from(">H", data, at)[0]
+            if fmt == 12:
+                return _cmap12(data, at)
+            if fmt == 4:
+                return _cmap4(data, at)
+    raise ValueError("no Unicode cmap subtable in format 4 or 12")
+
+
+def _cmap12(data: bytes, at: int) -> set[int]:
+    points: set[int] = set()
+    groups = struct.unpack_from(">I", data, at + 12)[0]
+    for i in range(groups):
+        start, end, _ = struct.unpack_from(">III", data, at + 16 + 12 * i)
+        points.update(range(start, end + 1))
+    return points
+
+
+def _cmap4(data: bytes, at: int) -> set[int]:
+    segments = struct.unpack_from(">H", data, at + 6)[0] // 2
+    ends = struct.unpack_from(f">{segments}H", data, at + 14)
+    starts = struct.unpack_from(f">{segments}H", data, at + 16 + 2 * segments)
+    deltas = struct.unpack_from(f">{segments}h", data, at + 16 + 4 * segments)
+    range_at = at + 16 + 6 * segments
+    offsets = struct.unpack_from(f">{segments}H", data, range_at)
+    points: set[int] = set()
+    for i in range(segments):
+        for code in range(starts[i], ends[i] + 1):
+            if code == 0xFFFF:
+                continue
+            if offsets[i] == 0:
+                glyph = (code + deltas[i]) & 0xFFFF
+            else:
+                glyph = struct.unpack_from(">H", data, range_at + 2 * i + offsets[i] + 2 * (code - starts[i]))[0]
+                glyph = (glyph + deltas[i]) & 0xFFFF if glyph else 0
+            if glyph:
+                points.add(code)
+    return points
 
 
 # Characters that only shape their neighbours (joiners, variation selectors): dropped.

@@ -333,3 +333,13 @@ async def test_a_bad_avatar_falls_back_to_initials(make_server, avatar_host, nam
     assert response.code == 200
     assert near((0x7c, 0x3a, 0xed))(avatar_centre(response.body))
     assert count(decode(response.body), (80, 190, 340, 440), WHITE) > 300  # the initials "A"
+
+
+def test_a_missing_font_fails_loudly(monkeypatch):
+    import render.og_card as og_card
+    from render.og_card import FontError, check_fonts
+
+    assert len(check_fonts()) == 8
+    monkeypatch.setitem(og_card.THEME_FONTS, "Inter", ("NoSuchFont-Bold.ttf", "DejaVuSans.ttf"))
+    with pytest.raises(FontError, match="NoSuchFont-Bold.ttf"):
+        check_fonts()
