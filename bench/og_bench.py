@@ -146,11 +146,11 @@ def load_worker(port: int, path: str, connections: int, seconds: float, out) -> 
     out.send(asyncio.run(main()))
 
 
-def cached_http(seconds: float, connections: int) -> dict:
+def cached_http(seconds: float, connections: int, log_level: str) -> dict:
     data_dir = Path(tempfile.mkdtemp(prefix="og-bench-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
-    common = ["--data-dir", str(data_dir), "--log-level", "warning"]
+    common = ["--data-dir", str(data_dir), "--log-level", log_level]
     server = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--port", str(port),
                                "--processes", "1", "--og-render-processes", "1", *common],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -201,6 +201,8 @@ def main() -> int:
     parser.add_argument("--renders", type=int, default=150, help="measured renders per latency/throughput run")
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of the cached HTTP run")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections for the HTTP run")
+    parser.add_argument("--server-log-level", default="info",
+                        help="the server's --log-level (info writes an access log line per request, to /dev/null here)")
     args = parser.parse_args()
 
     wand = asyncio.run(wand_latency(args.renders))
@@ -208,7 +210,7 @@ def main() -> int:
     wand_2 = asyncio.run(wand_throughput(2, args.renders))
     sat_1 = satori(args.renders, 1)
     sat_2 = satori(args.renders, 2)
-    http = cached_http(args.seconds, args.connections)
+    http = cached_http(args.seconds, args.connections, args.server_log_level)
 
     def ratio(ours: float, theirs: float | None) -> str:
         return f"{ours / theirs:.2f}x" if theirs else "n/a"
@@ -225,7 +227,8 @@ def main() -> int:
         print(f"{label:<34}{ours:>14.1f}{(theirs or float('nan')):>14.1f}{ratio(ours, theirs):>13}")
     print(f"{'cold, new theme too, p50/p95 (ms)':<34}{wand['new_theme_p50_ms']:>8.1f} / {wand['new_theme_p95_ms']:.1f}")
     print(f"{'cached HTTP req/s (1 worker)':<34}{http['req_per_s']:>14.0f}   (target >= 2000; "
-          f"{args.connections} keep-alive connections, {args.seconds:.0f} s, errors {http['errors']})")
+          f"{args.connections} keep-alive connections, {args.seconds:.0f} s, "
+          f"log level {args.server_log_level}, errors {http['errors']})")
     print("latency ratio < 1.00x means ours is faster; throughput ratio > 1.00x means ours is faster")
     return 0
 

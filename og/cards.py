@@ -41,9 +41,14 @@ class CardCache:
         if pending is None:
             pending = asyncio.ensure_future(self._fill(key, card))
             self._inflight[key] = pending
-            pending.add_done_callback(lambda _: self._inflight.pop(key, None))
+            pending.add_done_callback(lambda done: self._settled(key, done))
         # shield: one visitor hanging up must not cancel the render others wait for
         return await asyncio.shield(pending)
+
+    def _settled(self, key: str, done: asyncio.Future) -> None:
+        self._inflight.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too, in case every waiter went away
 
     async def _fill(self, key: str, card: CardInput) -> bytes:
         self.renders += 1

@@ -7,6 +7,7 @@ missing font) before traffic arrives, and registers its shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from og.avatars import AvatarFetcher
@@ -61,7 +62,7 @@ class OgService:
         return await self.cards.get(key, card)
 
     async def start(self) -> None:
-        fonts = check_fonts()
+        fonts = await asyncio.to_thread(check_fonts)
         pids = await self.pool.start(SAMPLE)
         log.info("OG render pool ready: %d process(es) %s, fonts %s", len(pids), pids, ", ".join(fonts))
 

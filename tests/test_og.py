@@ -9,6 +9,7 @@ import socket
 
 import pytest
 import tornado.web
+from tornado.httpclient import AsyncHTTPClient
 from PIL import Image as PILImage
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -238,7 +239,11 @@ async def test_a_changed_profile_changes_the_card(app_server):
 
 async def test_parallel_requests_for_one_cold_card_render_once(app_server):
     await app_server.load(base_document())
-    responses = await asyncio.gather(*(app_server.fetch(OG) for _ in range(20)))
+    client = AsyncHTTPClient(force_instance=True, max_clients=20)  # all 20 in flight at once
+    try:
+        responses = await asyncio.gather(*(client.fetch(app_server.url + OG, raise_error=False) for _ in range(20)))
+    finally:
+        client.close()
     assert [r.code for r in responses] == [200] * 20
     assert len({r.body for r in responses}) == 1
     assert app_server.services.og.renders == 1
