@@ -1,7 +1,79 @@
-"""Process-wide og service: built once per worker by runtime/services.py."""
+"""Process-wide OG service: the render pool, the card cache and the avatar fetcher.
+
+`start(services)` builds it once per server worker, warms the render
+processes (and checks the font files, since wand silently substitutes a
+missing font) before traffic arrives, and registers its shutdown.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from og.avatars import AvatarFetcher
+from og.cards import CardCache
+from og.pool import RenderPool
+from render.og_card import CardInput, check_fonts
+from render.page import initials
+from store.records import Site
+
+log = logging.getLogger("hepgg.og")
+
+SAMPLE = CardInput(display_name="Warm Up 山", bio="Loads fonts, coders and caches.", domain="warm.up",
+                   accent="#7c3aed", background_from="#0b0b10", background_to="#0b0b10", gradient_angle=135,
+                   font="Inter", initials="WU")
+
+
+class OgService:
+    def __init__(self, *, processes: int, avatar_hosts: tuple[str, ...]):
+        self.pool = RenderPool(processes)
+        self.avatars = AvatarFetcher(avatar_hosts)
+        self.cards = CardCache(self._render)
+
+    async def _render(self, card: CardInput) -> bytes:
+        # Through the attribute on every call, so a test can put a failing pool in place.
+        return await self.pool.render(card)
+
+    @property
+    def renders(self) -> int:
+        return self.cards.renders
+
+    async def card_for(self, site: Site) -> CardInput:
+        """The card's inputs: theme and content only (no presence, no footer, premium does not matter)."""
+        profile = site.profile
+        avatar = await self.avatars.get(profile.avatar_url)
+        theme = profile.theme
+        return CardInput(
+            display_name=profile.display_name or profile.domain,
+            bio=profile.bio,
+            domain=profile.domain,
+            accent=theme.accent,
+            background_from=theme.background_from,
+            background_to=theme.background_to,
+            gradient_angle=theme.gradient_angle,
+            font=theme.font,
+            initials=initials(profile.display_name or profile.domain),
+            avatar=avatar.data if avatar else None,
+            avatar_format=avatar.format if avatar else None,
+            avatar_sha=avatar.sha if avatar else "",
+        )
+
+    async def png(self, key: str, card: CardInput) -> bytes:
+        return await self.cards.get(key, card)
+
+    async def start(self) -> None:
+        fonts = await asyncio.to_thread(check_fonts)
+        pids = await self.pool.start(SAMPLE)
+        log.info("OG render pool ready: %d process(es) %s, fonts %s", len(pids), pids, ", ".join(fonts))
+
+    async def close(self) -> None:
+        self.avatars.close()
+        await self.pool.close()
+
 
 async def start(services) -> None:
-    """Build this feature's long-lived objects, attach them to `services`, register on_close/on_drain."""
+    config = services.config
+    og = OgService(processes=config.og_render_processes, avatar_hosts=config.avatar_hosts)
+    services.on_close(og.close)  # registered first: a failed warm-up still stops the workers
+    await og.start()
+    services.og = og

@@ -1,0 +1,350 @@
+"""The OG card endpoint end to end: real server, real render processes, PNGs decoded with Pillow."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import socket
+
+import pytest
+import tornado.web
+from tornado.httpclient import AsyncHTTPClient
+from PIL import Image as PILImage
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from conftest import base_document
+from render.og_card import (ELLIPSIS, TEXT_LEFT, TEXT_RIGHT, TEXT_WIDTH, CardInput, CardRenderer, RenderError,
+                            WIDTH)
+
+OG = "/api/v1/profiles/p1/og.png"
+
+
+def decode(body: bytes) -> PILImage.Image:
+    image = PILImage.open(io.BytesIO(body))
+    image.load()
+    return image
+
+
+def count(image: PILImage.Image, box: tuple[int, int, int, int], predicate) -> int:
+    data = image.convert("RGB").crop(box).tobytes()
+    return sum(1 for i in range(0, len(data), 3) if predicate((data[i], data[i + 1], data[i + 2])))
+
+
+def near(colour: tuple[int, int, int], tolerance: int = 3):
+    return lambda p: all(abs(a - b) <= tolerance for a, b in zip(p, colour))
+
+
+WHITE = near((255, 255, 255), 2)
+NAME_BAND = (TEXT_LEFT, 0, TEXT_RIGHT, 630)  # the name is the only pure-white ink right of the avatar
+
+
+# ---------------------------------------------------------------- the card
+
+async def test_card_is_a_1200x630_png_in_the_theme(app_server):
+    await app_server.load(base_document())
+    response = await app_server.fetch(OG)
+    assert response.code == 200
+    assert response.headers["Content-Type"] == "image/png"
+    assert response.headers["Cache-Control"] == "public, max-age=300"
+    assert response.headers["ETag"].startswith('"')
+    image = decode(response.body)
+    assert image.format == "PNG"
+    assert image.size == (1200, 630)
+    rgb = image.convert("RGB")
+    for corner in ((3, 3), (1196, 3), (600, 40)):
+        assert near((0x0b, 0x0b, 0x10))(rgb.getpixel(corner)), corner
+    assert count(image, (0, 0, 1200, 630), near((0x7c, 0x3a, 0xed))) > 5000  # avatar circle + stripe
+    assert count(image, NAME_BAND, WHITE) > 500  # "Alice" drawn in white
+
+
+async def test_gradient_background_and_light_theme(app_server):
+    theme = {"accent": "#ff0000", "background": {"from": "#ffffff", "to": "#00ff00", "angle": 90}, "font": "Serif"}
+    await app_server.load(base_document(theme=theme))
+    response = await app_server.fetch(OG)
+    assert response.code == 200
+    rgb = decode(response.body).convert("RGB")
+    left, right = rgb.getpixel((2, 40)), rgb.getpixel((1197, 40))
+    assert near((255, 255, 255), 12)(left), left
+    assert near((0, 255, 0), 12)(right), right
+    assert count(decode(response.body), (0, 0, 1200, 630), near((255, 0, 0))) > 5000
+    dark_ink = count(decode(response.body), (TEXT_LEFT, 100, TEXT_RIGHT, 400), lambda p: max(p) < 60)
+    assert dark_ink > 500  # light background -> dark text
+
+
+async def test_no_presence_or_footer_and_premium_does_not_matter(app_server):
+    doc = base_document()
+    await app_server.load(doc)
+    premium = await app_server.fetch(OG)
+    doc["users"][0]["premium_until"] = "2001-01-01T00:00:00Z"
+    await app_server.load(doc)
+    await asyncio.sleep(0.25)
+    lapsed = await app_server.fetch(OG)
+    assert premium.code == lapsed.code == 200
+    assert premium.body == lapsed.body  # no footer appears, nothing premium ever showed
+    assert app_server.services.og.renders == 1
+
+
+@pytest.mark.parametrize("name,bio", [
+    ("W" * 80, "x" * 600),
+    ("A " * 40, "word " * 120),
+    ("山田太郎の素晴らしいプロフィールページへようこそ、長い名前のテストです", "日本語の自己紹介。" * 40),
+    ("🎉🎸 Party 👩‍👩‍👧 time ✨", "Emoji 🧪 everywhere 🏳️‍🌈 and CJK 한국어 中文 mixed in. " * 8),
+    ("🎉🎸", "🎸"),  # nothing drawable: initials fall back, card still renders
+    ("quote ' and \" and \\ %[fx:1] %wx%h @/etc/passwd", "<b>markup</b> &amp; %% \\n"),
+])
+async def test_hard_text_renders(app_server, name, bio):
+    await app_server.load(base_document(content={"display_name": name, "bio": bio, "avatar_url": None}))
+    response = await app_server.fetch(OG)
+    assert response.code == 200, response.body[:200]
+    image = decode(response.body)
+    assert image.size == (1200, 630)
+    assert count(image, (0, 0, 1200, 630), near((0x7c, 0x3a, 0xed))) > 5000
+    if name != "🎉🎸":
+        assert count(image, NAME_BAND, WHITE) > 300
+
+
+def test_wrapping_never_overflows_and_ends_in_an_ellipsis():
+    renderer = CardRenderer()
+    bold, regular = renderer.fonts["Inter"]
+    cjk_bold, cjk_regular = renderer.cjk
+    for text in ("W" * 80, "word " * 200, "日本語" * 100, "a" * 30 + " " + "b" * 200):
+        lines = renderer.wrap(text, 68, 2, bold, cjk_bold)
+        assert len(lines) == 2
+        assert lines[-1].endswith(ELLIPSIS)
+        for line in lines:
+            assert renderer.text_width(line, 68, bold, cjk_bold) <= TEXT_WIDTH
+    assert renderer.wrap("Short bio", 32, 3, regular, cjk_regular) == ["Short bio"]
+    assert renderer.wrap("  \n\t ", 32, 3, regular, cjk_regular) == []
+
+
+def test_owner_text_is_drawn_literally():
+    """ImageMagick escapes (%h, %[fx:], @file) in owner text must never be expanded."""
+    renderer = CardRenderer()
+
+    def card(name: str) -> bytes:
+        return renderer.render(CardInput(name, "", "x.hep.gg", "#7c3aed", "#000000", "#000000", 135, "Inter", "X"))
+
+    assert card("%h") != card("630")
+    assert card("%[fx:1+1]") != card("2")
+    with open("/etc/hostname") as f:
+        hostname = f.read().strip()
+    assert card("@/etc/hostname") != card(hostname)
+    assert card("%h") == card("%h")  # deterministic: the content hash is a valid ETag
+
+
+# ---------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("change", [
+    {"id": "missing"}, {"suspended": 1}, {"is_public": 0}, {"expires_at": "2001-01-01T00:00:00Z"}, "owner",
+])
+async def test_not_found(app_server, change):
+    doc = base_document()
+    if change == "owner":
+        doc["users"][0]["suspended"] = True
+        path = OG
+    elif "id" in change:
+        path = "/api/v1/profiles/missing/og.png"
+    else:
+        doc = base_document(**change)
+        path = OG
+    await app_server.load(doc)
+    response = await app_server.fetch(path)
+    assert response.code == 404
+    assert response.body == b"Not found"
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "ETag" not in response.headers
+    assert app_server.services.og.renders == 0
+
+
+async def test_odd_profile_ids_are_not_found(app_server):
+    await app_server.load(base_document())
+    for path in ("/api/v1/profiles/%00/og.png", "/api/v1/profiles/" + "a" * 65 + "/og.png",
+                 "/api/v1/profiles/p1%27/og.png"):
+        response = await app_server.fetch(path)
+        assert response.code == 404 and response.body == b"Not found", path
+
+
+class FailingPool:
+    async def render(self, card):
+        raise RenderError("forced by the test")
+
+
+async def test_render_failure_is_a_500(app_server, caplog):
+    await app_server.load(base_document())
+    app_server.services.og.pool, real_pool = FailingPool(), app_server.services.og.pool
+    try:
+        response = await app_server.fetch(OG)
+    finally:
+        app_server.services.og.pool = real_pool
+    assert response.code == 500
+    assert response.body == b"Render failed"
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "ETag" not in response.headers
+    assert "forced by the test" in caplog.text
+    # Failures are not cached: the next request renders.
+    assert (await app_server.fetch(OG)).code == 200
+
+
+async def test_a_dead_render_process_is_a_500_then_the_pool_recovers(app_server):
+    await app_server.load(base_document())
+    pool = app_server.services.og.pool
+    pids = pool.pids()
+    assert len(pids) == 2
+    for pid in pids:
+        os.kill(pid, 9)
+    await asyncio.sleep(0.3)
+    response = await app_server.fetch(OG)
+    assert response.code == 500 and response.body == b"Render failed"
+    again = await app_server.fetch(OG)
+    assert again.code == 200
+    assert set(pool.pids()).isdisjoint(pids)
+
+
+# ---------------------------------------------------------------- caching
+
+async def test_etag_and_304(app_server):
+    await app_server.load(base_document())
+    first = await app_server.fetch(OG)
+    etag = first.headers["ETag"]
+    second = await app_server.fetch(OG)
+    assert second.body == first.body and second.headers["ETag"] == etag
+    not_modified = await app_server.fetch(OG, headers={"If-None-Match": etag})
+    assert not_modified.code == 304
+    assert not_modified.body == b""
+    assert not_modified.headers["ETag"] == etag
+    other = await app_server.fetch(OG, headers={"If-None-Match": '"something-else"'})
+    assert other.code == 200
+    assert app_server.services.og.renders == 1
+
+
+async def test_a_changed_profile_changes_the_card(app_server):
+    doc = base_document()
+    await app_server.load(doc)
+    first = await app_server.fetch(OG)
+    doc["profiles"][0]["content"]["display_name"] = "Bob Different"
+    await app_server.load(doc)
+    await asyncio.sleep(0.25)  # the SiteDirectory TTL in tests is 0.2 s
+    second = await app_server.fetch(OG)
+    assert second.code == 200
+    assert second.headers["ETag"] != first.headers["ETag"]
+    assert second.body != first.body
+    stale = await app_server.fetch(OG, headers={"If-None-Match": first.headers["ETag"]})
+    assert stale.code == 200
+    assert app_server.services.og.renders == 2
+
+
+async def test_parallel_requests_for_one_cold_card_render_once(app_server):
+    await app_server.load(base_document())
+    client = AsyncHTTPClient(force_instance=True, max_clients=20)  # all 20 in flight at once
+    try:
+        responses = await asyncio.gather(*(client.fetch(app_server.url + OG, raise_error=False) for _ in range(20)))
+    finally:
+        client.close()
+    assert [r.code for r in responses] == [200] * 20
+    assert len({r.body for r in responses}) == 1
+    assert app_server.services.og.renders == 1
+
+
+async def test_head(app_server):
+    await app_server.load(base_document())
+    response = await app_server.fetch(OG, method="HEAD")
+    assert response.code == 200 and response.body == b""
+    assert response.headers["Content-Type"] == "image/png"
+
+
+# ---------------------------------------------------------------- avatars
+
+class AvatarHost:
+    """A real image host on 127.0.0.1 that counts what it is asked for."""
+
+    def __init__(self):
+        self.requests: list[str] = []
+        host = self
+
+        class Handler(tornado.web.RequestHandler):
+            def get(self, name):
+                host.requests.append(name)
+                if name == "good.png":
+                    buffer = io.BytesIO()
+                    PILImage.new("RGB", (64, 64), (0, 200, 0)).save(buffer, "PNG")
+                    self.set_header("Content-Type", "image/png")
+                    self.write(buffer.getvalue())
+                elif name == "broken.png":
+                    self.set_header("Content-Type", "image/png")
+                    self.write(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 50)
+                elif name == "svg.png":
+                    self.set_header("Content-Type", "image/png")
+                    self.write(b'<svg xmlns="http://www.w3.org/2000/svg"><image href="/etc/passwd"/></svg>')
+                elif name == "big.png":
+                    self.write(b"\x89PNG\r\n\x1a\n" + b"\x00" * (3 * 1024 * 1024))
+                else:
+                    self.redirect("http://example.invalid/elsewhere.png")
+
+        sockets = bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+        self.server = HTTPServer(tornado.web.Application([(r"/(.+)", Handler)]))
+        self.server.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+
+    def url(self, name: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}/{name}"
+
+    async def close(self):
+        self.server.stop()
+        await self.server.close_all_connections()
+
+
+@pytest.fixture
+async def avatar_host():
+    host = AvatarHost()
+    yield host
+    await host.close()
+
+
+def avatar_centre(body: bytes) -> tuple[int, int, int]:
+    return decode(body).convert("RGB").getpixel((80 + 128, 309 - 6))
+
+
+async def test_avatar_hosts_not_in_the_allow_list_are_never_contacted(make_server, avatar_host):
+    server = await make_server(avatar_hosts="images.example", og_render_processes=1)
+    for url in (avatar_host.url("good.png"), avatar_host.url("good.png", host="localhost")):
+        await server.load(base_document(content={"display_name": "Alice", "bio": "", "avatar_url": url}))
+        await asyncio.sleep(0.25)
+        response = await server.fetch(OG)
+        assert response.code == 200
+        assert near((0x7c, 0x3a, 0xed))(avatar_centre(response.body))  # initials on the accent
+    assert avatar_host.requests == []
+
+
+async def test_an_allowed_avatar_is_drawn_and_fetched_once(make_server, avatar_host):
+    server = await make_server(avatar_hosts="127.0.0.1", og_render_processes=1)
+    await server.load(base_document(content={"display_name": "Alice", "bio": "", "avatar_url": avatar_host.url("good.png")}))
+    responses = await asyncio.gather(*(server.fetch(OG) for _ in range(5)))
+    assert all(r.code == 200 for r in responses)
+    assert near((0, 200, 0), 6)(avatar_centre(responses[0].body))
+    assert avatar_host.requests == ["good.png"]
+    assert server.services.og.renders == 1
+
+
+@pytest.mark.parametrize("name", ["broken.png", "svg.png", "big.png", "redirect.png", "missing-port"])
+async def test_a_bad_avatar_falls_back_to_initials(make_server, avatar_host, name):
+    server = await make_server(avatar_hosts="127.0.0.1", og_render_processes=1)
+    url = "http://127.0.0.1:1/x.png" if name == "missing-port" else avatar_host.url(name)
+    await server.load(base_document(content={"display_name": "Alice", "bio": "", "avatar_url": url}))
+    response = await server.fetch(OG)
+    assert response.code == 200
+    assert near((0x7c, 0x3a, 0xed))(avatar_centre(response.body))
+    assert count(decode(response.body), (80, 190, 340, 440), WHITE) > 300  # the initials "A"
+
+
+def test_a_missing_font_fails_loudly(monkeypatch):
+    import render.og_card as og_card
+    from render.og_card import FontError, check_fonts
+
+    assert len(check_fonts()) == 8
+    monkeypatch.setitem(og_card.THEME_FONTS, "Inter", ("NoSuchFont-Bold.ttf", "DejaVuSans.ttf"))
+    with pytest.raises(FontError, match="NoSuchFont-Bold.ttf"):
+        check_fonts()
