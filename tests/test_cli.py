@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,8 +54,10 @@ class RunningServer:
         raise AssertionError("server did not start")
 
     def embedded_pids(self) -> list[int]:
+        """The server's embedded-store children (it also has OG render workers)."""
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [int(pid) for pid in out.split()]
+        pids = [int(pid) for pid in out.split()]
+        return [pid for pid in pids if re.search(rb"valkey|secantus", Path(f"/proc/{pid}/cmdline").read_bytes())]
 
     def stop(self, signum=signal.SIGTERM) -> int:
         self.proc.send_signal(signum)

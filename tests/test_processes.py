@@ -30,7 +30,7 @@ def test_forked_workers_share_one_socket_and_stores(tmp_path):
             time.sleep(0.2)
         assert _get(port, "/healthz", "localhost")[0] == 200
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        # 2 workers + 2 embedded servers, all children of the supervisor
+        # 2 workers + 2 embedded servers are children of the supervisor (render workers are the workers')
         assert len(children) == 4
         assert run_cli("seed-demo", "--data-dir", str(tmp_path / "data")).returncode == 0
         time.sleep(2.5)  # profile cache bound
