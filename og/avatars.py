@@ -13,7 +13,6 @@ sniffed format is passed to ImageMagick explicitly so it never guesses a coder
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -24,6 +23,8 @@ from urllib.parse import urlsplit
 import pycurl
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 from tornado.httpclient import HTTPClientError, HTTPRequest
+
+from store.singleflight import SingleFlight
 
 log = logging.getLogger("hepgg.og")
 
@@ -77,7 +78,7 @@ class AvatarFetcher:
         self.client = CurlAsyncHTTPClient(force_instance=True, max_clients=max_clients, max_body_size=max_bytes)
         self._cache: OrderedDict[str, tuple[float, Avatar | None]] = OrderedDict()
         self._cached_bytes = 0
-        self._inflight: dict[str, asyncio.Future] = {}
+        self._flights: SingleFlight[Avatar | None] = SingleFlight()
         self.fetches = 0  # how many requests went out (tests and metrics)
 
     async def get(self, url: str | None) -> Avatar | None:
@@ -87,22 +88,13 @@ class AvatarFetcher:
         entry = self._cache.get(url)
         if entry is not None and entry[0] > time.monotonic():
             return entry[1]
-        pending = self._inflight.get(url)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future = asyncio.get_running_loop().create_future()
-        self._inflight[url] = future
-        try:
+
+        async def fetch_and_store() -> Avatar | None:  # _fetch turns failures into None
             avatar = await self._fetch(url)
-            future.set_result(avatar)
             self._store(url, avatar)
             return avatar
-        except BaseException as exc:  # cancellation only: _fetch turns failures into None
-            future.set_exception(exc)
-            future.exception()
-            raise
-        finally:
-            del self._inflight[url]
+
+        return await self._flights.run(url, fetch_and_store)
 
     async def _fetch(self, url: str) -> Avatar | None:
         self.fetches += 1

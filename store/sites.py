@@ -9,7 +9,6 @@ Visibility is not cached: callers decide it against the clock on every request.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from typing import Awaitable, Callable
@@ -17,6 +16,7 @@ from typing import Awaitable, Callable
 from pymongo.asynchronous.database import AsyncDatabase
 
 from store.records import Owner, Profile, Site
+from store.singleflight import SingleFlight
 
 
 class SiteDirectory:
@@ -25,7 +25,7 @@ class SiteDirectory:
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[str, str], tuple[float, Site | None]] = OrderedDict()
-        self._inflight: dict[tuple[str, str], asyncio.Future] = {}
+        self._flights: SingleFlight[Site | None] = SingleFlight()
 
     async def by_host(self, host: str) -> Site | None:
         domain = host.strip().lower().rstrip(".")
@@ -49,23 +49,13 @@ class SiteDirectory:
         entry = self._entries.get(key)
         if entry is not None and entry[0] > time.monotonic():
             return entry[1]
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
+
+        async def load_and_store() -> Site | None:
             site = await load()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # waiters re-raise it; mark it retrieved for the lone caller
-            raise
-        else:
-            future.set_result(site)
             self._store(key, site)
             return site
-        finally:
-            del self._inflight[key]
+
+        return await self._flights.run(key, load_and_store)
 
     def _store(self, key: tuple[str, str], site: Site | None) -> None:
         self._entries[key] = (time.monotonic() + self.ttl, site)
