@@ -1,9 +1,9 @@
 """The two handler bases: HTML pages and the JSON API.
 
 Both receive the process's `Services` through the route tuple (`initialize`
-only stores it) and expose what they need as properties. Domain errors from
-store/ are translated to HTTP here, in one place; `write_error` never shows a
-traceback or a log message to a visitor.
+only stores it) and expose what they need as properties. Features raise `ApiError`
+(status, visitor-facing message, headers) or translate their own domain errors
+into it; `write_error` never shows a traceback or a log message to a visitor.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from store.errors import NotFound, OutOfCredits, RateLimited, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from runtime.services import Services
@@ -79,18 +78,6 @@ class ApiError(tornado.web.HTTPError):
         self.headers = headers or {}
 
 
-def translate_store_error(exc: StoreError) -> ApiError:
-    """The one mapping from store/ domain errors to API answers."""
-    if isinstance(exc, NotFound):
-        return ApiError(404, str(exc) or "Profile not found")
-    if isinstance(exc, RateLimited):
-        headers = {"Retry-After": str(max(1, int(exc.retry_after)))} if exc.retry_after else {}
-        return ApiError(429, "Too many requests", headers)
-    if isinstance(exc, OutOfCredits):
-        return ApiError(402, str(exc) or "Out of credits")
-    return ApiError(503, "Service temporarily unavailable")
-
-
 # Response headers a profile page on another origin may read.
 CORS_EXPOSE = ("Content-Length, Content-Range, Accept-Ranges, Retry-After, ETag, "
                "X-Track-Title, X-Track-Artist, X-Track-Duration, X-Track-Album, X-Track-Artwork")
@@ -123,14 +110,8 @@ class ApiHandler(BaseHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"ok": True, "data": data}, separators=(",", ":")))
 
-    def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, StoreError) and not isinstance(value, StoreUnavailable):
-            return  # an expected answer (404/402/429), not a server fault
-        super().log_exception(typ, value, tb)
-
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        exc = translate_store_error(exc) if isinstance(exc, StoreError) else exc
         if isinstance(exc, ApiError):
             self.set_status(exc.status_code)
             message = exc.message

@@ -14,9 +14,8 @@ from typing import Any
 import tornado.httputil
 from tornado.web import HTTPError
 
-from handlers.base import BaseHandler, translate_store_error
+from handlers.base import BaseHandler
 from render.og_card import RenderError
-from store.errors import StoreError
 from store.records import ID_PATTERN
 
 log = logging.getLogger("hepgg.og")
@@ -62,9 +61,6 @@ class OgImageHandler(BaseHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, StoreError):
-            status_code = translate_store_error(exc).status_code
-            self.set_status(status_code)
         self.clear_header("ETag")
         self.set_header("Cache-Control", "no-store")
         self.set_header("Content-Type", "text/plain; charset=utf-8")

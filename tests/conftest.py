@@ -33,6 +33,9 @@ from runtime.embedded import EmbeddedStores  # noqa: E402
 from runtime.services import Services, build_services  # noqa: E402
 from store.importer import import_document  # noqa: E402
 
+pytest_plugins = ["contact_fakes"]  # the contact third parties' `fakes` fixture
+
+
 @dataclass
 class StoreUrls:
     mongo_uri: str

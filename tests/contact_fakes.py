@@ -1,4 +1,5 @@
-"""Real local stand-ins for the contact forms' third parties, each on 127.0.0.1:<random port>.
+"""Real local stand-ins for the contact forms' third parties, each on 127.0.0.1:<random port>,
+the `fakes` fixture that starts them, and the server settings that point at them.
 
 Turnstile siteverify, the SMS API and Discord are small Tornado apps that
 record every request and answer as the test tells them; SMTP is aiosmtpd with
@@ -13,6 +14,7 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
+import pytest
 import tornado.web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
@@ -178,3 +180,25 @@ class FakeSmtp:
 
     def stop(self) -> None:
         self.controller.stop()
+
+
+# Registered as a pytest plugin by conftest.py, so every contact test module gets the fixture.
+@pytest.fixture
+async def fakes():
+    turnstile, sms, discord = FakeTurnstile().start(), FakeSms().start(), FakeDiscord().start()
+    smtp = FakeSmtp().start()
+    yield type("Fakes", (), {"turnstile": turnstile, "sms": sms, "discord": discord, "smtp": smtp})
+    smtp.stop()
+    for fake in (turnstile, sms, discord):
+        await fake.stop()
+
+
+def contact_settings(fakes, **overrides) -> dict:
+    settings = dict(
+        turnstile_verify_url=fakes.turnstile.verify_url, turnstile_secret=FakeTurnstile.secret,
+        turnstile_timeout=1.0, sms_api_url=fakes.sms.url, smtp_host="127.0.0.1", smtp_port=fakes.smtp.port,
+        smtp_from="Hep.gg <no-reply@hep.gg>", discord_api_url=fakes.discord.url, discord_bot_token="bot-token",
+        delivery_timeout=2.0, trusted_proxies=("127.0.0.1/32",),
+    )
+    settings.update(overrides)
+    return settings

@@ -16,8 +16,8 @@ from email.policy import default as default_policy
 
 import pytest
 
-from contact_fakes import FakeDiscord, FakeSms, FakeSmtp, FakeTurnstile
-from tests.conftest import base_document
+from conftest import base_document
+from contact_fakes import FakeSmtp, FakeTurnstile, contact_settings
 
 PATH = "/api/v1/profiles/{pid}/contact/{channel}"
 _ips = itertools.count(1)
@@ -26,27 +26,6 @@ _ips = itertools.count(1)
 def fresh_ip() -> str:
     n = next(_ips)
     return f"198.51.{n // 250}.{n % 250 + 1}"
-
-
-@pytest.fixture
-async def fakes():
-    turnstile, sms, discord = FakeTurnstile().start(), FakeSms().start(), FakeDiscord().start()
-    smtp = FakeSmtp().start()
-    yield type("Fakes", (), {"turnstile": turnstile, "sms": sms, "discord": discord, "smtp": smtp})
-    smtp.stop()
-    for fake in (turnstile, sms, discord):
-        await fake.stop()
-
-
-def contact_settings(fakes, **overrides) -> dict:
-    settings = dict(
-        turnstile_verify_url=fakes.turnstile.verify_url, turnstile_secret=FakeTurnstile.secret,
-        turnstile_timeout=1.0, sms_api_url=fakes.sms.url, smtp_host="127.0.0.1", smtp_port=fakes.smtp.port,
-        smtp_from="Hep.gg <no-reply@hep.gg>", discord_api_url=fakes.discord.url, discord_bot_token="bot-token",
-        delivery_timeout=2.0, trusted_proxies=("127.0.0.1/32",),
-    )
-    settings.update(overrides)
-    return settings
 
 
 @pytest.fixture

@@ -24,9 +24,9 @@ from redis.crc import key_slot
 from tornado.httpclient import AsyncHTTPClient
 
 from contact.limiter import DAY, ContactLimiter, Rule, Rules
-from contact_fakes import FakeDiscord, FakeSms, FakeSmtp, FakeTurnstile
-from tests.conftest import ROOT, base_document
-from test_contact import DISCORD, PATH, contact_settings, fakes  # noqa: F401  (fixture)
+from conftest import ROOT, base_document
+from contact_fakes import contact_settings
+from test_contact import DISCORD, PATH
 
 
 async def burst(urls: list[str], count: int, headers: dict | None = None) -> list[int]:

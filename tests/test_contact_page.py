@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from test_contact import contact_settings, fakes  # noqa: F401  (fixture)
 from conftest import CHROMIUM, base_document, launch_chromium
+from contact_fakes import contact_settings
 
 # A stand-in for Cloudflare's api.js: "passes" the challenge at once and counts resets.
 FAKE_TURNSTILE_JS = """

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from conftest import base_document
-from music_upstream import TRACK_HEADERS, Upstream, body_bytes
+from music_upstream import TRACK_HEADERS, Upstream
 from runtime.metrics import OPEN_STREAMS, PROXIED_BYTES
 from store.stats import read_stats
 

@@ -15,8 +15,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from conftest import base_document
-from render.og_card import (ELLIPSIS, TEXT_LEFT, TEXT_RIGHT, TEXT_WIDTH, CardInput, CardRenderer, RenderError,
-                            WIDTH)
+from render.og_card import ELLIPSIS, TEXT_LEFT, TEXT_RIGHT, TEXT_WIDTH, CardInput, CardRenderer, RenderError
 
 OG = "/api/v1/profiles/p1/og.png"
 

@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from conftest import base_document, run_cli
-from runtime.reconciler import ReconcilerBusy, run_once
+from runtime.reconciler import run_once
 from store.records import Owner
 from store.plans import allowance, decide
 
