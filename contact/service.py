@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from tornado.curl_httpclient import CurlAsyncHTTPClient
 
 from contact import owner_setup
 from contact.credits import Credits, CreditsUnavailable, CREDIT_FIELDS
@@ -110,8 +109,7 @@ class ContactService:
 async def start(services, rules: Rules | None = None) -> None:
     """Build this feature's long-lived objects, attach them to `services`, register on_close."""
     config = services.config
-    # One curl client for Turnstile, SMS and Discord: short requests, bounded concurrency per worker.
-    http = CurlAsyncHTTPClient(force_instance=True, max_clients=64)
+    http = services.http  # Turnstile, SMS and Discord share the process's short-request client
     email = EmailSender(SmtpSettings(config.smtp_host, config.smtp_port, config.smtp_user, config.smtp_password,
                                      config.smtp_from, config.delivery_timeout))
     services.contact = ContactService(
@@ -125,7 +123,6 @@ async def start(services, rules: Rules | None = None) -> None:
     )
 
     async def stop() -> None:
-        http.close()
         await email.close()
 
     services.on_close(stop)

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pycurl
-from tornado.curl_httpclient import CurlAsyncHTTPClient
-from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from store.singleflight import SingleFlight
 
@@ -67,15 +66,18 @@ def allowed(url: str | None, hosts: tuple[str, ...]) -> bool:
     return parts.scheme in ("http", "https") and not parts.username and not parts.password and host in hosts
 
 
-def _http_only(curl: pycurl.Curl) -> None:
+def _avatar_limits(curl: pycurl.Curl) -> None:
+    # Per request, on the shared client: http(s) only, and libcurl aborts a body over the cap
+    # mid-transfer (libcurl >= 8.4 applies MAXFILESIZE to bodies of unknown length too).
     curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+    curl.setopt(pycurl.MAXFILESIZE, MAX_AVATAR_BYTES)
 
 
 class AvatarFetcher:
-    def __init__(self, hosts: tuple[str, ...], *, max_bytes: int = MAX_AVATAR_BYTES, max_clients: int = 8):
+    def __init__(self, hosts: tuple[str, ...], http: AsyncHTTPClient):
         self.hosts = tuple(h.lower().rstrip(".") for h in hosts)
-        self.max_bytes = max_bytes
-        self.client = CurlAsyncHTTPClient(force_instance=True, max_clients=max_clients, max_body_size=max_bytes)
+        self.max_bytes = MAX_AVATAR_BYTES
+        self.client = http  # the process's shared client for short requests (Services.http)
         self._cache: OrderedDict[str, tuple[float, Avatar | None]] = OrderedDict()
         self._cached_bytes = 0
         self._flights: SingleFlight[Avatar | None] = SingleFlight()
@@ -100,7 +102,7 @@ class AvatarFetcher:
         self.fetches += 1
         request = HTTPRequest(url, follow_redirects=False, connect_timeout=CONNECT_TIMEOUT,
                               request_timeout=REQUEST_TIMEOUT, headers={"Accept": "image/png,image/jpeg,image/gif,image/webp"},
-                              user_agent="hepgg-og/1", decompress_response=True, prepare_curl_callback=_http_only)
+                              user_agent="hepgg-og/1", decompress_response=True, prepare_curl_callback=_avatar_limits)
         try:
             response = await self.client.fetch(request)
         except HTTPClientError as exc:
@@ -127,6 +129,3 @@ class AvatarFetcher:
             _, (_, dropped) = self._cache.popitem(last=False)
             if dropped is not None:
                 self._cached_bytes -= len(dropped.data)
-
-    def close(self) -> None:
-        self.client.close()

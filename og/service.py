@@ -25,9 +25,9 @@ SAMPLE = CardInput(display_name="Warm Up 山", bio="Loads fonts, coders and cach
 
 
 class OgService:
-    def __init__(self, *, processes: int, avatar_hosts: tuple[str, ...]):
+    def __init__(self, *, processes: int, avatar_hosts: tuple[str, ...], http):
         self.pool = RenderPool(processes)
-        self.avatars = AvatarFetcher(avatar_hosts)
+        self.avatars = AvatarFetcher(avatar_hosts, http)
         self.cards = CardCache(self._render)
 
     async def _render(self, card: CardInput) -> bytes:
@@ -67,13 +67,12 @@ class OgService:
         log.info("OG render pool ready: %d process(es) %s, fonts %s", len(pids), pids, ", ".join(fonts))
 
     async def close(self) -> None:
-        self.avatars.close()
         await self.pool.close()
 
 
 async def start(services) -> None:
     config = services.config
-    og = OgService(processes=config.og_render_processes, avatar_hosts=config.avatar_hosts)
+    og = OgService(processes=config.og_render_processes, avatar_hosts=config.avatar_hosts, http=services.http)
     services.on_close(og.close)  # registered first: a failed warm-up still stops the workers
     await og.start()
     services.og = og

@@ -41,6 +41,7 @@ def page_context(site: Site, settings: PageSettings, now: datetime, canonical_or
     profile, owner = site.profile, site.owner
     title = profile.display_name or profile.domain
     description = profile.bio[:200] if profile.bio else f"{title} on Hep.gg"
+    show_presence = site.shows_presence(now)
     contact = {
         channel: profile.toggle(f"contact_{channel}") for channel in ("sms", "email", "discord")
     }
@@ -52,8 +53,8 @@ def page_context(site: Site, settings: PageSettings, now: datetime, canonical_or
         "initials": initials(title),
         "canonical_url": f"{canonical_origin}/",
         "og_image": og_image_url(settings.public_origin, site),
-        "show_presence": site.shows_presence(now),
-        "presence_stream": presence_stream_path(owner.id) if site.shows_presence(now) else None,
+        "show_presence": show_presence,
+        "presence_stream": presence_stream_path(owner.id) if show_presence else None,
         "presence_snapshot": f"/api/v1/profiles/presence/{quote(owner.id, safe='')}",
         "show_powered_by": site.shows_powered_by(now),
         "tracks": profile.music if owner.music_key else (),

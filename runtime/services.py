@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
+from tornado.curl_httpclient import CurlAsyncHTTPClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 import contact.service
@@ -31,6 +32,8 @@ from store.stats import StatsWriter
 
 log = logging.getLogger("hepgg.services")
 
+SHORT_REQUEST_MAX_BODY = 4 * 1024 * 1024  # no short third-party answer is larger (avatars cap at 2 MiB)
+
 
 @dataclass
 class Services:
@@ -42,6 +45,7 @@ class Services:
     sites: SiteDirectory
     stats: StatsWriter
     trusted_proxies: TrustedProxies
+    http: CurlAsyncHTTPClient  # short requests (Turnstile, SMS, Discord, avatars); music has its own
     draining: bool = False
     change_watcher: Any = None  # store/changes.py, when the server follows change streams
     # Feature services, attached by each feature's service.start(services).
@@ -105,9 +109,11 @@ async def build_services(config, mongo_uri: str, redis_url: str, *, clock: Clock
         sites=SiteDirectory(db, ttl=config.profile_cache_ttl),
         stats=StatsWriter(db, redis, interval=config.view_flush_interval),
         trusted_proxies=TrustedProxies(config.trusted_proxies),
+        http=CurlAsyncHTTPClient(force_instance=True, max_clients=64, max_body_size=SHORT_REQUEST_MAX_BODY),
     )
 
     async def close_stores() -> None:
+        services.http.close()
         await redis.aclose()
         await mongo.close()
 

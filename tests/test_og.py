@@ -265,7 +265,7 @@ class AvatarHost:
         host = self
 
         class Handler(tornado.web.RequestHandler):
-            def get(self, name):
+            async def get(self, name):
                 host.requests.append(name)
                 if name == "good.png":
                     buffer = io.BytesIO()
@@ -280,6 +280,11 @@ class AvatarHost:
                     self.write(b'<svg xmlns="http://www.w3.org/2000/svg"><image href="/etc/passwd"/></svg>')
                 elif name == "big.png":
                     self.write(b"\x89PNG\r\n\x1a\n" + b"\x00" * (3 * 1024 * 1024))
+                elif name == "big-chunked.png":  # no Content-Length: the cap must stop it mid-transfer
+                    self.write(b"\x89PNG\r\n\x1a\n")
+                    for _ in range(48):
+                        self.write(b"\x00" * 65536)
+                        await self.flush()
                 else:
                     self.redirect("http://example.invalid/elsewhere.png")
 
@@ -328,7 +333,7 @@ async def test_an_allowed_avatar_is_drawn_and_fetched_once(make_server, avatar_h
     assert server.services.og.renders == 1
 
 
-@pytest.mark.parametrize("name", ["broken.png", "svg.png", "big.png", "redirect.png", "missing-port"])
+@pytest.mark.parametrize("name", ["broken.png", "svg.png", "big.png", "big-chunked.png", "redirect.png", "missing-port"])
 async def test_a_bad_avatar_falls_back_to_initials(make_server, avatar_host, name):
     server = await make_server(avatar_hosts="127.0.0.1", og_render_processes=1)
     url = "http://127.0.0.1:1/x.png" if name == "missing-port" else avatar_host.url(name)
