@@ -7,6 +7,19 @@ import re
 
 from conftest import base_document
 
+def record_calls(monkeypatch, obj, name: str) -> list:
+    """Wrap the coroutine method `obj.name` so each call's first argument is recorded; returns the record."""
+    calls: list = []
+    original = getattr(obj, name)
+
+    async def recording(arg):
+        calls.append(arg)
+        return await original(arg)
+
+    monkeypatch.setattr(obj, name, recording)
+    return calls
+
+
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/140.0 Safari/537.36"
 
 
@@ -45,14 +58,7 @@ async def test_host_routing_matrix(make_server):
 
 async def test_single_segment_paths_fall_through_without_profile_lookup(app_server, monkeypatch):
     await app_server.load(base_document())
-    looked_up = []
-    original = app_server.services.sites.by_host
-
-    async def spy(host):
-        looked_up.append(host)
-        return await original(host)
-
-    monkeypatch.setattr(app_server.services.sites, "by_host", spy)
+    looked_up = record_calls(monkeypatch, app_server.services.sites, "by_host")
     response = await app_server.fetch("/abc123", host="alice.hep.gg")
     assert response.code == 404
     assert looked_up == []
@@ -210,14 +216,7 @@ async def test_views_survive_a_redis_outage(make_server, store_urls):
 async def test_page_served_from_cache_within_staleness_bound(make_server, monkeypatch):
     server = await make_server(profile_cache_ttl=60)
     await server.load(base_document())
-    loads = []
-    original = server.services.sites._load
-
-    async def counting_load(query):
-        loads.append(query)
-        return await original(query)
-
-    monkeypatch.setattr(server.services.sites, "_load", counting_load)
+    loads = record_calls(monkeypatch, server.services.sites, "_load")
     results = await asyncio.gather(*(server.fetch("/", host="alice.hep.gg") for _ in range(10)))
     assert {r.code for r in results} == {200}
     assert (await server.fetch("/", host="nobody.hep.gg")).code == 404

@@ -50,21 +50,20 @@ async def test_card_changes_live_after_presence_set(app_server, browser_page, st
     assert await page.locator("#presence .presence-placeholder").is_visible()
     assert await page.locator("#presence .presence-progress").is_visible()
 
-    result = await asyncio.to_thread(
-        run_cli, "presence", "set", "u1", "--redis-url", store_urls.redis_url, "--status", "idle",
-        "--type", "4", "--activity-name", "Custom Status", "--state", "brb <b>tea</b>")
-    assert result.returncode == 0, result.stderr
-    await page.wait_for_function(
-        "document.querySelector('#presence .presence-activity').textContent === 'brb <b>tea</b>'")
+    async def presence_set_and_wait(activity_text: str, *args: str) -> None:
+        """`presence set` from the command line, then wait for the card's activity line to show it."""
+        result = await asyncio.to_thread(run_cli, "presence", "set", "u1", "--redis-url", store_urls.redis_url, *args)
+        assert result.returncode == 0, result.stderr
+        await page.wait_for_function(
+            "text => document.querySelector('#presence .presence-activity').textContent === text", arg=activity_text)
+
+    await presence_set_and_wait("brb <b>tea</b>", "--status", "idle", "--type", "4",
+                                "--activity-name", "Custom Status", "--state", "brb <b>tea</b>")
     assert await page.locator("#presence .presence-activity b").count() == 0  # text, never markup
     assert not await page.locator("#presence .presence-progress").is_visible()
 
-    result = await asyncio.to_thread(
-        run_cli, "presence", "set", "u1", "--redis-url", store_urls.redis_url, "--status", "online",
-        "--type", "0", "--activity-name", "Chess", "--started-at", "1716900000000")
-    assert result.returncode == 0, result.stderr
-    await page.wait_for_function(
-        "document.querySelector('#presence .presence-activity').textContent === 'Playing Chess'")
+    await presence_set_and_wait("Playing Chess", "--status", "online", "--type", "0",
+                                "--activity-name", "Chess", "--started-at", "1716900000000")
     assert (await page.locator("#presence .presence-elapsed").text_content()).endswith(" elapsed")
 
 
