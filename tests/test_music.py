@@ -370,6 +370,14 @@ async def test_listener_disconnect_while_the_upstream_is_silent_closes_it(music_
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     sock.close()  # RST: the server notices without writing
     await asyncio.wait_for(upstream.closed.wait(), 3)
+    await wait_until(lambda: not music_server.services.music.streams)
+
+
+async def test_a_draining_server_refuses_new_streams_with_an_empty_503(music_server, upstream):
+    music_server.services.draining = True  # what SIGTERM sets before the grace period
+    response = await music_server.fetch(PATH)
+    assert (response.code, response.body) == (503, b"")
+    assert upstream.requests == []  # refused before any upstream work
 
 
 async def test_revoking_the_music_key_stops_playing_audio(music_server, upstream):
