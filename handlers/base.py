@@ -84,13 +84,11 @@ CORS_EXPOSE = ("Content-Length, Content-Range, Accept-Ranges, Retry-After, ETag,
 
 
 class ApiHandler(BaseHandler):
-    """JSON API: the `{"ok": ...}` envelope, CORS for any origin, JSON bodies parsed strictly.
+    """JSON API: the `{"ok": ...}` envelope and CORS for any origin.
 
     These endpoints are public and take no cookies, so `Access-Control-Allow-Origin: *`
     is safe and lets a profile on its own domain call them.
     """
-
-    max_body_bytes = 16 * 1024
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -129,16 +127,3 @@ class ApiHandler(BaseHandler):
             message = "Internal error"
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"ok": False, "error": message}, separators=(",", ":")))
-
-    def json_body(self) -> dict:
-        """The request body as a JSON object, or a 400 in the envelope."""
-        body = self.request.body
-        if len(body) > self.max_body_bytes:
-            raise ApiError(413, "Request body too large")
-        try:
-            data = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "Request body must be JSON") from exc
-        if not isinstance(data, dict):
-            raise ApiError(400, "Request body must be a JSON object")
-        return data
