@@ -76,13 +76,24 @@ class Services:
     async def ping_redis(self) -> None:
         await self.redis.ping()
 
-    async def close(self) -> None:
+    async def close(self, timeout_each: float = 30.0) -> list[str]:
+        """Run the closers last-in first-out; returns the names of any that failed or hung.
+
+        Each gets `timeout_each` seconds, so one stuck closer cannot keep a worker from exiting on SIGTERM.
+        """
+        failed = []
         while self._closers:
             closer = self._closers.pop()
+            name = getattr(closer, "__qualname__", repr(closer))
             try:
-                await closer()
+                await asyncio.wait_for(closer(), timeout_each)
+            except asyncio.TimeoutError:
+                log.error("closing %s took over %.0fs; moving on", name, timeout_each)
+                failed.append(name)
             except Exception:
-                log.exception("error while closing %s", getattr(closer, "__qualname__", closer))
+                log.exception("error while closing %s", name)
+                failed.append(name)
+        return failed
 
 
 def make_redis(url: str) -> aioredis.Redis:

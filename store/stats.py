@@ -61,6 +61,7 @@ class StatsWriter:
         self._accepted: list[_Event] = []  # views and plays to write to MongoDB
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
         self.flushed = {"view": 0, "play": 0}
 
     def record_view(self, profile_id: str, owner_id: str, at: datetime, ip: str, user_agent: str, referer: str | None) -> None:
@@ -80,10 +81,14 @@ class StatsWriter:
             self._task = asyncio.create_task(self._run(), name="stats-flusher")
 
     async def stop(self) -> None:
-        """Stop the ticker and write everything still pending (retrying briefly)."""
+        """Stop the ticker and write everything still pending (retrying briefly).
+
+        The ticker is asked to stop, never cancelled: cancelling it mid-flush would drop the batch it
+        had taken off the queue (CancelledError skips the keep-for-retry path).
+        """
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            self._stopping.set()
+            await self._task
             self._task = None
         for attempt in range(20):
             await self.flush()
@@ -93,9 +98,11 @@ class StatsWriter:
         log.error("shutting down with %d view/play events unwritten", self.pending)
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.flush()
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+            except asyncio.TimeoutError:
+                await self.flush()
 
     async def flush(self) -> None:
         async with self._lock:

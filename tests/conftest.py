@@ -7,6 +7,7 @@ a server built exactly as `serve` builds a worker (`build_services` + `make_app`
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import json
@@ -113,10 +114,12 @@ async def start_test_server(config, **build_kwargs) -> TestServer:
 
 
 async def stop_test_server(test_server: TestServer) -> None:
+    """Stop like a worker on SIGTERM; a step that hangs fails the test with its name."""
     test_server.http_server.stop()
-    await test_server.services.shutdown_streams(0.5)
-    await test_server.http_server.close_all_connections()
-    await test_server.services.close()
+    await asyncio.wait_for(test_server.services.shutdown_streams(0.5), 15)
+    await asyncio.wait_for(test_server.http_server.close_all_connections(), 15)
+    failed = await test_server.services.close(timeout_each=15)
+    assert not failed, f"closers failed or hung: {failed}"
 
 
 @pytest.fixture

@@ -262,3 +262,19 @@ async def test_change_streams_invalidate_the_cache_before_its_ttl(make_server):
             break
         await asyncio.sleep(0.05)
     assert (await server.fetch("/", host="alice.hep.gg")).code == 404
+
+
+async def test_stopping_mid_flush_loses_no_view(app_server):
+    """SIGTERM while the ticker is writing a batch: the batch in flight still lands."""
+    await app_server.load(base_document())
+    stats = app_server.services.stats
+    for i in range(2000):
+        stats.record_view("p1", "u1", app_server.services.clock.now(), f"10.1.{i // 250}.{i % 250}", BROWSER_UA, None)
+    # wait until the ticker (every 0.1 s in tests) has taken the batch off the queue but not written it
+    for _ in range(1000):
+        if not stats._undeduped and stats.flushed["view"] == 0:
+            break
+        await asyncio.sleep(0.001)
+    assert not stats._undeduped and stats.flushed["view"] == 0, "the ticker did not start a flush"
+    await asyncio.wait_for(stats.stop(), 15)
+    assert (await _stats(app_server))["views"] == 2000
