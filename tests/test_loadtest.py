@@ -1,0 +1,116 @@
+"""The operators' locust load test, run for real: locust (its own process, gevent) against a real server.
+
+The server is the test app with the contact third parties as local fakes (the
+Turnstile fake answering as Cloudflare does for its always-pass test secret)
+and a local music worker; the load test's presence publisher writes to the
+server's Redis. Assertions read locust's own CSV report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import sys
+
+import pytest
+
+from conftest import ROOT, base_document
+from contact_fakes import FakeTurnstile, contact_settings
+from music_upstream import Upstream
+
+pytestmark = pytest.mark.slow
+
+CLOUDFLARE_TEST_SECRET = "1x0000000000000000000000000000000AA"  # Cloudflare's documented "always passes"
+CLOUDFLARE_TEST_SITEKEY = "1x00000000000000000000AA"
+RUN_SECONDS = 12
+
+
+class CloudflareTestTurnstile(FakeTurnstile):
+    """Siteverify as Cloudflare answers for its test secrets: the always-pass secret accepts any token."""
+
+    secret = CLOUDFLARE_TEST_SECRET
+
+    async def answer(self, handler) -> None:
+        form = {k: v[0].decode() for k, v in handler.request.body_arguments.items()}
+        ok = form.get("secret") == self.secret and bool(form.get("response"))
+        handler.finish({"success": ok, "error-codes": [] if ok else ["invalid-input-secret"]})
+
+
+async def run_locust(csv_prefix, host: str, *options: str) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEPGG_", "LOCUST_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
+        "--host", host, "--csv", str(csv_prefix), "-t", f"{RUN_SECONDS}s", "--loglevel", "WARNING", *options,
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), RUN_SECONDS + 25)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode, output.decode(errors="replace")
+
+
+def read_stats(csv_prefix) -> dict[tuple[str, str], dict]:
+    with open(f"{csv_prefix}_stats.csv", newline="") as f:
+        return {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
+
+
+async def test_locustfile_runs_every_user_class_without_failures(make_server, fakes, store_urls, tmp_path):
+    turnstile = CloudflareTestTurnstile().start()
+    upstream = Upstream().start()
+    try:
+        server = await make_server(**contact_settings(
+            fakes, turnstile_verify_url=turnstile.verify_url, turnstile_secret=CLOUDFLARE_TEST_SECRET,
+            turnstile_sitekey=CLOUDFLARE_TEST_SITEKEY, music_upstream_url=upstream.url))
+        document = base_document()
+        document["users"][0].update(sms_credits=1, email_credits=1)  # the second allowed send is a 402
+        await server.load(document)
+
+        out = tmp_path / "out"
+        code, output = await run_locust(
+            out, server.url, "-u", "10", "-r", "10",
+            "--slugs", "alice", "--base-domain", "hep.gg", "--redis-url", store_urls.redis_url,
+            "--publish-interval", "0.5", "--music-kbps", "4000", "--wait-scale", "0.2", "--og-share", "0.5",
+            "--forwarded-for", "--page-weight", "2", "--sse-weight", "3", "--music-weight", "2",
+            "--contact-weight", "2")
+        stats = read_stats(out)
+    finally:
+        await upstream.stop()
+        await turnstile.stop()
+
+    assert code == 0, output
+    assert "Traceback" not in output, output
+    total = stats[("", "Aggregated")]
+    assert int(total["Failure Count"]) == 0, output
+
+    def count(kind: str, name: str) -> int:
+        row = stats.get((kind, name))
+        return int(row["Request Count"]) if row else 0
+
+    for kind, name in [("GET", "page"), ("GET", "og.png"), ("GET", "presence snapshot"),
+                       ("GET", "presence stream"), ("SSE", "first event"), ("SSE", "fan-out latency"),
+                       ("GET", "music"), ("MUSIC", "time to first byte"), ("MUSIC", "stream"),
+                       ("REDIS", "publish presence")]:
+        assert count(kind, name) > 0, (kind, name, sorted(stats))
+
+    # Fan-out: every stream held through the run got most of the ~24 stamped publishes, each in well under 1 s.
+    fan_out = stats[("SSE", "fan-out latency")]
+    assert count("SSE", "fan-out latency") >= 3 * count("REDIS", "publish presence") // 2
+    assert 0 <= float(fan_out["Average Response Time"]) < 500
+    assert float(fan_out["Average Content Size"]) > 50  # the snapshot JSON
+
+    # Music: whole 300,000-byte tracks (the listen limit is 30 s, a track takes ~0.6 s at 4,000 kbit/s).
+    music = stats[("MUSIC", "stream")]
+    assert float(music["Average Content Size"]) == len(upstream.body)
+    assert float(music["Average Response Time"]) >= 500  # paced, not read at loopback speed
+    assert 0 < float(stats[("MUSIC", "time to first byte")]["Average Response Time"]) < 2000
+
+    # Contact: sends that passed Turnstile (the fakes got them), and the expected refusals under their own names.
+    delivered = sum(count("POST", f"contact {c}") for c in ("sms", "email", "discord"))
+    refused = [name for kind, name in stats if kind == "POST" and name.endswith(("[429 rate-limited]",
+                                                                                  "[402 out of credits]"))]
+    assert delivered > 0 and refused, sorted(stats)
+    assert len(turnstile.requests) >= delivered
+    assert all(r.form()["response"] == "XXXX.DUMMY.TOKEN.XXXX" for r in turnstile.requests)
