@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's presence/ and loadtest/
 
 import gevent  # noqa: E402
+import gevent.event  # noqa: E402
 import requests  # noqa: E402
 from locust import HttpUser, constant, events, task  # noqa: E402
 from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
@@ -83,6 +84,7 @@ def apply_options(environment, **_kwargs) -> None:
 
 # Host -> what its page links to; filled on first sight, per locust process.
 _sites: dict[str, SiteTargets] = {}
+_discovering: dict[str, gevent.event.Event] = {}
 
 
 def _scaled(low: float, high: float):
@@ -112,15 +114,24 @@ class HepggUser:
         return "page" if host.endswith("." + self.opts.base_domain.strip(".").lower()) else "page (custom domain)"
 
     def site(self, host: str) -> SiteTargets | None:
-        """The host's targets, fetching its page once if no user in this process has yet."""
-        if host not in _sites:
+        """The host's targets, fetching its page once per process (others spawned meanwhile wait for it)."""
+        if host in _sites:
+            return _sites[host]
+        if (pending := _discovering.get(host)) is not None:
+            pending.wait(30)
+            return _sites.get(host)
+        _discovering[host] = pending = gevent.event.Event()
+        try:
             with self.client.get("/", headers=self.headers(host), name="page (discovery)",
                                  catch_response=True) as resp:
                 if resp.status_code != 200:
                     resp.failure(f"{host}: HTTP {resp.status_code}")
                     return None
                 _sites[host] = parse_page(host, resp.text)
-        return _sites[host]
+                return _sites[host]
+        finally:
+            del _discovering[host]
+            pending.set()
 
     def pick(self, has) -> SiteTargets | None:
         """A random host whose page offers what this user needs (`has(site)`)."""
@@ -207,7 +218,9 @@ class SseListener(HepggUser, HttpUser):
             return  # already reported by locust's client
         try:
             if self.response.status_code == 200:
-                self.read_events(self.response, started)
+                # --sse-hold-seconds: the visitor leaves (silent timeout), then the task opens a new stream.
+                with gevent.Timeout(self.opts.sse_hold_seconds or None, False):
+                    self.read_events(self.response, started)
         except (requests.RequestException, OSError) as exc:
             self.record("SSE", "stream broken", (time.perf_counter() - started) * 1000, exception=exc)
         finally:
@@ -217,7 +230,6 @@ class SseListener(HepggUser, HttpUser):
     def read_events(self, resp: requests.Response, started: float) -> None:
         parser = SseParser()
         first = True
-        hold = self.opts.sse_hold_seconds
         for chunk in _body_chunks(resp, 65536):
             received = time.time()
             for message in parser.feed(chunk):
@@ -232,8 +244,6 @@ class SseListener(HepggUser, HttpUser):
                     first = False
                     continue
                 self.fan_out(message.data, received)
-            if hold and time.perf_counter() - started >= hold:
-                return
         self.record("SSE", "stream broken", (time.perf_counter() - started) * 1000,
                     exception=RuntimeError("stream ended without a retry hint"))
 
@@ -255,7 +265,8 @@ class MusicListener(HepggUser, HttpUser):
     """A visitor pressing play: the track streamed through the proxy, read at audio speed.
 
     Rows: GET `music` (time to headers), MUSIC `time to first byte`, MUSIC `stream`
-    (response time = listening time, size = bytes received).
+    (response time = listening time, size = bytes received), MUSIC `stream (cut by test end)`
+    (the same for tracks still playing when the run stopped).
     """
 
     weight = 2
@@ -279,35 +290,36 @@ class MusicListener(HepggUser, HttpUser):
                                    timeout=(10, 30))
         except requests.RequestException:
             return
-        received = 0
+        self.received = 0
         try:
             if resp.status_code not in (200, 206):
                 return  # locust's client has counted the failure
-            received = self.listen(resp, started)
-            self.record("MUSIC", "stream", (time.perf_counter() - started) * 1000, received)
+            self.listen(resp, started)
+            self.record("MUSIC", "stream", (time.perf_counter() - started) * 1000, self.received)
         except (requests.RequestException, OSError) as exc:  # includes a body short of its Content-Length
-            self.record("MUSIC", "stream", (time.perf_counter() - started) * 1000, received, exception=exc)
+            self.record("MUSIC", "stream", (time.perf_counter() - started) * 1000, self.received, exception=exc)
+        except gevent.GreenletExit:  # the run ended mid-track: still count what was heard
+            self.record("MUSIC", "stream (cut by test end)", (time.perf_counter() - started) * 1000, self.received)
+            raise
         finally:
             resp.close()
 
-    def listen(self, resp: requests.Response, started: float) -> int:
+    def listen(self, resp: requests.Response, started: float) -> None:
         bytes_per_s = self.opts.music_kbps * 125
         limit = self.opts.music_listen_seconds
-        received = 0
         first_at = None
         for chunk in _body_chunks(resp, 16384):
             now = time.perf_counter()
             if first_at is None:
                 first_at = now
                 self.record("MUSIC", "time to first byte", (now - started) * 1000)
-            received += len(chunk)
+            self.received += len(chunk)
             if limit and now - started >= limit:
                 break  # the visitor moves on before the end of the track
             if bytes_per_s:
-                ahead = received / bytes_per_s - (now - first_at)
+                ahead = self.received / bytes_per_s - (now - first_at)
                 if ahead > 0:
                     gevent.sleep(ahead)
-        return received
 
 
 class ContactSender(HepggUser, FastHttpUser):

@@ -68,14 +68,29 @@ async def test_locustfile_runs_every_user_class_without_failures(make_server, fa
         document["users"][0].update(sms_credits=1, email_credits=1)  # the second allowed send is a 402
         await server.load(document)
 
+        held: list[int] = []  # SSE streams open on the server, sampled through the run
+
+        async def sample() -> None:
+            while True:
+                held.append(server.services.presence.hub.listener_count)
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.create_task(sample())
         out = tmp_path / "out"
         code, output = await run_locust(
             out, server.url, "-u", "10", "-r", "10",
             "--slugs", "alice", "--base-domain", "hep.gg", "--redis-url", store_urls.redis_url,
             "--publish-interval", "0.5", "--music-kbps", "4000", "--wait-scale", "0.2", "--og-share", "0.5",
             "--forwarded-for", "--page-weight", "2", "--sse-weight", "3", "--music-weight", "2",
-            "--contact-weight", "2")
+            "--contact-weight", "2", "--sse-hold-seconds", "3")
+        sampler.cancel()
         stats = read_stats(out)
+        # Locust closed what it held at the stop: the server sees every SSE stream and music stream go.
+        for _ in range(40):
+            if server.services.presence.hub.listener_count == 0 and not server.services.music.streams:
+                break
+            await asyncio.sleep(0.05)
+        open_after = (server.services.presence.hub.listener_count, len(server.services.music.streams))
     finally:
         await upstream.stop()
         await turnstile.stop()
@@ -84,6 +99,7 @@ async def test_locustfile_runs_every_user_class_without_failures(make_server, fa
     assert "Traceback" not in output, output
     total = stats[("", "Aggregated")]
     assert int(total["Failure Count"]) == 0, output
+    assert open_after == (0, 0)
 
     def count(kind: str, name: str) -> int:
         row = stats.get((kind, name))
@@ -94,6 +110,9 @@ async def test_locustfile_runs_every_user_class_without_failures(make_server, fa
                        ("GET", "music"), ("MUSIC", "time to first byte"), ("MUSIC", "stream"),
                        ("REDIS", "publish presence")]:
         assert count(kind, name) > 0, (kind, name, sorted(stats))
+
+    # Three listeners reconnecting every 3 s: each closed its stream before opening the next.
+    assert max(held) == 3 and count("SSE", "first event") >= 9, (max(held), count("SSE", "first event"))
 
     # Fan-out: every stream held through the run got most of the ~24 stamped publishes, each in well under 1 s.
     fan_out = stats[("SSE", "fan-out latency")]
