@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import sys
+import time
 
 import pytest
 
 from conftest import ROOT, base_document
 from contact_fakes import FakeTurnstile, contact_settings
+from loadtest.publisher import PresencePublisher
+from loadtest.seed import loadtest_document
+from loadtest.sse import SseParser, sent_time, stamped_snapshot, updated_at
+from loadtest.targets import host_list, parse_page, with_isrc
 from music_upstream import Upstream
-
-pytestmark = pytest.mark.slow
+from store.importer import import_document
 
 CLOUDFLARE_TEST_SECRET = "1x0000000000000000000000000000000AA"  # Cloudflare's documented "always passes"
 CLOUDFLARE_TEST_SITEKEY = "1x00000000000000000000AA"
@@ -57,6 +62,64 @@ def read_stats(csv_prefix) -> dict[tuple[str, str], dict]:
         return {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
 
 
+async def test_targets_are_read_from_the_real_page(app_server):
+    await app_server.load(base_document())
+    page = await app_server.fetch("/", host="alice.hep.gg")
+    site = parse_page("alice.hep.gg", page.body.decode())
+    assert site.og_path.startswith("/api/v1/profiles/p1/og.png?v=")
+    assert site.snapshot_path == "/api/v1/profiles/presence/u1"
+    assert site.stream_path == "/api/v1/profiles/presence/u1/stream"
+    assert site.presence_user == "u1"
+    assert site.music_paths == ["/api/v1/profiles/p1/music/USRC17607839"]
+    assert site.contact_paths == {c: f"/api/v1/profiles/p1/contact/{c}" for c in ("email", "sms", "discord")}
+    assert with_isrc(site.music_paths[0], "GBAYE0601498") == "/api/v1/profiles/p1/music/GBAYE0601498"
+
+
+async def test_publisher_writes_what_the_snapshot_endpoint_serves(app_server, store_urls):
+    publisher = PresencePublisher(store_urls.redis_url, ttl=30)
+    try:
+        # No stream is open, so the hub has not subscribed: nobody receives the PUBLISH, the SET stays.
+        assert publisher.write("u1", stamped_snapshot(1767225600.123456, 7)) == 0
+    finally:
+        publisher.close()
+    answer = json.loads((await app_server.fetch("/api/v1/profiles/presence/u1")).body)
+    snapshot = answer["data"]["presence"]
+    assert sent_time(snapshot) == 1767225600.123456
+    assert snapshot["activity"]["startedAt"] == 1767225600123
+    assert abs(updated_at(snapshot) - time.time()) < 5  # the writer's clock, as presence/writer.py sets it
+
+
+def test_sse_parser_handles_split_chunks_comments_and_retry_hints():
+    parser = SseParser()
+    assert parser.feed(b"event: presence\nda") == []
+    assert parser.feed(b'ta: {"status":"idle"}\n\n: ping\n\nevent: presence\ndata: null\n\nretry: 5000\n\n') == [
+        *SseParser().feed(b'event: presence\ndata: {"status":"idle"}\n\n'),
+        *SseParser().feed(b"event: presence\ndata: null\n\n"),
+        *SseParser().feed(b"retry: 5000\n\n"),
+    ]
+    messages = SseParser().feed(b'event: presence\ndata: {"a":1}\n\nretry: 5000\n\n')
+    assert [(m.event, m.json() if m.data else None, m.retry) for m in messages] == [
+        ("presence", {"a": 1}, None), ("retry", None, 5000)]
+    assert sent_time({"status": "online", "activity": {"name": "Spotify", "type": 2, "details": "sent=1.5 seq=1"}}) \
+        is None  # only the load test's own activity carries a stamp
+
+
+async def test_seed_document_imports_and_matches_the_locust_hosts(make_config, clean_redis):
+    from runtime.services import build_services
+
+    config = make_config()
+    services = await build_services(config, config.mongo_uri, config.redis_url)
+    try:
+        document = loadtest_document(3, "hep.gg", "lt-", "worker-key", "USRC17607839", 100)
+        report = await import_document(services.db, document)
+        assert report.ok, report.errors
+    finally:
+        await services.close(timeout_each=15)
+    assert [p["domain"] for p in document["profiles"]] == host_list("", "hep.gg", "", "lt-", 3)
+    assert host_list("a, b", "Hep.GG.", "Shop.Example") == ["a.hep.gg", "b.hep.gg", "shop.example"]
+
+
+@pytest.mark.slow
 async def test_locustfile_runs_every_user_class_without_failures(make_server, fakes, store_urls, tmp_path):
     turnstile = CloudflareTestTurnstile().start()
     upstream = Upstream().start()
