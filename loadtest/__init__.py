@@ -1,0 +1,1 @@
+"""Locust load test for operators: `locust -f loadtest/locustfile.py` (see docs/loadtest.md)."""
