@@ -21,6 +21,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from runtime.client_ip import rate_limit_subject
 from runtime.metrics import LIMITER_DECISIONS
 
 SCRIPT = (Path(__file__).with_name("limiter.lua")).read_text()
@@ -76,6 +77,7 @@ class ContactLimiter:
     @staticmethod
     def keys(owner_id: str, profile_id: str, ip: str, channel: str) -> list[str]:
         tag = "{contact:%s}" % owner_id
+        ip = rate_limit_subject(ip)  # an IPv6 /64 is one visitor
         return [f"{tag}:burst:{profile_id}:{ip}", f"{tag}:daily:{profile_id}:{ip}", f"{tag}:owner:{channel}"]
 
     async def acquire(self, owner_id: str, profile_id: str, ip: str, channel: str) -> Decision:

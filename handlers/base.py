@@ -15,16 +15,14 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from tornado.iostream import StreamClosedError
 
+from render.security import COMMON_HEADERS, DOCUMENT_HEADERS, NON_DOCUMENT_CSP, STATIC_DOCUMENT_CSP
 
 if TYPE_CHECKING:
     from runtime.services import Services
 
 log = logging.getLogger("hepgg.handlers")
 
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "strict-origin-when-cross-origin",
-}
+SECURITY_HEADERS = COMMON_HEADERS  # every response, streams and static files included
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -46,6 +44,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
         for name, value in SECURITY_HEADERS.items():
             self.set_header(name, value)
+        self.set_header("Content-Security-Policy", NON_DOCUMENT_CSP)
 
     def log_exception(self, typ, value, tb) -> None:
         # Expected client-side ends are not server errors.
@@ -55,11 +54,17 @@ class BaseHandler(tornado.web.RequestHandler):
 
 
 class PageHandler(BaseHandler):
-    """HTML pages: short plain error pages, never a traceback."""
+    """HTML pages: short plain error pages, never a traceback.
+
+    The default policy is the closed one every bare HTML answer (404, redirect) gets;
+    the profile page replaces it with the policy for what it loads.
+    """
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
-        self.set_header("X-Frame-Options", "SAMEORIGIN")
+        for name, value in DOCUMENT_HEADERS.items():
+            self.set_header(name, value)
+        self.set_header("Content-Security-Policy", STATIC_DOCUMENT_CSP)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -67,6 +72,14 @@ class PageHandler(BaseHandler):
         reason = tornado.httputil.responses.get(status_code, "Error")
         self.finish(f"<!doctype html><meta charset=utf-8><title>{status_code} {reason}</title>"
                     f"<h1>{status_code} {reason}</h1>")
+
+
+class StaticHandler(tornado.web.StaticFileHandler):
+    """/_static/ files (CSS, JS) with the headers every response carries."""
+
+    def set_default_headers(self) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
 
 
 class ApiError(tornado.web.HTTPError):

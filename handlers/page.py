@@ -42,6 +42,7 @@ class ProfilePageHandler(PageHandler):
         self.set_header("Cache-Control", "no-store")
         settings = PageSettings(config.public_origin, config.turnstile_sitekey)
         context = page_context(site, settings, now, f"{self.request.protocol}://{self.request.host.lower()}")
+        self.set_header("Content-Security-Policy", context["content_security_policy"])
         self.render(f"{site.profile.template}.html", **context)
         user_agent = self.request.headers.get("User-Agent", "")
         if not is_bot(user_agent):
@@ -51,7 +52,10 @@ class ProfilePageHandler(PageHandler):
 
 
 class FallThroughHandler(PageHandler):
-    """/<shortid> on a profile host belongs to the uploader: 404 here, without a profile lookup."""
+    """/<shortid> on a profile host belongs to the uploader: 404 here, without a profile lookup.
+
+    Also the application's default handler, so a path no route matches gets our headers too.
+    """
 
     def get(self, *args) -> None:
         raise tornado.web.HTTPError(404)

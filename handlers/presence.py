@@ -98,7 +98,7 @@ def _shed(stream, chunked: bool) -> None:
     hint = retry_hint(*SHED_RETRY_MS)
     body = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(hint), hint)) if chunked else hint
     head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
-            b"Connection: close\r\nAccess-Control-Allow-Origin: *\r\n"
+            b"Connection: close\r\nAccess-Control-Allow-Origin: *\r\nX-Content-Type-Options: nosniff\r\n"
             + (b"Transfer-Encoding: chunked\r\n" if chunked else b"") + b"\r\n")
     try:
         stream.write(head + body).add_done_callback(lambda _f: stream.close())

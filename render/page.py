@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from urllib.parse import quote
 
-from store.records import Site
+from render.security import page_csp
+from store.records import Site, image_origin
+from store.theme import Theme
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,20 @@ def initials(name: str) -> str:
     return letters.upper()
 
 
+@lru_cache(maxsize=1024)
+def theme_css(theme: Theme) -> str:
+    """The page's one inline <style>: custom properties from validated hex colours and a font stack we
+    wrote (store/theme.py), so nothing an owner typed reaches CSS. The CSP allows it by its hash."""
+    dark = theme.is_dark
+    return (
+        f":root{{--accent:{theme.accent};--bg:{theme.background_css};--bg-solid:{theme.background_from};"
+        f"--font:{theme.font_stack};--fg:{'#f4f4f7' if dark else '#15151a'};"
+        f"--muted:{'#a1a1b5' if dark else '#55556a'};"
+        f"--card:{'rgba(255,255,255,.06)' if dark else 'rgba(0,0,0,.05)'};"
+        f"--line:{'rgba(255,255,255,.12)' if dark else 'rgba(0,0,0,.12)'}}}"
+    )
+
+
 def page_context(site: Site, settings: PageSettings, now: datetime, canonical_origin: str) -> dict:
     """`canonical_origin` is scheme://host[:port] of the request that matched this profile."""
     profile, owner = site.profile, site.owner
@@ -45,9 +62,18 @@ def page_context(site: Site, settings: PageSettings, now: datetime, canonical_or
     contact = {
         channel: profile.toggle(f"contact_{channel}") for channel in ("sms", "email", "discord")
     }
+    css = theme_css(profile.theme)
+    csp = page_csp(
+        avatar_origin=image_origin(profile.avatar_url) if profile.avatar_url else None,
+        presence=show_presence,
+        turnstile=bool(settings.turnstile_sitekey) and any(contact.values()),
+        inline_style=css,
+    )
     return {
         "profile": profile,
         "theme": profile.theme,
+        "theme_css": css,
+        "content_security_policy": csp,
         "title": title,
         "description": description,
         "initials": initials(title),

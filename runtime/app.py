@@ -7,6 +7,8 @@ from pathlib import Path
 import tornado.web
 
 from handlers import all_routes
+from handlers.base import StaticHandler
+from handlers.page import FallThroughHandler
 from runtime.logs import access_logger
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +21,9 @@ def make_app(services) -> tornado.web.Application:
         template_path=str(ROOT / "templates"),
         static_path=str(ROOT / "static"),
         static_url_prefix="/_static/",
+        static_handler_class=StaticHandler,
+        default_handler_class=FallThroughHandler,  # unmatched paths: HTML 404 with the security headers
+        default_handler_args={"services": services},
         autoescape="xhtml_escape",
         compiled_template_cache=True,
         static_hash_cache=True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,6 +50,43 @@ def safe_link(url: str) -> bool:
     if parts.scheme.lower() in ("http", "https") and not parts.netloc:
         return False
     return True
+
+
+# A URL host we are willing to name in a CSP source list: DNS labels, IPv4, or a bracketed IPv6.
+_SOURCE_HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$|^\[[0-9a-f:.]+\]$")
+
+
+@lru_cache(maxsize=4096)
+def image_origin(url: str) -> str | None:
+    """scheme://host[:port] of an http(s) image URL, or None when it has no host that is safe to
+    write into a Content-Security-Policy (no spaces, quotes, ';', ',' or userinfo tricks)."""
+    if not safe_link(url):
+        return None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or "@" in parts.netloc:
+        return None
+    host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
+    host = host.lower()
+    if not _SOURCE_HOST.match(host):
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+# Characters that let owner text reorder or hide what is around it: bidi embeddings, overrides and
+# isolates, invisible separators, and C0/C1 controls (newline and tab stay). LRM/RLM marks and the
+# zero-width (non-)joiners stay: emoji sequences and several scripts need them.
+_UNSAFE_TEXT = re.compile("[\u202a-\u202e\u2066-\u2069\u061c\u200b\u2060-\u2064\ufeff\u180e"
+                          "\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_text(value: Any) -> str:
+    """Owner text as the page shows it: a string without bidi overrides or invisible characters."""
+    return _UNSAFE_TEXT.sub("", value) if isinstance(value, str) else ""
 
 
 # ---------------------------------------------------------------- read models
@@ -119,6 +157,7 @@ class Profile:
     @classmethod
     def from_doc(cls, doc: dict) -> "Profile":
         content = doc.get("content") or {}
+        avatar = content.get("avatar_url")
         template = doc.get("template") if doc.get("template") in TEMPLATES else "classic"
         return cls(
             id=doc["_id"],
@@ -130,11 +169,15 @@ class Profile:
             expires_at=parse_time(doc.get("expires_at")),
             created_at=parse_time(doc.get("created_at")),
             theme=parse_theme(doc.get("theme") or {}),
-            display_name=content.get("display_name") or "",
-            bio=content.get("bio") or "",
-            avatar_url=content.get("avatar_url"),
-            links=tuple(Link(l["label"], l["url"]) for l in content.get("links") or [] if safe_link(l.get("url"))),
-            music=tuple(Track(t["isrc"].upper(), t.get("title") or "", t.get("artist") or "") for t in content.get("music") or []),
+            # Read back defensively too: a document written around the importer is held to the same rules.
+            display_name=clean_text(content.get("display_name")),
+            bio=clean_text(content.get("bio")),
+            avatar_url=avatar if isinstance(avatar, str) and image_origin(avatar) else None,
+            links=tuple(Link(clean_text(l.get("label")), l["url"]) for l in content.get("links") or []
+                        if isinstance(l, dict) and isinstance(l.get("url"), str) and safe_link(l["url"])),
+            music=tuple(Track(t["isrc"].upper(), clean_text(t.get("title")), clean_text(t.get("artist")))
+                        for t in content.get("music") or [] if isinstance(t, dict) and isinstance(t.get("isrc"), str)
+                        and ISRC_PATTERN.match(t["isrc"])),
             toggles=dict(doc.get("toggles") or {}),
             version=str(doc.get("version") or "0"),
             raw=doc,
@@ -310,8 +353,8 @@ def validate_profile(record: Any, index: int) -> tuple[dict | None, list[str]]:
         "music": [],
     }
     avatar = doc["content"]["avatar_url"]
-    if avatar is not None and not (safe_link(avatar) and urlsplit(avatar).scheme in ("http", "https")):
-        c.error("content.avatar_url", "must be an http(s) URL or null")
+    if avatar is not None and not image_origin(avatar):
+        c.error("content.avatar_url", "must be an http(s) URL with a plain host name, or null")
     links = content.get("links", [])
     if not isinstance(links, list) or len(links) > LIMITS["links"]:
         c.error("content.links", f"must be a list of at most {LIMITS['links']} links")

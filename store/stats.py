@@ -29,6 +29,7 @@ from pymongo.errors import BulkWriteError
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
+from runtime.client_ip import rate_limit_subject
 from runtime.metrics import STATS_FLUSHED
 
 log = logging.getLogger("hepgg.stats")
@@ -48,7 +49,7 @@ class _Event:
 
 
 def view_dedup_key(profile_id: str, ip: str, user_agent: str) -> str:
-    digest = hashlib.blake2b(f"{ip}\x00{user_agent}".encode(), digest_size=12).hexdigest()
+    digest = hashlib.blake2b(f"{rate_limit_subject(ip)}\x00{user_agent}".encode(), digest_size=12).hexdigest()
     return f"hepgg:viewdedup:{profile_id}:{digest}"
 
 

@@ -56,8 +56,9 @@ async def test_player_streams_through_the_proxy_and_plays_in_chromium(make_serve
             assert await figure.locator(".track-meta").text_content() == "Upstream Album · 3:33"
             await page.evaluate("document.querySelector('.track audio').play()")
             await page.wait_for_function(
-                "(() => { const a = document.querySelector('.track audio');"
-                " return a.readyState >= 2 && a.currentTime > 0.3 && !a.error; })()",
+                # A function, not an expression: the page's CSP has no 'unsafe-eval' for Playwright to use.
+                "() => { const a = document.querySelector('.track audio');"
+                " return a.readyState >= 2 && a.currentTime > 0.3 && !a.error; }",
                 timeout=20_000,
             )
             src = await page.evaluate("document.querySelector('.track audio').currentSrc")
