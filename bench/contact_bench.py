@@ -87,3 +87,11 @@ def run(stack: Stack, quick: bool) -> BenchResult:
             series[key].append(summary)
     result.series = series
     return result
+
+
+if __name__ == "__main__":  # runnable alone: python -m bench.contact_bench [--quick]
+    import sys
+
+    from bench.suite import main
+
+    sys.exit(main(["--only", "contact", *sys.argv[1:]]))

@@ -180,3 +180,11 @@ def summarize(rows: list[dict], slow_rows: list[dict], streams: list[int], size_
                                for key, label in labels.items()},
                      "rows": rows, "slow": slow_rows}
     return result
+
+
+if __name__ == "__main__":  # runnable alone: python -m bench.music_bench [--quick]
+    import sys
+
+    from bench.suite import main
+
+    sys.exit(main(["--only", "music", *sys.argv[1:]]))

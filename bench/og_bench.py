@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from bench.harness import CLIENT_CPU, BenchError, Stack, free_port, percentile, wait_http, wrk
+from bench.harness import BenchError, Stack, free_port, percentile, wait_http, wrk
 from bench.results import BenchResult, Figure, Target
 
 SATORI_DIR = Path(__file__).resolve().parent / "og-satori"
@@ -63,7 +63,6 @@ def timed_gets(port: int, paths: list[str], in_flight: int) -> tuple[list[float]
 def run(stack: Stack, quick: bool) -> BenchResult:
     if not (SATORI_DIR / "node_modules").is_dir():
         raise BenchError("bench/og-satori/node_modules is missing: run `npm ci` there (or bench/setup)")
-    os.sched_setaffinity(0, {CLIENT_CPU}) if (os.cpu_count() or 1) > 1 else None
     result = BenchResult("og")
     cold = 12 if quick else 60
     warm = 10
@@ -103,3 +102,11 @@ def run(stack: Stack, quick: bool) -> BenchResult:
     series["cached"] = {"ours": ours, "satori": peer}
     result.series = series
     return result
+
+
+if __name__ == "__main__":  # runnable alone: python -m bench.og_bench [--quick]
+    import sys
+
+    from bench.suite import main
+
+    sys.exit(main(["--only", "og", *sys.argv[1:]]))

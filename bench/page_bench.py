@@ -91,3 +91,11 @@ def run(stack: Stack, quick: bool) -> BenchResult:
         raise RuntimeError(f"no views recorded after {total_requests} page requests")
     result.series = {"req_s": series, "html_bytes": len(html)}
     return result
+
+
+if __name__ == "__main__":  # runnable alone: python -m bench.page_bench [--quick]
+    import sys
+
+    from bench.suite import main
+
+    sys.exit(main(["--only", "page", *sys.argv[1:]]))

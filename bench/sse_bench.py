@@ -231,3 +231,11 @@ def summarize(rows: list[dict], one_sizes: list[int], spread_sizes: list[int]) -
         "rows": rows,
     }
     return result
+
+
+if __name__ == "__main__":  # runnable alone: python -m bench.sse_bench [--quick]
+    import sys
+
+    from bench.suite import main
+
+    sys.exit(main(["--only", "sse", *sys.argv[1:]]))
