@@ -331,7 +331,11 @@ def wrk(stack: Stack, url: str, *, connections: int, seconds: float, headers: di
 
 
 def install_sigterm() -> None:
-    """SIGTERM behaves like Ctrl-C: the `finally` blocks run and every process is stopped."""
+    """SIGTERM behaves like Ctrl-C: the `finally` blocks run and every process is stopped.
+
+    SIGINT is set explicitly too: a shell starts background jobs with SIGINT ignored, and Python then
+    leaves it ignored."""
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -134,9 +134,9 @@ def charts(results: list[BenchResult], out_dir: Path, prefix: str) -> list[Path]
     specs = [
         ("sse", "fanout_p99", "SSE fan-out p99, one user", "listeners on one user", "p99 ms (publish → receipt)", True),
         ("sse", "rss", "Server RSS vs SSE streams held", "streams", "RSS after first event (MiB)", False),
-        ("music", "mib_s", "Music proxy throughput", "concurrent streams (5 MB each)", "MiB/s", False),
+        ("music", "mib_s", "Music proxy throughput", "concurrent streams", "MiB/s", False),
         ("page", "req_s", "Profile page renders/s (views recorded)", "keep-alive connections", "req/s", True),
-    ]
+    ]  # (benchmark, series key, title, x label, y label, log scales)
     written = []
     for bench, key, title, xlabel, ylabel, logy in specs:
         lines = series.get(bench, {}).get(key)
@@ -150,6 +150,7 @@ def charts(results: list[BenchResult], out_dir: Path, prefix: str) -> list[Path]
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if logy:
+            ax.set_xscale("log")
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
         ax.legend()
