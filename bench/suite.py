@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import importlib
 import os
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the scratch dir (server and nginx logs)")
     parser.add_argument("--no-charts", action="store_true")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where JSON and charts go")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -75,16 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_after"] = os.getloadavg()
     print()
     print(table(results))
-    json_path = RESULTS / f"{stamp}.json"
+    out = args.results_dir.resolve()
+    json_path = out / f"{stamp}.json"
     write_json(results, json_path, meta)
-    written = [] if args.no_charts else charts(results, RESULTS, f"{stamp}-")
+    written = [] if args.no_charts else charts(results, out, f"{stamp}-")
     complete = not args.quick and names == list(BENCHMARKS) and not meta.get("interrupted")
     if complete:  # only a full run of everything becomes the committed reference
-        shutil.copyfile(json_path, RESULTS / "latest.json")
+        shutil.copyfile(json_path, out / "latest.json")
         for path in written:
-            shutil.copyfile(path, RESULTS / path.name.replace(f"{stamp}-", "latest-"))
-    print(f"\nJSON: {json_path.relative_to(RESULTS.parent.parent)}"
-          + "".join(f"\nchart: {p.relative_to(RESULTS.parent.parent)}" for p in written))
+            shutil.copyfile(path, out / path.name.replace(f"{stamp}-", "latest-"))
+    print(f"\nJSON: {json_path}" + "".join(f"\nchart: {p}" for p in written))
     failed = [r.name for r in results if r.error]
     return 1 if failed or meta.get("interrupted") else 0
 
