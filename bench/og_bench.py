@@ -1,237 +1,112 @@
-"""OG card benchmark: our wand card vs the same card drawn by satori + resvg, in one run.
+"""OG card: our wand card vs the same card drawn by satori + resvg, both over HTTP, in one run.
 
-    /work/venv/bin/python bench/og_bench.py [--renders 150] [--seconds 8] [--connections 32]
+    bench/run --only og [--quick]          (satori needs `npm ci` in bench/og-satori, see bench/setup)
 
-Measures, all on 127.0.0.1:
-  1. cold render p50/p95 through the real render pool (one process, one card at a
-     time, a different name per card so the PNG cache never answers);
-  2. renders/s with 1 and 2 render processes (2 cards in flight per process);
-  3. the same card drawn by satori + @resvg/resvg-js (bench/og-satori, `npm ci` first),
-     p50/p95 in one node process and renders/s with 1 and 2 node processes;
-  4. cached req/s over HTTP against a real `hepgg_server.py serve` process (one
-     worker), from a keep-alive load generator in another process.
-Prints a table with ratios. Not a test: numbers depend on the machine and its load.
+Ours: `hepgg_server.py serve --processes 1 --og-render-processes 1` (one server process, one render
+process, CPU 0). Peer: bench/og-satori/server.mjs, one node process on CPU 0, rendering the same layout for
+every request. The client runs on CPU 1.
+  cold p50/p95   one request at a time, each for a different profile (ours: distinct profiles imported
+                 with the `import` command, so the PNG cache misses every time; satori: distinct names)
+  cold cards/s   the same with 2 requests in flight (our server queues renders in its pool)
+  cached req/s   wrk, 32 connections, one profile's card after its first render (ours answers from its
+                 cache; satori has none and renders each one: what a cache buys)
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import multiprocessing
+import concurrent.futures
+import http.client
 import os
-import shutil
-import socket
-import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.harness import BenchError, Stack, free_port, percentile, wait_http, wrk
+from bench.results import BenchResult, Figure, Target
 
-from og.pool import RenderPool  # noqa: E402
-from og.service import SAMPLE  # noqa: E402
-from render.og_card import CardInput  # noqa: E402
-
+SATORI_DIR = Path(__file__).resolve().parent / "og-satori"
 BIO = "Hello there, I build things with Tornado and ImageMagick. Hello there, I build things with Tornado and ImageMagick."
-SATORI_DIR = ROOT / "bench" / "og-satori"
+COLD_TARGET = Target("ratio<=", 1.0, "issue 9: OG cold p50 <= satori (research: satori+resvg p50 46 ms)")
+CACHED_TARGET = Target(">=", 2000, "OG issue: cached card >= 2,000 req/s per worker (docs/og.md)")
 
 
-def card(i: int, theme_from: str = "#0b0b10") -> CardInput:
-    name = f"Alice Example {i}"
-    return CardInput(display_name=name, bio=BIO, domain="alice.hep.gg", accent="#7c3aed", background_from=theme_from,
-                     background_to="#302b63", gradient_angle=135, font="Inter", initials="AE")
+def document(count: int) -> dict:
+    users = [{"id": "og-u1", "premium_until": "2099-01-01T00:00:00Z"}]
+    profiles = [{"id": f"og{i}", "owner_id": "og-u1", "domain": f"og{i}.hep.gg", "is_public": 1,
+                 "theme": {"accent": "#7c3aed", "background": {"from": "#0b0b10", "to": "#302b63", "angle": 135}},
+                 "content": {"display_name": f"Alice Example {i}", "bio": BIO}} for i in range(count)]
+    return {"users": users, "profiles": profiles}
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
+def timed_gets(port: int, paths: list[str], in_flight: int) -> tuple[list[float], float]:
+    """GET each path once, `in_flight` at a time on keep-alive connections; per-request ms and wall seconds."""
+    def lane(lane_paths: list[str]) -> list[float]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        times = []
+        for path in lane_paths:
+            started = time.perf_counter()
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200 or not body.startswith(b"\x89PNG"):
+                raise BenchError(f"GET {path} answered {response.status}")
+            times.append((time.perf_counter() - started) * 1000)
+        conn.close()
+        return times
 
-
-# ---------------------------------------------------------------- wand through the pool
-
-async def wand_latency(n: int) -> dict:
-    pool = RenderPool(1)
-    await pool.start(SAMPLE)
-    for i in range(10):
-        await pool.render(card(-i - 1))
-    times, size = [], 0
-    for i in range(n):
-        started = time.perf_counter()
-        png = await pool.render(card(i))
-        times.append((time.perf_counter() - started) * 1000)
-        size = len(png)
-    # Fully cold: a theme never seen (background drawn too) on every card.
-    cold_theme = []
-    for i in range(min(n, 40)):
-        started = time.perf_counter()
-        await pool.render(card(10_000 + i, theme_from="#%06x" % (0x101010 + i * 7)))
-        cold_theme.append((time.perf_counter() - started) * 1000)
-    await pool.close()
-    return {"p50_ms": pct(times, 0.5), "p95_ms": pct(times, 0.95), "bytes": size,
-            "new_theme_p50_ms": pct(cold_theme, 0.5), "new_theme_p95_ms": pct(cold_theme, 0.95)}
-
-
-async def wand_throughput(processes: int, n: int) -> float:
-    pool = RenderPool(processes)
-    await pool.start(SAMPLE)
-    for i in range(10):
-        await pool.render(card(-i - 100))
-    queue = iter(range(n))
-
-    async def lane() -> None:
-        for i in queue:
-            await pool.render(card(50_000 + i))
-
+    lanes = [paths[i::in_flight] for i in range(in_flight)]
     started = time.perf_counter()
-    await asyncio.gather(*(lane() for _ in range(processes * 2)))
-    elapsed = time.perf_counter() - started
-    await pool.close()
-    return n / elapsed
+    with concurrent.futures.ThreadPoolExecutor(in_flight) as pool:
+        times = [t for lane_times in pool.map(lane, lanes) for t in lane_times]
+    return times, time.perf_counter() - started
 
 
-# ---------------------------------------------------------------- satori
-
-def satori(n: int, processes: int) -> dict | None:
+def run(stack: Stack, quick: bool) -> BenchResult:
     if not (SATORI_DIR / "node_modules").is_dir():
-        print("bench/og-satori/node_modules missing: run `npm ci` there; skipping satori", file=sys.stderr)
-        return None
-    per = max(1, n // processes) if processes > 1 else n
-    runs = [subprocess.Popen(["node", "render.mjs", str(per), "10"], cwd=SATORI_DIR, stdout=subprocess.PIPE, text=True)
-            for _ in range(processes)]
-    results = [json.loads(run.communicate(timeout=300)[0]) for run in runs]
-    return {"p50_ms": statistics.median(r["p50_ms"] for r in results),
-            "p95_ms": max(r["p95_ms"] for r in results),
-            "renders_per_s": sum(r["renders_per_s"] for r in results), "bytes": results[0]["bytes"]}
+        raise BenchError("bench/og-satori/node_modules is missing: run `npm ci` there (or bench/setup)")
+    result = BenchResult("og")
+    cold = 12 if quick else 60
+    warm = 10
+    stack.import_document("og", document(warm + 2 * cold + 1))
+    _, port = stack.hepgg("--og-render-processes", "1")
+    satori_port = free_port()
+    satori = stack.spawn("satori", ["node", "server.mjs"], cwd=SATORI_DIR,
+                         env={**os.environ, "PORT": str(satori_port)})
+    wait_http(satori_port, "/health", satori, 30, "satori server")
+
+    ours_paths = [f"/api/v1/profiles/og{i}/og.png" for i in range(warm + 2 * cold + 1)]
+    satori_paths = [f"/card.png?name=Alice+Example+{i}" for i in range(warm + 2 * cold + 1)]
+    timed_gets(port, ours_paths[:warm], 1)  # warm both: pools, fonts, JIT
+    timed_gets(satori_port, satori_paths[:warm], 1)
+    series: dict = {}
+    for in_flight, chunk in ((1, slice(warm, warm + cold)), (2, slice(warm + cold, warm + 2 * cold))):
+        ours_ms, ours_wall = timed_gets(port, ours_paths[chunk], in_flight)
+        peer_ms, peer_wall = timed_gets(satori_port, satori_paths[chunk], in_flight)
+        size = f"{cold} cards, {in_flight} in flight"
+        if in_flight == 1:
+            result.figures.append(Figure("og", "cold p50", size, "ms", percentile(ours_ms, 0.5),
+                                         percentile(peer_ms, 0.5), "satori+resvg", COLD_TARGET))
+            result.figures.append(Figure("og", "cold p95", size, "ms", percentile(ours_ms, 0.95),
+                                         percentile(peer_ms, 0.95), "satori+resvg"))
+        result.figures.append(Figure("og", "cold cards/s", size, "cards/s", cold / ours_wall, cold / peer_wall,
+                                     "satori+resvg"))
+        series[f"cold_ms_in_flight_{in_flight}"] = {"ours": ours_ms, "satori": peer_ms}
+
+    cached_path = ours_paths[-1]
+    timed_gets(port, [cached_path], 1)  # render it once; from now on it is a cache hit
+    seconds = 2 if quick else 6
+    ours = wrk(stack, f"http://127.0.0.1:{port}{cached_path}", connections=32, seconds=seconds)
+    peer = wrk(stack, f"http://127.0.0.1:{satori_port}/card.png?name=Cached", connections=4, seconds=seconds)
+    result.figures.append(Figure("og", "cached req/s", "c=32 (satori c=4, no cache)", "req/s", ours["req_per_s"],
+                                 peer["req_per_s"], "satori+resvg", CACHED_TARGET,
+                                 note=f"errors {ours['status_errors'] + ours['read_errors']}"))
+    series["cached"] = {"ours": ours, "satori": peer}
+    result.series = series
+    return result
 
 
-# ---------------------------------------------------------------- cached HTTP
+if __name__ == "__main__":  # runnable alone: python -m bench.og_bench [--quick]
+    import sys
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from bench.suite import main
 
-
-def load_worker(port: int, path: str, connections: int, seconds: float, out) -> None:
-    """One process of keep-alive GET loops; sends (requests, errors) back."""
-
-    async def one(deadline: float) -> tuple[int, int]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        request = f"GET {path} HTTP/1.1\r\nHost: bench.local\r\n\r\n".encode()
-        done = errors = 0
-        while time.perf_counter() < deadline:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
-            if head.startswith(b"HTTP/1.1 200"):
-                done += 1
-            else:
-                errors += 1
-        writer.close()
-        return done, errors
-
-    async def main() -> tuple[int, int]:
-        deadline = time.perf_counter() + seconds
-        results = await asyncio.gather(*(one(deadline) for _ in range(connections)))
-        return sum(r[0] for r in results), sum(r[1] for r in results)
-
-    out.send(asyncio.run(main()))
-
-
-def cached_http(seconds: float, connections: int, log_level: str) -> dict:
-    data_dir = Path(tempfile.mkdtemp(prefix="og-bench-"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
-    common = ["--data-dir", str(data_dir), "--log-level", log_level]
-    server = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--port", str(port),
-                               "--processes", "1", "--og-render-processes", "1", *common],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("server did not start")
-                time.sleep(0.2)
-        doc = {"users": [{"id": "u1"}], "profiles": [{
-            "id": "p1", "owner_id": "u1", "domain": "alice.hep.gg", "is_public": 1,
-            "theme": {"accent": "#7c3aed", "background": {"from": "#0b0b10", "to": "#302b63", "angle": 135}},
-            "content": {"display_name": "Alice Example", "bio": BIO}}]}
-        doc_path = data_dir / "doc.json"
-        doc_path.write_text(json.dumps(doc))
-        subprocess.run([sys.executable, str(ROOT / "hepgg_server.py"), "import", str(doc_path), *common],
-                       cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
-        path = "/api/v1/profiles/p1/og.png"
-        check = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}{path}"],
-                               capture_output=True, text=True, timeout=30)
-        assert check.stdout == "200", check.stdout
-        parent, child = multiprocessing.Pipe()
-        load = multiprocessing.get_context("spawn").Process(target=load_worker,
-                                                            args=(port, path, connections, seconds, child))
-        started = time.perf_counter()
-        load.start()
-        done, errors = parent.recv()
-        elapsed = time.perf_counter() - started
-        load.join()
-        return {"req_per_s": done / seconds, "errors": errors, "elapsed_s": elapsed}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- report
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--renders", type=int, default=150, help="measured renders per latency/throughput run")
-    parser.add_argument("--seconds", type=float, default=8.0, help="duration of the cached HTTP run")
-    parser.add_argument("--connections", type=int, default=32, help="keep-alive connections for the HTTP run")
-    parser.add_argument("--server-log-level", default="info",
-                        help="the server's --log-level (info writes an access log line per request, to /dev/null here)")
-    args = parser.parse_args()
-
-    wand = asyncio.run(wand_latency(args.renders))
-    wand_1 = asyncio.run(wand_throughput(1, args.renders))
-    wand_2 = asyncio.run(wand_throughput(2, args.renders))
-    sat_1 = satori(args.renders, 1)
-    sat_2 = satori(args.renders, 2)
-    http = cached_http(args.seconds, args.connections, args.server_log_level)
-
-    def ratio(ours: float, theirs: float | None) -> str:
-        return f"{ours / theirs:.2f}x" if theirs else "n/a"
-
-    rows = [
-        ("cold render p50 (ms)", wand["p50_ms"], sat_1 and sat_1["p50_ms"]),
-        ("cold render p95 (ms)", wand["p95_ms"], sat_1 and sat_1["p95_ms"]),
-        ("renders/s, 1 process", wand_1, sat_1 and sat_1["renders_per_s"]),
-        ("renders/s, 2 processes", wand_2, sat_2 and sat_2["renders_per_s"]),
-        ("PNG bytes", wand["bytes"], sat_1 and sat_1["bytes"]),
-    ]
-    print(f"\n{'metric':<34}{'wand (ours)':>14}{'satori+resvg':>14}{'ours/satori':>13}")
-    for label, ours, theirs in rows:
-        print(f"{label:<34}{ours:>14.1f}{(theirs or float('nan')):>14.1f}{ratio(ours, theirs):>13}")
-    print(f"{'cold, new theme too, p50/p95 (ms)':<34}{wand['new_theme_p50_ms']:>8.1f} / {wand['new_theme_p95_ms']:.1f}")
-    print(f"{'cached HTTP req/s (1 worker)':<34}{http['req_per_s']:>14.0f}   (target >= 2000; "
-          f"{args.connections} keep-alive connections, {args.seconds:.0f} s, "
-          f"log level {args.server_log_level}, errors {http['errors']})")
-    print("latency ratio < 1.00x means ours is faster; throughput ratio > 1.00x means ours is faster")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["--only", "og", *sys.argv[1:]]))

@@ -1,170 +1,105 @@
-#!/usr/bin/env python3
-"""SSE fan-out benchmark: hepgg_server's presence stream vs nginx + nchan, same client, same run.
+"""SSE fan-out: our presence stream vs nginx + nchan, same client, same run.
 
-    /work/venv/bin/python bench/sse_bench.py [--sizes 1000,5000,10000,19000] [--targets ours,nchan]
+    bench/run --only sse [--quick]
 
-For each target, N and layout ("one": all N streams on one user; "spread": N/10 users x 10 streams)
-a fresh server process is started (one process / one nginx worker, pinned to CPU 0) and the load
-client (bench/sse_load_client.py, its own process, pinned to CPU 1) opens N streams with 1,000
-connects in flight. Measured:
+For each target, N and layout ("one": all N streams on one user; "spread": N/10 users x 10 streams) a
+fresh server process is started (ours: `serve --processes 1` on the external Redis; nchan: one nginx
+worker; both on CPU 0) and the load client (bench/sse_load_client.py, its own process on CPU 1) opens N
+streams with 1,000 connects in flight. Measured:
   connect/s        N / time until every response head arrived
   KiB/stream       (server RSS after every stream got its first event - RSS before connecting) / N
   fan-out p50/p99  publish -> receipt at the client (ours: Redis PUBLISH; nchan: POST to its publisher)
   probe max        worst latency of a GET to the same server, issued every 5 ms during the one-user fan-outs
-Loopback only; every process is stopped at the end. Not a test: prints a table and JSON.
+The fd hard limit here is 20,000 per process, so 19,000 streams is the top size.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
-import os
 import random
-import resource
-import shutil
-import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import redis
 
-import redis  # noqa: E402
-
-from runtime.embedded import EmbeddedStores  # noqa: E402
+from bench.harness import CLIENT_CPU, PYTHON, ROOT, Stack, free_port, rss_bytes
+from bench.results import BenchResult, Figure, Target
 
 PAD = "x" * 150
-
-
-def pinned(cpu: int):
-    def setup() -> None:
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
-            os.sched_setaffinity(0, {cpu})
-    return setup
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def wait_http(port: int, path: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", path)
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing answered on {port}{path}")
+FANOUT_TARGET = Target("ratio<=", 1.0, "issue 9: one-user 10,000-listener fan-out p99 <= nchan "
+                                      "(research: nchan 168 ms, minimal Tornado 611 ms)")
+KIB_TARGET = Target("<=", 12, "issue 9: 19,000 streams <= 12 KiB each (research: nchan ~10-14.7 KiB)")
+CONNECT_TARGET = Target(">=", 5000, "issue 9: >= 5,000 connects/s (research: nchan ~9,900/s, Tornado ~2,400/s)")
 
 
 class Ours:
-    name = "hepgg (1 process)"
+    name = "ours"
     health = "/healthz"
+    path_format = "/api/v1/profiles/presence/b{}/stream"
 
-    def __init__(self, tmp: Path, mongo_uri: str, redis_url: str):
-        self.tmp, self.mongo_uri, self.redis_url = tmp, mongo_uri, redis_url
-        self.redis = redis.Redis.from_url(redis_url)
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.redis = redis.Redis.from_url(stack.redis_url)
 
     def start(self) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--port", str(self.port),
-             "--mongo-uri", self.mongo_uri, "--redis-url", self.redis_url, "--data-dir", str(self.tmp / "data"),
-             "--log-level", "warning", "--sse-max-streams", "19990", "--processes", "1"],
-            cwd=ROOT, preexec_fn=pinned(0), stdout=subprocess.DEVNULL)
-        wait_http(self.port, self.health)
+        self.proc, self.port = self.stack.hepgg("--sse-max-streams", "19990", name="hepgg-sse")
         time.sleep(0.5)
-
-    path_format = "/api/v1/profiles/presence/b{}/stream"
 
     def publish(self, user: int, payload: str) -> None:
         self.redis.publish(f"presence:b{user}", payload)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+        self.stack.stop(self.proc)
 
 
 class Nchan:
-    name = "nginx+nchan (1 worker)"
+    name = "nchan"
     health = "/health"
+    path_format = "/sub/b{}"
 
-    def __init__(self, tmp: Path):
-        self.tmp = tmp / "nginx"
-        self.tmp.mkdir(exist_ok=True)
-        self._pub: http.client.HTTPConnection | None = None
+    def __init__(self, stack: Stack):
+        self.stack = stack
 
     def start(self) -> None:
         self.port = free_port()
-        conf = self.tmp / "nginx.conf"
-        conf.write_text(f"""
-load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
-daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 20000;
-error_log {self.tmp}/error.log warn; pid {self.tmp}/nginx.pid;
-events {{ worker_connections 20000; multi_accept on; }}
-http {{
-  access_log off;
-  client_body_temp_path {self.tmp}/body; proxy_temp_path {self.tmp}/proxy;
-  fastcgi_temp_path {self.tmp}/fcgi; uwsgi_temp_path {self.tmp}/uwsgi; scgi_temp_path {self.tmp}/scgi;
+        self.proc = self.stack.nginx("nchan", f"""
   server {{
     listen 127.0.0.1:{self.port} backlog=4096;
     location ~ ^/sub/(\\w+)$ {{ nchan_subscriber eventsource; nchan_channel_id $1; nchan_subscriber_first_message newest; }}
     location ~ ^/pub/(\\w+)$ {{ nchan_publisher; nchan_channel_id $1; nchan_message_buffer_length 1; }}
     location = /health {{ return 200 "ok"; }}
-  }}
-}}
-""")
-        self.proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(self.tmp)], preexec_fn=pinned(0),
-                                     stdout=subprocess.DEVNULL)
-        wait_http(self.port, self.health)
+  }}""", nchan=True, health="/health", port=self.port)
         self._pub = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-
-    path_format = "/sub/b{}"
 
     def publish(self, user: int, payload: str) -> None:
         self._pub.request("POST", f"/pub/b{user}", body=payload, headers={"Content-Type": "application/json"})
         self._pub.getresponse().read()
 
     def stop(self) -> None:
-        if self._pub:
-            self._pub.close()
-        self.proc.terminate()
-        self.proc.wait(30)
+        self._pub.close()
+        self.stack.stop(self.proc)
 
 
 class Client:
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "sse_load_client.py")],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=pinned(1))
+    """bench/sse_load_client.py: its own process (the fd limit is per process), JSON-line commands."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.proc = stack.spawn("sse-client", [PYTHON, str(ROOT / "bench" / "sse_load_client.py")], cpu=CLIENT_CPU,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def call(self, **command) -> dict:
         self.proc.stdin.write(json.dumps(command) + "\n")
         self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the SSE load client died: {self.stack.log_tail('sse-client')}")
+        return json.loads(line)
 
     def stop(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(30)
+        self.stack.stop(self.proc)
 
 
 def payload(seq: int) -> str:
@@ -197,7 +132,7 @@ def scenario(target, client: Client, n: int, layout: str, events: int, spread_ev
     target.start()
     try:
         pid = target.proc.pid
-        before = rss_kib(pid)
+        before = rss_bytes(pid)
         connect = client.call(cmd="connect", port=target.port, path_format=target.path_format, users=users,
                               n=n, inflight=1000)
         time.sleep(0.3)
@@ -205,7 +140,7 @@ def scenario(target, client: Client, n: int, layout: str, events: int, spread_ev
             target.publish(user, payload(0))
         client.call(cmd="wait", count=connect["connected"], timeout=60)
         time.sleep(0.5)
-        after = rss_kib(pid)
+        after = rss_bytes(pid)
         client.call(cmd="stats")  # reset
         probe = None
         if layout == "one":
@@ -224,57 +159,83 @@ def scenario(target, client: Client, n: int, layout: str, events: int, spread_ev
             client.call(cmd="wait", count=spread_events * (connect["connected"] // users), timeout=30)
         stats = client.call(cmd="stats")
         client.call(cmd="close")
-        result = {"target": target.name, "n": n, "layout": layout, "connected": connect["connected"],
-                  "connect_per_s": connect["per_second"], "kib_per_stream": round((after - before) / n, 2),
-                  "rss_before_mib": round(before / 1024, 1), "rss_after_mib": round(after / 1024, 1),
-                  "fanout_p50_ms": stats["p50_ms"], "fanout_p99_ms": stats["p99_ms"], "fanout_max_ms": stats["max_ms"],
-                  "deliveries": stats["n"]}
+        row = {"target": target.name, "n": n, "layout": layout, "connected": connect["connected"],
+               "failed": connect["failed"], "connect_per_s": connect["per_second"],
+               "kib_per_stream": (after - before) / 1024 / n, "rss_before_mib": before / 2**20,
+               "rss_after_mib": after / 2**20, "fanout_p50_ms": stats["p50_ms"], "fanout_p99_ms": stats["p99_ms"],
+               "fanout_max_ms": stats["max_ms"], "deliveries": stats["n"]}
         if probe and probe.samples:
-            samples = sorted(probe.samples)
-            result["probe_p50_ms"] = round(samples[len(samples) // 2], 2)
-            result["probe_max_ms"] = round(samples[-1], 2)
-        return result
+            row["probe_max_ms"] = max(probe.samples)
+        return row
     finally:
         target.stop()
         time.sleep(0.5)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1000,5000,10000,19000")
-    parser.add_argument("--targets", default="ours,nchan")
-    parser.add_argument("--layouts", default="one,spread")
-    parser.add_argument("--events", type=int, default=5, help="one-user fan-outs per scenario")
-    parser.add_argument("--spread-events", type=int, default=300, help="publishes to random users (spread layout)")
-    parser.add_argument("--json", default=None, help="also write the results here")
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    tmp = Path(tempfile.mkdtemp(prefix="sse-bench-"))
-    stores = EmbeddedStores(tmp / "stores")
-    endpoints = stores.start()
-    client = Client()
-    results = []
+def run(stack: Stack, quick: bool) -> BenchResult:
+    one_sizes = [500, 2000] if quick else [1000, 5000, 10000, 19000]
+    spread_sizes = [1000] if quick else [1000, 10000]
+    events, spread_events = (3, 100) if quick else (5, 300)
+    client = Client(stack)
+    rows = []
     try:
-        targets = {"ours": lambda: Ours(tmp, endpoints.mongo_uri, endpoints.redis_url), "nchan": lambda: Nchan(tmp)}
-        for n in sizes:
-            for layout in args.layouts.split(","):
-                for key in args.targets.split(","):
-                    result = scenario(targets[key](), client, n, layout, args.events, args.spread_events)
-                    results.append(result)
-                    print(json.dumps(result), flush=True)
+        plan = [(n, "one") for n in one_sizes] + [(n, "spread") for n in spread_sizes]
+        for n, layout in plan:
+            for target in (Ours(stack), Nchan(stack)):
+                row = scenario(target, client, n, layout, events, spread_events)
+                rows.append(row)
+                print(f"   sse {row['target']} n={n} {layout}: connect/s {row['connect_per_s']:.0f}, "
+                      f"p99 {row['fanout_p99_ms']} ms, {row['kib_per_stream']:.1f} KiB/stream", flush=True)
     finally:
         client.stop()
-        stores.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    print()
-    print(f"{'target':24} {'N':>6} {'layout':7} {'conn/s':>8} {'KiB/str':>8} {'p50 ms':>8} {'p99 ms':>8} {'probe max':>9}")
-    for r in results:
-        print(f"{r['target']:24} {r['n']:>6} {r['layout']:7} {r['connect_per_s']:>8} {r['kib_per_stream']:>8} "
-              f"{r['fanout_p50_ms']:>8} {r['fanout_p99_ms']:>8} {r.get('probe_max_ms', ''):>9}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    return 0
+    return summarize(rows, one_sizes, spread_sizes)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def pick_target_size(sizes: list[int], wanted: int) -> int:
+    """The size a target is judged at: the one the issue names, else the largest run (quick mode)."""
+    return wanted if wanted in sizes else max(s for s in sizes if s <= wanted) if min(sizes) <= wanted else sizes[0]
+
+
+def summarize(rows: list[dict], one_sizes: list[int], spread_sizes: list[int]) -> BenchResult:
+    result = BenchResult("sse")
+    by = {(r["target"], r["n"], r["layout"]): r for r in rows}
+    fanout_at, top = pick_target_size(one_sizes, 10000), max(one_sizes)
+    for n in one_sizes:
+        ours, peer = by[("ours", n, "one")], by[("nchan", n, "one")]
+        size = f"{n} streams, one user"
+        result.figures.append(Figure("sse", "fan-out p50", size, "ms", ours["fanout_p50_ms"], peer["fanout_p50_ms"],
+                                     "nginx+nchan"))
+        result.figures.append(Figure("sse", "fan-out p99", size, "ms", ours["fanout_p99_ms"], peer["fanout_p99_ms"],
+                                     "nginx+nchan", FANOUT_TARGET if n == fanout_at else None))
+        result.figures.append(Figure("sse", "connect rate", size, "conn/s", ours["connect_per_s"],
+                                     peer["connect_per_s"], "nginx+nchan", CONNECT_TARGET if n == top else None))
+        result.figures.append(Figure("sse", "RSS per stream", size, "KiB", ours["kib_per_stream"],
+                                     peer["kib_per_stream"], "nginx+nchan", KIB_TARGET if n == top else None))
+        result.figures.append(Figure("sse", "streams held", size, "streams", ours["connected"], peer["connected"],
+                                     "nginx+nchan", note=f"failed {ours['failed']}"))
+        result.figures.append(Figure("sse", "probe GET max during fan-out", size, "ms", ours.get("probe_max_ms"),
+                                     peer.get("probe_max_ms"), "nginx+nchan"))
+    for n in spread_sizes:
+        ours, peer = by[("ours", n, "spread")], by[("nchan", n, "spread")]
+        size = f"{n} streams, {n // 10} users x 10"
+        result.figures.append(Figure("sse", "fan-out p50", size, "ms", ours["fanout_p50_ms"], peer["fanout_p50_ms"],
+                                     "nginx+nchan"))
+        result.figures.append(Figure("sse", "fan-out p99", size, "ms", ours["fanout_p99_ms"], peer["fanout_p99_ms"],
+                                     "nginx+nchan"))
+    one = [r for r in rows if r["layout"] == "one"]
+    result.series = {
+        "fanout_p99": {label: [(r["n"], r["fanout_p99_ms"]) for r in one if r["target"] == key]
+                       for key, label in (("ours", "ours (1 process)"), ("nchan", "nginx+nchan (1 worker)"))},
+        "rss": {label: [(r["n"], r["rss_after_mib"]) for r in one if r["target"] == key]
+                for key, label in (("ours", "ours (1 process)"), ("nchan", "nginx+nchan (1 worker)"))},
+        "rows": rows,
+    }
+    return result
+
+
+if __name__ == "__main__":  # runnable alone: python -m bench.sse_bench [--quick]
+    import sys
+
+    from bench.suite import main
+
+    sys.exit(main(["--only", "sse", *sys.argv[1:]]))
