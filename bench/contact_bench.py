@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from bench.harness import CLIENT_CPU, PYTHON, ROOT, UNIQUE_IP_LUA, BenchError, Stack, wrk
+from bench.harness import CLIENT_CPU, PYTHON, ROOT, BenchError, Stack, unique_ip_lua, wrk
 from bench.results import BenchResult, Figure, Target
 
 TARGET_429 = Target(">=", 3000, "issue 9: contact 429 path >= 3,000 req/s per process")
@@ -38,7 +38,7 @@ def post_lua(owners: int | None) -> str:
     common = f"wrk.method = \"POST\"\nwrk.body = {json.dumps(BODY)}\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
     if owners is None:
         return common + "wrk.headers[\"X-Forwarded-For\"] = \"203.0.113.9\"\nwrk.path = \"/api/v1/profiles/c0/contact/discord\"\n"
-    return common + UNIQUE_IP_LUA + f"""
+    return common + unique_ip_lua() + f"""
 local sent = 0
 request = function()
   sent = sent + 1

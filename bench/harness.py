@@ -286,14 +286,21 @@ class Stack:
 
 # Each request from its own client address (X-Forwarded-For; the server trusts 127.0.0.1 as its proxy):
 # visitors, views and rate-limit buckets are then as many as the requests, the expensive honest case.
-UNIQUE_IP_LUA = r"""
-local counter = 0
+def unique_ip_lua(first: int = 0) -> str:
+    """A wrk `next_ip()` giving each request its own 10.x.y.z address, counting from `first`.
+
+    Callers running wrk several times within the 30 s view-dedup window pass a different `first` each
+    time, or the runs would repeat each other's addresses and their views would be de-duplicated.
+    """
+    return r"""
+local counter = %d
 next_ip = function()
   counter = counter + 1
-  return string.format("10.%d.%d.%d", math.floor(counter / 65536) % 256, math.floor(counter / 256) % 256,
-                       counter % 256)
+  return string.format("10.%%d.%%d.%%d", math.floor(counter / 65536) %% 256, math.floor(counter / 256) %% 256,
+                       counter %% 256)
 end
-"""
+""" % first
+
 
 WRK_DONE = r"""
 done = function(summary, latency, requests)
