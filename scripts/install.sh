@@ -16,7 +16,7 @@ apt_packages=(
   fonts-noto-color-emoji         # emoji fallback
 )
 if [ "$with_tests" = 1 ]; then
-  apt_packages+=(nginx chromium)  # nginx -t on deploy/nginx.conf; the browser tests
+  apt_packages+=(nginx chromium wrk)  # nginx -t on deploy/nginx.conf; the browser tests; the bench smoke test
 fi
 
 missing=()
