@@ -418,3 +418,11 @@ async def test_fuzzed_shortid_falls_through_with_404(server, shortid):
     assert_sane(answer)
     assert answer.status == 404, shortid
     assert answer.headers["content-type"] == "text/html; charset=utf-8"
+
+
+async def test_preflights_answer_for_any_id(server):
+    for target in ("/api/v1/profiles/presence/%ff", "/api/v1/profiles/presence/", "/api/v1/profiles/%ff/contact/sms",
+                   "/api/v1/profiles/%ff/music/x"):
+        answer = await request(server.port, target, method=b"OPTIONS")
+        assert answer.status == 204, target
+        assert answer.headers["access-control-allow-origin"] == "*"
