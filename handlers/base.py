@@ -46,6 +46,14 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_header(name, value)
         self.set_header("Content-Security-Policy", NON_DOCUMENT_CSP)
 
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        # A path segment that is not UTF-8 names no profile or track: decoded with U+FFFD it fails
+        # the handler's own id check and gets that endpoint's documented answer (404 "Not found",
+        # "Profile not found", the music 400/404) instead of Tornado's generic 400.
+        if name is None:  # path arguments; query and body arguments keep Tornado's strict decoding
+            return value.decode("utf-8", errors="replace")
+        return super().decode_argument(value, name)
+
     def log_exception(self, typ, value, tb) -> None:
         # Expected client-side ends are not server errors.
         if isinstance(value, StreamClosedError):

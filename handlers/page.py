@@ -26,7 +26,9 @@ class ProfilePageHandler(PageHandler):
     """GET / on any host: the matching published profile, else fall through as the spec says."""
 
     async def get(self) -> None:
-        host = self.request.host_name  # lower-cased, port stripped
+        # Lower-cased, port stripped; "alice.hep.gg." (the FQDN form) names the same host as the
+        # profile lookup already knows, so the apex and slot checks must see it the same way.
+        host = self.request.host_name.rstrip(".")
         config = self.config
         if host == config.base_domain or host in config.exempt_domains:
             self.redirect(config.dashboard_url)
@@ -61,7 +63,15 @@ class FallThroughHandler(PageHandler):
         raise tornado.web.HTTPError(404)
 
 
+class NotFoundPageHandler(PageHandler):
+    """Any other path (several segments, an absolute-form target): our 404 page, any method."""
+
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404)
+
+
 ROUTES = [
     (r"/", ProfilePageHandler),
     (r"/[^/]+", FallThroughHandler),
+    (r".*", NotFoundPageHandler),  # instead of Tornado's default page, which has none of our headers
 ]
