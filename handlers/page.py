@@ -54,17 +54,15 @@ class ProfilePageHandler(PageHandler):
 
 
 class FallThroughHandler(PageHandler):
-    """/<shortid> on a profile host belongs to the uploader: 404 here, without a profile lookup.
-
-    Also the application's default handler, so a path no route matches gets our headers too.
-    """
+    """/<shortid> on a profile host belongs to the uploader: 404 here, without a profile lookup."""
 
     def get(self, *args) -> None:
         raise tornado.web.HTTPError(404)
 
 
 class NotFoundPageHandler(PageHandler):
-    """Any other path (several segments, an absolute-form target): our 404 page, any method."""
+    """The application's default handler: any path no route matches (several segments, an absolute-form
+    target), any method, gets our 404 page with our headers instead of Tornado's bare one."""
 
     def prepare(self) -> None:
         raise tornado.web.HTTPError(404)
@@ -73,5 +71,4 @@ class NotFoundPageHandler(PageHandler):
 ROUTES = [
     (r"/", ProfilePageHandler),
     (r"/[^/]+", FallThroughHandler),
-    (r".*", NotFoundPageHandler),  # instead of Tornado's default page, which has none of our headers
 ]

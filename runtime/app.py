@@ -8,7 +8,7 @@ import tornado.web
 
 from handlers import all_routes
 from handlers.base import StaticHandler
-from handlers.page import FallThroughHandler
+from handlers.page import NotFoundPageHandler
 from runtime.logs import access_logger
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ def make_app(services) -> tornado.web.Application:
         static_path=str(ROOT / "static"),
         static_url_prefix="/_static/",
         static_handler_class=StaticHandler,
-        default_handler_class=FallThroughHandler,  # unmatched paths: HTML 404 with the security headers
+        default_handler_class=NotFoundPageHandler,  # unmatched paths: our 404 page with the security headers
         default_handler_args={"services": services},
         autoescape="xhtml_escape",
         compiled_template_cache=True,
