@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
-from pymongo.errors import ConnectionFailure as MongoUnreachable
+from pymongo.errors import ConnectionFailure as MongoUnreachable, ExecutionTimeout as MongoTimeout
 from redis.exceptions import ConnectionError as RedisUnreachable, TimeoutError as RedisTimeout
 from tornado.iostream import StreamClosedError
 
@@ -25,8 +25,9 @@ log = logging.getLogger("hepgg.handlers")
 
 # A store that cannot be reached (down, restarting, not answering in time) is a 503 with
 # Retry-After on every route, never a 500: the request was fine and will work again.
-# (MongoUnreachable covers AutoReconnect, NetworkTimeout and ServerSelectionTimeoutError.)
-STORE_OUTAGES = (MongoUnreachable, RedisUnreachable, RedisTimeout)
+# (MongoUnreachable covers AutoReconnect, NetworkTimeout and ServerSelectionTimeoutError; MongoTimeout
+# is the client's timeoutMS running out server-side.)
+STORE_OUTAGES = (MongoUnreachable, MongoTimeout, RedisUnreachable, RedisTimeout)
 STORE_RETRY_AFTER = "5"  # seconds; a restarting store is usually back within a few
 
 SECURITY_HEADERS = {

@@ -138,8 +138,7 @@ async def test_redis_down_page_renders_presence_null_streams_resync_contact_503_
         later = await write_presence(writer, "u1", {"status": "idle"})
         assert await stream.event(timeout=5) == later
         # Every view, including the 20 made during the outage, reaches MongoDB exactly once.
-        await wait_until(lambda: server.services.stats.pending == 0)
-        assert (await stored(server))["views"] == 25
+        await wait_until(lambda: _all_views_written(server, 25), timeout=30)
         response = await contact(server, "sms")
         assert response.code == 200
         assert (await owner(server))["sms_credits"] == 4  # the three refused sends cost nothing
@@ -198,9 +197,150 @@ async def test_mongo_down_503_with_retry_after_then_recovers_without_restart(ser
     assert totals == {"profile_id": "p1", "views": 10, "plays": 3, "plays_by_isrc": {ISRC: 3}}
 
 
+async def _all_views_written(server, expected: int) -> bool:
+    """Nothing queued or in flight, and exactly `expected` views stored (never more: no double count)."""
+    async with server.services.stats._lock:  # waits out a flush in flight, whose batch `pending` omits
+        pending = server.services.stats.pending
+        views = (await stored(server))["views"]
+    assert views <= expected, f"{views} views stored for {expected} sent"
+    return pending == 0 and views == expected
+
+
 async def _code_is(server, path: str, code: int) -> bool:
     return (await server.fetch(path, host="alice.hep.gg", headers={"User-Agent": "curl/8"})).code == code
 
 
 async def _body_has(server, needle: bytes) -> bool:
     return needle in (await server.fetch("/", host="alice.hep.gg", headers={"User-Agent": "curl/8"})).body
+
+
+# ---------------------------------------------------------------- third parties that accept and never answer
+
+class Blackhole:
+    """A TCP server that accepts and then says nothing (optionally a greeting first): a hung upstream.
+
+    It counts connections still open, so a test can see that hepgg_server let go of every one.
+    """
+
+    def __init__(self, greeting: bytes = b""):
+        self.greeting = greeting
+        self.accepted = 0
+        self.open = 0
+
+    async def start(self) -> "Blackhole":
+        self.server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.open += 1
+        try:
+            if self.greeting:
+                writer.write(self.greeting)
+            while await reader.read(65536):  # swallow the request, answer nothing, until the peer hangs up
+                pass
+        except ConnectionError:
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def stop(self) -> None:
+        self.server.close()
+
+
+HUNG = {
+    # name: (setting pointed at the blackhole, greeting, request, expected status, expected error, credit field)
+    "turnstile": ("turnstile_verify_url", b"", "sms", 400, "Anti-spam check failed", None),
+    "sms": ("sms_api_url", b"", "sms", 502, "SMS delivery failed", "sms_credits"),
+    "discord": ("discord_api_url", b"", "discord", 502, "Discord delivery failed", None),
+    "smtp-silent": ("smtp_port", b"", "email", 502, "Email delivery failed", "email_credits"),
+    "smtp-after-greeting": ("smtp_port", b"220 relay ESMTP\r\n", "email", 502, "Email delivery failed", "email_credits"),
+}
+
+
+@pytest.mark.parametrize("name", list(HUNG))
+async def test_hung_third_party_is_answered_within_its_timeout_and_refunded(make_server, fakes, name):
+    setting, greeting, channel, status, error, credit_field = HUNG[name]
+    hole = await Blackhole(greeting).start()
+    target = hole.port if setting == "smtp_port" else f"http://127.0.0.1:{hole.port}/siteverify"
+    server = await make_server(**contact_settings(fakes, turnstile_timeout=1.0, delivery_timeout=1.0,
+                                                  **{setting: target}))
+    await server.load(base_document())
+    try:
+        started = time.monotonic()
+        answers = await asyncio.gather(*(contact(server, channel) for _ in range(3)))
+        elapsed = time.monotonic() - started
+        assert [(r.code, json.loads(r.body)) for r in answers] == [(status, {"ok": False, "error": error})] * 3
+        assert elapsed < 1.0 + 1.5, f"answered after {elapsed:.1f}s; the timeout is 1 s"
+        assert hole.accepted >= 1
+        if credit_field:
+            assert (await owner(server))[credit_field] == 5, "every debited credit is refunded"
+        await wait_until(lambda: hole.open == 0, timeout=5)  # hepgg_server let go of every connection
+    finally:
+        await hole.stop()
+
+
+async def test_music_worker_that_accepts_and_never_answers_is_502_within_the_stall_timeout(make_server):
+    hole = await Blackhole().start()
+    server = await make_server(music_upstream_url=f"http://127.0.0.1:{hole.port}", music_connect_timeout=1.0,
+                               music_stall_timeout=1.0)
+    await server.load(base_document())
+    try:
+        started = time.monotonic()
+        answers = await asyncio.gather(*(server.fetch(MUSIC) for _ in range(3)))
+        assert [(r.code, r.body) for r in answers] == [(502, b"")] * 3
+        assert time.monotonic() - started < 1.0 + 2.5  # libcurl checks its low-speed limit once a second
+        await wait_until(lambda: hole.open == 0, timeout=5)
+        assert not server.services.music.streams  # no relay left behind
+        await server.services.stats.flush()
+        assert (await stored(server))["plays"] == 0  # a failed stream is not a play
+    finally:
+        await hole.stop()
+
+
+# ---------------------------------------------------------------- stores that hang instead of dying
+
+async def test_hung_stores_are_answered_in_bounded_time_and_recover(server, private_stores):
+    """SIGSTOP: connections are accepted by the kernel but nothing answers, the worst case for a driver."""
+    stores = private_stores
+    assert (await view(server)).code == 200
+    server.services.sites.invalidate()  # the next page view must ask MongoDB
+    await asyncio.to_thread(stores.mongo.pause)
+    await asyncio.to_thread(stores.redis.pause)
+    try:
+        started = time.monotonic()
+        page, ready, presence, sms = await asyncio.gather(
+            view(server), server.fetch("/readyz"), server.fetch("/api/v1/profiles/presence/u1"),
+            contact(server, "sms"))
+        elapsed = time.monotonic() - started
+        assert page.code == 503 and page.headers["Retry-After"] == "5"
+        assert ready.code == 503
+        assert json.loads(presence.body) == {"ok": True, "data": {"presence": None}}
+        assert sms.code == 503
+        assert elapsed < 12, f"a hung store held a request for {elapsed:.1f}s"
+    finally:
+        await asyncio.to_thread(stores.redis.resume)
+        await asyncio.to_thread(stores.mongo.resume)
+    await wait_until(lambda: _code_is(server, "/", 200), timeout=30)
+    assert (await contact(server, "sms")).code == 200
+    await wait_until(lambda: _all_views_written(server, 1), timeout=30)
+    assert (await owner(server))["sms_credits"] == 4
+
+
+async def test_a_retried_view_whose_first_dedup_landed_is_still_counted(app_server):
+    """Redis applied the SET NX but the reply was lost (hung/died): the retry must not call its own
+    earlier write a duplicate. A different event with the same visitor still is one."""
+    from store.stats import view_dedup_key
+
+    await app_server.load(base_document())
+    stats = app_server.services.stats
+    now = app_server.services.clock.now()
+    stats.record_view("p1", "u1", now, "203.0.113.9", BROWSER_UA, None)
+    [event] = stats._undeduped
+    key = view_dedup_key("p1", "203.0.113.9", BROWSER_UA)
+    await app_server.services.redis.set(key, str(event.id), ex=30)  # what the lost first try left behind
+    stats.record_view("p1", "u1", now, "203.0.113.9", BROWSER_UA, None)  # a real refresh: a duplicate
+    await stats.flush()
+    assert (await stored(app_server))["views"] == 1
