@@ -41,6 +41,9 @@ class Unavailable(ContactError):
     status = 503
     message = "Contact forms are temporarily unavailable, please try again later"
 
+    def __init__(self):
+        super().__init__(headers={"Retry-After": "5"})  # a store is down; as handlers/base.py STORE_RETRY_AFTER
+
 
 class InvalidInput(ContactError):
     status = 400

@@ -13,6 +13,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import tornado.web
+from pymongo.errors import ConnectionFailure as MongoUnreachable, ExecutionTimeout as MongoTimeout
+from redis.exceptions import ConnectionError as RedisUnreachable, TimeoutError as RedisTimeout
 from tornado.iostream import StreamClosedError
 
 from render.security import COMMON_HEADERS, DOCUMENT_HEADERS, NON_DOCUMENT_CSP, STATIC_DOCUMENT_CSP
@@ -23,6 +25,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("hepgg.handlers")
 
 SECURITY_HEADERS = COMMON_HEADERS  # every response, streams and static files included
+
+# A store that cannot be reached (down, restarting, not answering in time) is a 503 with
+# Retry-After on every route, never a 500: the request was fine and will work again.
+# (MongoUnreachable covers AutoReconnect, NetworkTimeout and ServerSelectionTimeoutError; MongoTimeout
+# is the client's timeoutMS running out server-side.)
+STORE_OUTAGES = (MongoUnreachable, MongoTimeout, RedisUnreachable, RedisTimeout)
+STORE_RETRY_AFTER = "5"  # seconds; a restarting store is usually back within a few
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -41,10 +50,21 @@ class BaseHandler(tornado.web.RequestHandler):
         peer = self.request.remote_ip or ""
         return self.services.trusted_proxies.client_ip(peer, self.request.headers.get("X-Forwarded-For"))
 
+    _store_outage = False
+
     def set_default_headers(self) -> None:
         for name, value in SECURITY_HEADERS.items():
             self.set_header(name, value)
         self.set_header("Content-Security-Policy", NON_DOCUMENT_CSP)
+        if self._store_outage:  # send_error() clears the headers and calls us again
+            self.set_header("Retry-After", STORE_RETRY_AFTER)
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if status_code == 500 and isinstance(exc, STORE_OUTAGES):
+            self._store_outage = True
+            status_code = 503
+        super().send_error(status_code, **kwargs)
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         # A path segment that is not UTF-8 names no profile or track: decoded with U+FFFD it fails
@@ -57,6 +77,10 @@ class BaseHandler(tornado.web.RequestHandler):
     def log_exception(self, typ, value, tb) -> None:
         # Expected client-side ends are not server errors.
         if isinstance(value, StreamClosedError):
+            return
+        if isinstance(value, STORE_OUTAGES):  # one line, not a traceback per request during an outage
+            log.warning("%s %s answered 503: store unavailable (%s)", self.request.method, self.request.path,
+                        type(value).__name__)
             return
         super().log_exception(typ, value, tb)
 
@@ -142,6 +166,8 @@ class ApiHandler(BaseHandler):
             message = "Method not allowed"
         elif status_code == 413:
             message = "Request body too large"
+        elif status_code == 503:
+            message = "Service temporarily unavailable"
         elif status_code < 500:
             message = "Bad request"
         else:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from handlers.base import BaseHandler
-from runtime.metrics import exposition
+from runtime.metrics import ASYNCIO_TASKS, exposition
 
 
 class MetricsHandler(BaseHandler):
     def get(self) -> None:
+        ASYNCIO_TASKS.set(len(asyncio.all_tasks()))  # a leak check for the soak test and operators
         body, content_type = exposition()
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-store")

@@ -42,7 +42,11 @@ def parse_user_id(raw: str | bytes | None) -> str:
 
 
 class PresenceSnapshotHandler(ApiHandler):
-    """GET /api/v1/profiles/presence/<userID>: {"presence": snapshot | null}."""
+    """GET /api/v1/profiles/presence/<userID>: {"presence": snapshot | null}.
+
+    With Redis unreachable there is no cached snapshot to give, which the spec's
+    answer already covers: null, as for an empty or expired cache (the card hides).
+    """
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         if self.request.method != "GET":
@@ -54,7 +58,8 @@ class PresenceSnapshotHandler(ApiHandler):
         try:
             snapshot = await self.services.presence.read(user_id)
         except RedisError as exc:
-            raise ApiError(503, "Service temporarily unavailable") from exc
+            log.warning("presence snapshot unavailable (%s); answering null", type(exc).__name__)
+            snapshot = None
         self.write_ok({"presence": snapshot})
 
 

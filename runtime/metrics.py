@@ -22,6 +22,8 @@ OG_RENDER_SECONDS = Histogram("hepgg_og_render_seconds", "OG card render time (c
                               buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5))
 LIMITER_DECISIONS = Counter("hepgg_rate_limit_decisions", "Contact rate-limit decisions", ["channel", "outcome"])
 DELIVERIES = Counter("hepgg_contact_deliveries", "Contact deliveries", ["channel", "outcome"])
+ASYNCIO_TASKS = Gauge("hepgg_asyncio_tasks", "asyncio tasks alive in this process (set when scraped)",
+                      multiprocess_mode="liveall")
 STATS_FLUSHED = Counter("hepgg_stats_flushed", "View/play events written to MongoDB", ["kind"])
 
 

@@ -51,7 +51,8 @@ class ChangeWatcher:
 
     async def _follow(self) -> None:
         pipeline = [{"$match": {"ns.coll": {"$in": ["profiles", "users"]}}}]
-        async with await self.db.watch(pipeline, full_document="updateLookup") as stream:
+        # Each getMore waits at most max_await_time_ms for events, well inside the client's timeoutMS.
+        async with await self.db.watch(pipeline, full_document="updateLookup", max_await_time_ms=1000) as stream:
             self.active.set()
             async for change in stream:
                 self.events += 1

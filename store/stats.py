@@ -118,8 +118,10 @@ class StatsWriter:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for event in batch:
                     key = view_dedup_key(event.profile_id, event.fields["ip"], event.fields["user_agent"])
-                    pipe.set(key, "1", nx=True, ex=VIEW_DEDUP_SECONDS)
-                fresh = await pipe.execute()
+                    # The value is the event's id and GET returns what was there: when an earlier try's
+                    # SET landed but its reply was lost (Redis hung or died), the retry sees its own id.
+                    pipe.set(key, str(event.id), nx=True, ex=VIEW_DEDUP_SECONDS, get=True)
+                previous = await pipe.execute()
         except Exception as exc:  # Redis down: keep the views, try again next tick
             log.warning("view dedup failed (%s); %d views kept for retry", type(exc).__name__, len(batch))
             self._undeduped[:0] = batch
@@ -128,7 +130,7 @@ class StatsWriter:
                 self._accepted.extend(self._undeduped[:overflow])
                 del self._undeduped[:overflow]
             return
-        self._accepted.extend(event for event, is_new in zip(batch, fresh) if is_new)
+        self._accepted.extend(event for event, held in zip(batch, previous) if held in (None, str(event.id)))
 
     async def _insert_events(self, batch: list[_Event]) -> None:
         docs = [{"_id": e.id, "kind": e.kind, "profile_id": e.profile_id, "owner_id": e.owner_id, "at": e.at, **e.fields}
