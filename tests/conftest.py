@@ -12,8 +12,11 @@ import copy
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +37,7 @@ from runtime.embedded import EmbeddedStores  # noqa: E402
 from runtime.services import Services, build_services  # noqa: E402
 from store.importer import import_document  # noqa: E402
 
-pytest_plugins = ["contact_fakes"]  # the contact third parties' `fakes` fixture
+pytest_plugins = ["contact_fakes", "private_stores"]  # `fakes` (contact third parties), `private_stores`
 
 
 @dataclass
@@ -177,6 +180,31 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60, 
     full_env.update(env or {})
     return subprocess.run([sys.executable, str(ROOT / "hepgg_server.py"), *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_serving(proc: subprocess.Popen, port: int, path: str = "/healthz", timeout: float = 60) -> None:
+    """Block until a `serve` subprocess answers 200 on `path`; fail at once if it exits.
+
+    Blocking on purpose (urllib): a slow answer while a loaded machine starts the server is one more
+    try, whatever the client library would call its timeout. Async tests call it through to_thread.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"serve exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:  # not listening yet, not ready (HTTPError is one), or too slow to answer
+            pass
+        assert time.monotonic() < deadline, f"serve did not answer {path} within {timeout} s"
+        time.sleep(0.2)
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, base_document, run_cli
+from conftest import ROOT, base_document, free_port, run_cli, wait_until_serving
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(port: int, path: str, host: str) -> tuple[int, bytes]:
@@ -42,16 +35,7 @@ class RunningServer:
         env.update(HEPGG_DATA_DIR=str(data_dir), HEPGG_PORT=str(port), HEPGG_VIEW_FLUSH_INTERVAL="0.2")
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve"], cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.proc.stdout.read()}")
-            try:
-                if _get(port, "/healthz", "localhost")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("server did not start")
+        wait_until_serving(self.proc, port)
 
     def embedded_pids(self) -> list[int]:
         """The server's embedded-store children (it also has OG render workers)."""
@@ -107,7 +91,7 @@ def test_import_reports_every_bad_record_and_writes_nothing(tmp_path):
 
 def test_commands_against_a_running_server_and_restart_keeps_data(tmp_path):
     data_dir = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     server = RunningServer(data_dir, port)
     try:
         doc_path = tmp_path / "doc.json"
@@ -139,7 +123,7 @@ def test_commands_against_a_running_server_and_restart_keeps_data(tmp_path):
 
 
 def test_embedded_servers_die_with_a_crashed_server(tmp_path):
-    server = RunningServer(tmp_path / "data", _free_port())
+    server = RunningServer(tmp_path / "data", free_port())
     children = server.embedded_pids()
     assert len(children) == 2
     server.stop(signal.SIGKILL)

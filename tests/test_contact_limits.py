@@ -12,10 +12,8 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from prometheus_client import REGISTRY
@@ -24,7 +22,7 @@ from redis.crc import key_slot
 from tornado.httpclient import AsyncHTTPClient
 
 from contact.limiter import DAY, ContactLimiter, Rule, Rules
-from conftest import ROOT, base_document
+from conftest import ROOT, base_document, free_port, wait_until_serving
 from contact_fakes import contact_settings
 from test_contact import DISCORD, PATH
 
@@ -58,18 +56,12 @@ async def test_two_servers_sharing_redis_still_pass_exactly_three(make_server, f
     assert await burst([one.url, two.url], 12) == [200] * 3 + [429] * 9
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 async def test_serve_process_with_two_workers_and_a_test_server_share_the_limits(make_server, fakes):
     local = await make_server(**contact_settings(fakes, trusted_proxies=()))
     await local.load(base_document())
     config = local.services.config
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--port", str(port), "--processes", "2",
             "--mongo-uri", config.mongo_uri, "--redis-url", config.redis_url, "--mongo-db", config.mongo_db,
             "--turnstile-verify-url", config.turnstile_verify_url, "--turnstile-secret", config.turnstile_secret,
@@ -77,31 +69,19 @@ async def test_serve_process_with_two_workers_and_a_test_server_share_the_limits
             "--log-level", "warning"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    client = AsyncHTTPClient(force_instance=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = await client.fetch(f"http://127.0.0.1:{port}/healthz", raise_error=False,
-                                              request_timeout=2)
-                if response.code == 200:
-                    break
-            except OSError:
-                pass  # not listening yet
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            await asyncio.sleep(0.2)
+        await asyncio.to_thread(wait_until_serving, proc, port)
         codes = await burst([f"http://127.0.0.1:{port}", local.url], 12)
         assert codes == [200] * 3 + [429] * 9
         assert len(fakes.discord.requests) == 3
     finally:
-        client.close()
         proc.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.to_thread(proc.communicate, timeout=20)
     assert proc.returncode == 0, stderr.decode()[-2000:]
 
 
 async def test_redis_unreachable_fails_closed_with_503(make_server, fakes):
-    server = await make_server(**contact_settings(fakes, redis_url=f"redis://127.0.0.1:{_free_port()}/0"))
+    server = await make_server(**contact_settings(fakes, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     await server.load(base_document())
     before = REGISTRY.get_sample_value("hepgg_rate_limit_decisions_total", {"channel": "sms", "outcome": "error"}) or 0
     for channel in ("sms", "email", "discord"):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 
 import pytest
@@ -27,7 +26,6 @@ from contact_fakes import contact_settings
 from music_upstream import Upstream
 from presence.writer import write_presence
 from presence_client import SSEClient
-from private_stores import private_stores  # noqa: F401  (fixture)
 from store.stats import read_stats
 
 ISRC = "USRC17607839"

@@ -11,14 +11,14 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, run_cli
-from test_cli import _free_port, _get, _wait_dead
+from conftest import ROOT, free_port, run_cli, wait_until_serving
+from test_cli import _get, _wait_dead
 
 pytestmark = pytest.mark.slow
 
 
 def test_forked_workers_share_one_socket_and_stores(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEPGG_", "PROMETHEUS_"))}
     log_path = tmp_path / "server.log"
     proc = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--processes", "2",
@@ -79,7 +79,7 @@ class ServeProcess:
     """`hepgg_server.py serve` on shared external stores, as one replica of a deployment."""
 
     def __init__(self, store_urls, tmp_path, name: str, **options: str):
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = tmp_path / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HEPGG_", "PROMETHEUS_"))}
         env.update(HEPGG_MONGO_URI=store_urls.mongo_uri, HEPGG_REDIS_URL=store_urls.redis_url,
@@ -87,15 +87,7 @@ class ServeProcess:
         env.update({f"HEPGG_{k.upper()}": v for k, v in options.items()})
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve"], cwd=ROOT, env=env,
                                      stdout=self.log_path.open("w"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log_path.read_text()
-            try:
-                if _get(self.port, "/healthz", "localhost")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("server did not start")
+        wait_until_serving(self.proc, self.port)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)

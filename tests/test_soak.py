@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from tornado.httpclient import AsyncHTTPClient
 
-from conftest import ROOT, base_document
+from conftest import ROOT, base_document, free_port, wait_until_serving
 from contact_fakes import FakeTurnstile
 from music_upstream import Upstream
 from presence.writer import write_presence
@@ -48,12 +47,6 @@ BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) Soak/1.0"
 SMS_CREDITS = 1000
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(SOAK_SECONDS + WARMUP_SECONDS + 120)]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def proc_numbers(pid: int) -> dict:
@@ -171,7 +164,7 @@ async def test_mixed_soak_leaves_nothing_behind(store_urls, fakes, tmp_path):
     document["users"][0]["sms_credits"] = SMS_CREDITS
     report = await import_document(db, document)
     assert report.ok, report.errors
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--port", str(port), "--processes", "1",
             "--data-dir", str(tmp_path / "data"), "--mongo-uri", store_urls.mongo_uri,
             "--redis-url", store_urls.redis_url, "--mongo-db", db_name, "--trusted-proxies", "127.0.0.1/32",
@@ -186,15 +179,7 @@ async def test_mixed_soak_leaves_nothing_behind(store_urls, fakes, tmp_path):
     load = Load(base, port, store_urls.redis_url)
     probe = AsyncHTTPClient(force_instance=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            try:
-                if (await probe.fetch(base + "/readyz", raise_error=False, request_timeout=2)).code == 200:
-                    break
-            except Exception:
-                pass  # not listening yet
-            await asyncio.sleep(0.2)
+        await asyncio.to_thread(wait_until_serving, proc, port, "/readyz")
 
         async def settled() -> dict:
             """Numbers once the load has stopped and the server let go of it."""
