@@ -19,11 +19,10 @@ import socket
 import sys
 import time
 
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from runtime import metrics
-from runtime.app import make_app
+from runtime.http_server import make_http_server
 from runtime.embedded import resolve_store_urls
 from runtime.services import build_services
 
@@ -59,8 +58,7 @@ def serve(config) -> int:
 
 async def run_worker(config, sockets, mongo_uri: str, redis_url: str) -> int:
     services = await build_services(config, mongo_uri, redis_url)
-    server = HTTPServer(make_app(services), max_body_size=MAX_BODY_BYTES, idle_connection_timeout=75,
-                        body_timeout=30)
+    server = make_http_server(services, max_body_size=MAX_BODY_BYTES, idle_connection_timeout=75, body_timeout=30)
     server.add_sockets(sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
