@@ -58,6 +58,7 @@ BROKEN = "broken"  # failed after bytes reached the listener: abort the connecti
 STOPPED = "stopped"  # stopped by us (revoked, shutdown) or the listener left
 
 LISTENER_GONE = "listener gone"
+COUNT_EVERY = 1 << 20  # PROXIED_BYTES is updated per MiB sent (and at the end of each stream)
 
 
 class Sink(Protocol):
@@ -108,6 +109,7 @@ class Relay:
         self._inflight = 0  # being flushed
         self._discard = False
         self._pump_task: asyncio.Task | None = None
+        self._uncounted = 0  # bytes sent but not yet added to PROXIED_BYTES
 
     @property
     def paused(self) -> bool:
@@ -146,6 +148,7 @@ class Relay:
             elif not self.committed:
                 self._discard = True  # nothing was flushed yet: a clean 502 is still possible
             # else: the handler closes the connection, which ends the pump's pending flush.
+        self._count_sent()
         return self._outcome(error)
 
     def _outcome(self, error: str | None) -> str:
@@ -332,9 +335,17 @@ class Relay:
         self._pump_task = asyncio.get_running_loop().create_task(self._pump(flushed))
 
     def _sent(self, count: int) -> None:
-        PROXIED_BYTES.inc(count)
         self.sent += count
         self._inflight = 0
+        self._uncounted += count
+        if self._uncounted >= COUNT_EVERY:
+            self._count_sent()
+
+    def _count_sent(self) -> None:
+        # One shared-memory metric write per MiB, not per chunk (multiprocess counters take a lock each time).
+        if self._uncounted:
+            PROXIED_BYTES.inc(self._uncounted)
+            self._uncounted = 0
 
     async def _pump(self, pending: "asyncio.Future[None] | None" = None) -> None:
         """Wait for the listener to take what is in flight, flush what queued meanwhile, then resume the transfer."""
@@ -359,6 +370,7 @@ class Relay:
             self.stop(LISTENER_GONE)
         finally:
             self._pump_task = None
+            self._count_sent()
 
 
 def _content_length(headers: httputil.HTTPHeaders) -> int | None:
