@@ -69,7 +69,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("exempt-domains", (), _csv, "comma-separated root domains that always go to the dashboard"),
     Option("trusted-proxies", (), _csv, "comma-separated CIDRs whose X-Forwarded-For is believed"),
     Option("processes", 1, int, "worker processes (0 = one per core)"),
-    Option("event-loop", "asyncio", str, "asyncio, uvloop (the optional `fast` extra) or auto (uvloop when installed)"),
+    Option("event-loop", "auto", str, "auto (uvloop when the optional `fast` extra is installed), asyncio or uvloop"),
     Option("profile-cache-ttl", 2.0, float, "seconds a profile lookup may be served from memory (staleness bound)"),
     Option("view-flush-interval", 1.0, float, "seconds between batched view/play writes"),
     Option("shutdown-grace", 10.0, float, "seconds music streams may finish after SIGTERM"),

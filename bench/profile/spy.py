@@ -8,6 +8,7 @@ into the short self/inclusive tables quoted in docs/perf.md and `svg` into a fla
 from __future__ import annotations
 
 import collections
+import gzip
 import re
 import shutil
 import signal
@@ -52,7 +53,8 @@ def top_frames(folded: Path, limit: int = 15) -> dict:
     own: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in folded.read_text().splitlines():
+    text = gzip.decompress(folded.read_bytes()).decode() if folded.suffix == ".gz" else folded.read_text()
+    for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
