@@ -15,9 +15,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, ResponseStartLine, responses
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 
 from handlers.base import SECURITY_HEADERS, ApiError, ApiHandler
+from presence.fast_path import NOTHING_YET, consume, peek_stream_request
 from presence.snapshot import SnapshotError, check_user_id, presence_key
 from presence.stream import retry_hint
 
@@ -78,13 +79,47 @@ class PresenceStream:
             user_id = parse_user_id(path_args[0] if path_args else None)
         except ApiError as exc:
             return _answer_error(request, exc.status_code, exc.message)
-        hub = services.presence.hub
-        stream = request.connection.detach()
-        stream.set_nodelay(True)
-        chunked = request.version == "HTTP/1.1"
-        if services.draining or hub.draining or hub.listener_count >= hub.max_streams:
-            return _shed(stream, chunked)
-        hub.add(presence_key(user_id), stream, chunked)
+        open_stream(services, request.connection.detach(), user_id, request.version == "HTTP/1.1")
+
+
+class PresenceFastPath:
+    """Called by the HTTP server with each new connection: takes it if it is a complete stream request.
+
+    See presence/fast_path.py. Returns False, having read nothing, for anything
+    the routed `PresenceStream` should answer instead (an invalid userID gets its 400 there).
+    """
+
+    def __init__(self, services):
+        self.services = services
+
+    def __call__(self, stream: IOStream) -> bool | None:
+        """True: taken; False: Tornado's; None: nothing has arrived yet, ask again when the socket is readable."""
+        request = peek_stream_request(stream)
+        if request is NOTHING_YET:
+            return None
+        if request is None:
+            return False
+        raw_user_id, chunked, header_length = request
+        try:
+            user_id = parse_user_id(raw_user_id)
+        except ApiError:
+            return False
+        try:
+            consume(stream.socket, header_length)
+        except OSError:
+            stream.close()
+            return True
+        open_stream(self.services, stream, user_id, chunked)
+        return True
+
+
+def open_stream(services, stream: IOStream, user_id: str, chunked: bool) -> None:
+    """A detached connection becomes a listener, or is shed with a retry hint when we cannot take it."""
+    hub = services.presence.hub
+    stream.set_nodelay(True)
+    if services.draining or hub.draining or hub.listener_count >= hub.max_streams:
+        return _shed(stream, chunked)
+    hub.add(presence_key(user_id), stream, chunked)
 
 
 def _answer(request: HTTPServerRequest, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:

@@ -85,6 +85,7 @@ class PresenceHub:
         self._sub_queue: set[str] = set()
         self._unsub_queue: set[str] = set()
         self._flush_scheduled = False
+        self._gauges_scheduled = False
         self._to_load: set[str] = set()
         self._load_wakeup = asyncio.Event()
         self._deliveries: asyncio.Queue[tuple[Channel, Event]] = asyncio.Queue()
@@ -118,8 +119,7 @@ class PresenceHub:
         listener = Listener(name, stream, chunked, self.max_buffer, self._gone)
         channel.listeners.add(listener)
         self.listener_count += 1
-        _OPEN_STREAMS.inc()
-        SSE_LISTENERS.set(self.listener_count)
+        self._schedule_gauges()
         head = HEAD_CHUNKED if chunked else HEAD_PLAIN
         if channel.state == LIVE and channel.current is not None:
             event = channel.current
@@ -134,11 +134,21 @@ class PresenceHub:
             return
         channel.listeners.discard(listener)
         self.listener_count -= 1
-        _OPEN_STREAMS.dec()
-        SSE_LISTENERS.set(self.listener_count)
+        self._schedule_gauges()
         if not channel.listeners:
             del self.channels[listener.name]
             self._queue_unsubscribe(listener.name)
+
+    def _schedule_gauges(self) -> None:
+        # Each gauge write goes to a shared mmap file (multiprocess metrics): once per loop turn, not per connect.
+        if not self._gauges_scheduled:
+            self._gauges_scheduled = True
+            asyncio.get_running_loop().call_soon(self._update_gauges)
+
+    def _update_gauges(self) -> None:
+        self._gauges_scheduled = False
+        _OPEN_STREAMS.set(self.listener_count)
+        SSE_LISTENERS.set(self.listener_count)
 
     def listeners(self) -> list[Listener]:
         return [listener for channel in list(self.channels.values()) for listener in channel.listeners]

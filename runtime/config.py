@@ -69,6 +69,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("exempt-domains", (), _csv, "comma-separated root domains that always go to the dashboard"),
     Option("trusted-proxies", (), _csv, "comma-separated CIDRs whose X-Forwarded-For is believed"),
     Option("processes", 1, int, "worker processes (0 = one per core)"),
+    Option("event-loop", "auto", str, "auto (uvloop when the optional `fast` extra is installed), asyncio or uvloop"),
     Option("profile-cache-ttl", 2.0, float, "seconds a profile lookup may be served from memory (staleness bound)"),
     Option("view-flush-interval", 1.0, float, "seconds between batched view/play writes"),
     Option("shutdown-grace", 10.0, float, "seconds music streams may finish after SIGTERM"),
@@ -198,5 +199,8 @@ def _validate(values: dict[str, Any]) -> None:
         raise ConfigError("--music-high-water must be at least 1 byte")
     if values["music_max_streams"] < 1:
         raise ConfigError("--music-max-streams must be at least 1")
+    values["event_loop"] = values["event_loop"].strip().lower()
+    if values["event_loop"] not in {"auto", "asyncio", "uvloop"}:
+        raise ConfigError("--event-loop must be auto, asyncio or uvloop")
     if values["log_level"].lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError("--log-level must be debug, info, warning or error")

@@ -2,7 +2,7 @@
 
 The embedded servers start once per test session (their own data dir under
 pytest's tmp); every test gets its own MongoDB database and an empty Redis, and
-a server built exactly as `serve` builds a worker (`build_services` + `make_app`).
+a server built exactly as `serve` builds a worker (`build_services` + `make_http_server`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse  # noqa: E402
 from tornado.httpserver import HTTPServer  # noqa: E402
 from tornado.netutil import bind_sockets  # noqa: E402
 
-from runtime.app import make_app  # noqa: E402
+from runtime.http_server import make_http_server  # noqa: E402
 from runtime.config import load_config  # noqa: E402
 from runtime.embedded import EmbeddedStores  # noqa: E402
 from runtime.services import Services, build_services  # noqa: E402
@@ -111,7 +111,7 @@ class TestServer:
 async def start_test_server(config, **build_kwargs) -> TestServer:
     services = await build_services(config, config.mongo_uri, config.redis_url, **build_kwargs)
     sockets = bind_sockets(0, "127.0.0.1")
-    server = HTTPServer(make_app(services), max_body_size=1024 * 1024)
+    server = make_http_server(services, max_body_size=1024 * 1024)
     server.add_sockets(sockets)
     return TestServer(services, server, sockets[0].getsockname()[1])
 

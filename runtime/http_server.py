@@ -1,0 +1,78 @@
+"""The worker's HTTP server: Tornado's, with a look at each new connection before HTTP/1 parsing.
+
+`first_look(stream)` may take a new connection whole (True) and Tornado's HTTP
+layer then never sees it; that is how SSE stream requests skip per-request
+machinery during connect storms (presence/fast_path.py). False hands the
+connection to Tornado as usual. None means no byte has arrived yet (a client
+that connects, then writes): the server looks once more when the socket turns
+readable. Connections still silent after FIRST_BYTES_WAIT go to Tornado, whose
+idle timeout then applies; one sweep timer serves all waiting connections.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
+
+from handlers.presence import PresenceFastPath
+from runtime.app import make_app
+
+FIRST_BYTES_WAIT = 10.0  # seconds; Tornado's own idle timeout starts after this
+
+
+class FirstLookHTTPServer(HTTPServer):
+    first_look: Callable[[IOStream], bool | None] | None = None
+
+    def initialize(self, *args, **kwargs) -> None:
+        super().initialize(*args, **kwargs)
+        self._silent: dict[int, tuple[IOStream, tuple, float]] = {}  # fd -> (stream, address, deadline)
+        self._sweeping = False
+
+    def handle_stream(self, stream: IOStream, address: tuple) -> None:
+        verdict = self.first_look(stream) if self.first_look is not None else False
+        if verdict is None:
+            fd = stream.socket.fileno()
+            self._silent[fd] = (stream, address, time.monotonic() + FIRST_BYTES_WAIT)
+            IOLoop.current().add_handler(fd, self._readable, IOLoop.READ)
+            self._schedule_sweep()
+        elif not verdict:
+            super().handle_stream(stream, address)
+
+    def _readable(self, fd: int, _events: int) -> None:
+        stream, address, _ = self._release(fd)
+        if self.first_look(stream) is not True:  # not ours, or woken by an error/EOF: Tornado answers it
+            super().handle_stream(stream, address)
+
+    def _release(self, fd: int) -> tuple[IOStream, tuple, float]:
+        IOLoop.current().remove_handler(fd)
+        return self._silent.pop(fd)
+
+    def _schedule_sweep(self) -> None:
+        if not self._sweeping:
+            self._sweeping = True
+            IOLoop.current().call_later(1.0, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeping = False
+        now = time.monotonic()
+        for fd in [fd for fd, (_, _, deadline) in self._silent.items() if deadline <= now]:
+            stream, address, _ = self._release(fd)
+            super().handle_stream(stream, address)
+        if self._silent:
+            self._schedule_sweep()
+
+    async def close_all_connections(self) -> None:
+        for fd in list(self._silent):
+            self._release(fd)[0].close()
+        await super().close_all_connections()
+
+
+def make_http_server(services, **params) -> HTTPServer:
+    """The app's HTTPServer (`params` as for tornado's), with the SSE stream fast path."""
+    server = FirstLookHTTPServer(make_app(services), **params)
+    server.first_look = PresenceFastPath(services)
+    return server
