@@ -11,7 +11,7 @@ COPY og og
 COPY music music
 COPY contact contact
 COPY presence presence
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[fast]"
 
 FROM python:3.11-slim-bookworm
 # Debian's stable security updates are wanted here, so packages are not pinned to a version.

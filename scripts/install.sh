@@ -33,7 +33,7 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 if [ "$with_tests" = 1 ]; then
-  .venv/bin/pip install -q -e ".[test]"
+  .venv/bin/pip install -q -e ".[test,fast]"
 else
-  .venv/bin/pip install -q -e .
+  .venv/bin/pip install -q -e ".[fast]"  # fast: uvloop (measured: 7–9% less CPU per GiB of music, docs/perf.md)
 fi
