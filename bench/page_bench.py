@@ -68,19 +68,25 @@ def run(stack: Stack, quick: bool) -> BenchResult:
   }}""", port=nginx_port)
     views_before = views(stack)
     headers = {"Host": HOST, "User-Agent": BROWSER_UA}
-    series = {"ours (1 process)": [], "nginx static (1 worker)": []}
+    series = {"ours (1 process)": [], "ours: /healthz (Tornado floor)": [], "nginx static (1 worker)": []}
     total_requests = 0
     for run, c in enumerate(connections):
         ours = wrk(stack, f"http://127.0.0.1:{port}/", connections=c, seconds=seconds, headers=headers,
                    lua=unique_ip_lua(run << 22) + VISITORS_LUA)  # 4M addresses per run
+        # Tornado's own floor on this core: the same server answering /healthz (no lookup, no template,
+        # no view), so a reader can tell our per-page work from the framework's per-request cost.
+        floor = wrk(stack, f"http://127.0.0.1:{port}/healthz", connections=c, seconds=seconds, headers=headers)
         # nginx ignores the address: a fixed request keeps wrk cheaper, so the peer is never client-bound.
         peer = wrk(stack, f"http://127.0.0.1:{nginx_port}/", connections=c, seconds=seconds, headers=headers)
         total_requests += ours["requests"]
         errors = ours["status_errors"] + ours["read_errors"] + ours["timeouts"]
         series["ours (1 process)"].append((c, ours["req_per_s"]))
+        series["ours: /healthz (Tornado floor)"].append((c, floor["req_per_s"]))
         series["nginx static (1 worker)"].append((c, peer["req_per_s"]))
         result.figures.append(Figure("page", "renders/s", f"c={c}", "req/s", ours["req_per_s"], peer["req_per_s"],
                                      "nginx static", TARGET, note=f"errors {errors}"))
+        result.figures.append(Figure("page", "renders/s vs Tornado floor", f"c={c}", "req/s", ours["req_per_s"],
+                                     floor["req_per_s"], "our /healthz"))
         result.figures.append(Figure("page", "latency p99", f"c={c}", "ms", ours["p99_us"] / 1000,
                                      peer["p99_us"] / 1000, "nginx static"))
     time.sleep(3)  # the stats writer flushes every second

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import importlib.util
 import json
-import os
 import shutil
 import signal
 import statistics
