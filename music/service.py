@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 
 from music.relay import Relay
+from runtime.tasks import raise_if_cancelling
 
 log = logging.getLogger("hepgg.music")
 
@@ -81,6 +82,7 @@ class MusicService:
                 try:
                     await self.stop_revoked()
                 except Exception:
+                    raise_if_cancelling()
                     log.exception("music revocation check failed")
 
     async def stop_revoked(self) -> int:

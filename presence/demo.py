@@ -15,6 +15,7 @@ import time
 from redis.exceptions import RedisError
 
 from presence.writer import write_presence
+from runtime.tasks import raise_if_cancelling
 
 log = logging.getLogger("hepgg.presence")
 
@@ -70,6 +71,7 @@ class DemoPresence:
                                          sharded=self.sharded)
                     step += 1
             except RedisError as exc:
+                raise_if_cancelling()
                 log.warning("demo presence: %s", exc)
             await asyncio.sleep(self.interval)
 

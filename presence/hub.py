@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from presence.pubsub import PubSubConnection, PubSubError, pack
 from presence.stream import HEAD_CHUNKED, HEAD_PLAIN, NULL_PAYLOAD, PING, Event, Listener, presence_event, retry_hint
 from runtime.metrics import OPEN_STREAMS, SSE_LISTENERS
+from runtime.tasks import raise_if_cancelling
 
 log = logging.getLogger("hepgg.presence")
 
@@ -203,6 +204,7 @@ class PresenceHub:
                 await self._enable_expiry_events(conn)
             except (OSError, asyncio.TimeoutError, hiredis.ReplyError, PubSubError) as exc:
                 conn.close()
+                raise_if_cancelling()
                 log.warning("presence hub cannot reach Redis (%s); retrying in about %.1fs", exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 5.0)
@@ -214,6 +216,7 @@ class PresenceHub:
                     for reply in await conn.read_replies():
                         self._on_reply(reply)
             except (OSError, PubSubError) as exc:
+                raise_if_cancelling()
                 log.warning("presence hub lost its Redis connection (%s); reconnecting", exc)
             finally:
                 self._conn = None
@@ -304,6 +307,7 @@ class PresenceHub:
                 try:
                     values = await self.redis.mget(names)
                 except RedisError as exc:
+                    raise_if_cancelling()
                     log.warning("presence hub cannot read snapshots (%s); retrying", exc)
                     self._to_load.update(name for name in names if name in self.channels)
                     await asyncio.sleep(0.5)

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from redis.asyncio import Redis
 
+from runtime.tasks import raise_if_cancelling, start_background
 from store.plans import PlanChange, reconcile_all
 
 log = logging.getLogger("hepgg.reconciler")
@@ -54,16 +55,11 @@ async def run_forever(services) -> None:
         except ReconcilerBusy:
             pass
         except Exception:
+            raise_if_cancelling()
             log.exception("plan reconciler run failed; will retry")
 
 
 def start(services) -> None:
     if services.config.reconcile_interval <= 0:
         return
-    task = asyncio.create_task(run_forever(services), name="plan-reconciler")
-
-    async def stop() -> None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    services.on_close(stop)
+    start_background(services, run_forever(services), "plan-reconciler")

@@ -15,6 +15,7 @@ import logging
 
 from pymongo.errors import OperationFailure, PyMongoError
 
+from runtime.tasks import raise_if_cancelling, start_background
 from store.sites import SiteDirectory
 
 log = logging.getLogger("hepgg.changes")
@@ -43,6 +44,7 @@ class ChangeWatcher:
                     return
                 log.warning("change stream failed (%s); reopening", exc.code)
             except PyMongoError as exc:
+                raise_if_cancelling()
                 log.warning("change stream interrupted (%s); reopening", type(exc).__name__)
             self.active.clear()
             self.sites.invalidate()  # we may have missed changes
@@ -72,10 +74,4 @@ class ChangeWatcher:
 def start(services) -> None:
     watcher = ChangeWatcher(services.db, services.sites)
     services.change_watcher = watcher
-    task = asyncio.create_task(watcher.run(), name="change-watcher")
-
-    async def stop() -> None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    services.on_close(stop)
+    start_background(services, watcher.run(), "change-watcher")
