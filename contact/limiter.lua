@@ -2,12 +2,13 @@
 -- KEYS[i]: one hash per bucket {t = tokens, ts = microseconds of the last write}.
 -- ARGV[2i-1], ARGV[2i]: capacity and refill period in seconds (capacity tokens per period).
 -- Returns {1, 0, 0} when every bucket had a token (one is taken from each), else
--- {0, refused_mask, wait_ms}: bit i-1 set for each bucket that refused, wait_ms the
--- time until all refusing buckets hold a token again. Time is the server's (TIME),
+-- {0, refused_mask, wait_ms, wait_ms_1, ..., wait_ms_n}: bit i-1 set for each bucket that
+-- refused, wait_ms the time until all refusing buckets hold a token again, wait_ms_i
+-- bucket i's own (0 for a bucket that had a token). Time is the server's (TIME),
 -- so clients on different hosts with skewed clocks agree.
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
-local tokens, caps, per_token = {}, {}, {}
+local tokens, caps, per_token, waits = {}, {}, {}, {}
 local mask, wait = 0, 0
 for i = 1, #KEYS do
   local capacity = tonumber(ARGV[2 * i - 1])
@@ -20,14 +21,15 @@ for i = 1, #KEYS do
   elseif now > ts then
     t = math.min(capacity, t + (now - ts) / interval)
   end
-  tokens[i], caps[i], per_token[i] = t, capacity, interval
+  tokens[i], caps[i], per_token[i], waits[i] = t, capacity, interval, 0
   if t < 1 then
     mask = mask + 2 ^ (i - 1)
-    wait = math.max(wait, (1 - t) * interval)
+    waits[i] = math.ceil((1 - t) * interval / 1000)
+    wait = math.max(wait, waits[i])
   end
 end
 if mask > 0 then
-  return {0, mask, math.ceil(wait / 1000)}
+  return {0, mask, wait, unpack(waits)}
 end
 for i = 1, #KEYS do
   local t = tokens[i] - 1

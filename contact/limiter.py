@@ -6,6 +6,11 @@ Lua script (limiter.lua) refills all three from the Redis server's clock, lets
 the request through only if each holds a token and then takes one from each,
 so concurrent requests from any number of processes cannot overshoot.
 
+A refusal is remembered in this process until the refusing bucket would hold a
+token again (`RefusalMemo`): until then the same request is refused without
+asking Redis, so a flood of refused sends (the abuse the limiter exists for)
+costs no Redis round trip.
+
 Every key of one call carries the hash tag `{contact:<owner id>}`: the owner
 bucket and the IP buckets of the owner's profiles live in one Redis Cluster
 slot, which a multi-key script requires.
@@ -14,6 +19,7 @@ slot, which a multi-key script requires.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Mapping
 from pathlib import Path
@@ -65,6 +71,47 @@ class Decision:
         return "allowed" if self.allowed else self.refused[0]
 
 
+class RefusalMemo:
+    """Buckets this process knows to be empty, each until it would hold a token again.
+
+    A bucket only fills with time: once Redis said a bucket needs `w` seconds to hold a token,
+    every request needing it in those `w` seconds is refused, whatever other processes do (they
+    can only take tokens). So those requests can be refused from memory, with the same answer.
+    The deadline is counted from when Redis's answer arrived, so it never ends before Redis's
+    own. (An operator who deletes a bucket in Redis lifts a refusal here only at its deadline.)
+    """
+
+    def __init__(self, capacity: int = 100_000):
+        self.capacity = capacity  # bounds memory under a flood from many addresses
+        self._until: dict[str, float] = {}  # bucket key -> monotonic deadline
+
+    def remember(self, key: str, wait_seconds: float, now: float) -> None:
+        if len(self._until) >= self.capacity:
+            self._prune(now)
+        self._until[key] = now + wait_seconds
+
+    def refusing(self, keys: list[str], now: float) -> list[tuple[int, float]]:
+        """(index in `keys`, seconds left) of each key still refused."""
+        found = []
+        for index, key in enumerate(keys):
+            until = self._until.get(key)
+            if until is not None:
+                if until > now:
+                    found.append((index, until - now))
+                else:
+                    del self._until[key]
+        return found
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def _prune(self, now: float) -> None:
+        self._until = {key: until for key, until in self._until.items() if until > now}
+        if len(self._until) >= self.capacity:  # still full of live refusals: forget the oldest half
+            keep = list(self._until.items())[len(self._until) // 2:]
+            self._until = dict(keep)
+
+
 class LimiterUnavailable(Exception):
     """Redis could not answer: the caller must refuse (fail closed)."""
 
@@ -73,6 +120,7 @@ class ContactLimiter:
     def __init__(self, redis: aioredis.Redis, rules: Rules | None = None):
         self.rules = rules or Rules()
         self._script = redis.register_script(SCRIPT)  # EVALSHA, falling back to EVAL once per server
+        self.memo = RefusalMemo()
 
     @staticmethod
     def keys(owner_id: str, profile_id: str, ip: str, channel: str) -> list[str]:
@@ -85,16 +133,31 @@ class ContactLimiter:
         args: list = []
         for rule in rules:
             args += [rule.capacity, rule.period]
-        try:
-            allowed, mask, wait_ms = await self._script(keys=self.keys(owner_id, profile_id, ip, channel), args=args)
-        except (RedisError, OSError) as exc:
-            LIMITER_DECISIONS.labels(channel, "error").inc()
-            raise LimiterUnavailable(str(exc)) from exc
-        if allowed:
-            decision = Decision(True)
+        keys = self.keys(owner_id, profile_id, ip, channel)
+        known = self.memo.refusing(keys, time.monotonic())
+        if known:
+            refused = tuple(rules[index].name for index, _ in known)
+            decision = _refusal(refused, max(left for _, left in known))
         else:
-            refused = tuple(rule.name for i, rule in enumerate(rules) if int(mask) & (1 << i))
-            retry_after = max(1, math.ceil(int(wait_ms) / 1000)) if "burst" in refused else None
-            decision = Decision(False, refused, retry_after)
+            try:
+                allowed, mask, wait_ms, *bucket_waits_ms = await self._script(keys=keys, args=args)
+            except (RedisError, OSError) as exc:
+                LIMITER_DECISIONS.labels(channel, "error").inc()
+                raise LimiterUnavailable(str(exc)) from exc
+            if allowed:
+                decision = Decision(True)
+            else:
+                now = time.monotonic()
+                for key, bucket_wait_ms in zip(keys, bucket_waits_ms):
+                    if int(bucket_wait_ms) > 0:
+                        self.memo.remember(key, int(bucket_wait_ms) / 1000, now)
+                refused = tuple(rule.name for i, rule in enumerate(rules) if int(mask) & (1 << i))
+                decision = _refusal(refused, int(wait_ms) / 1000)
         LIMITER_DECISIONS.labels(channel, decision.outcome).inc()
         return decision
+
+
+def _refusal(refused: tuple[str, ...], wait_seconds: float) -> Decision:
+    # The spec sends Retry-After for the burst bucket; it covers every refusing bucket, so it is not too early.
+    retry_after = max(1, math.ceil(wait_seconds)) if "burst" in refused else None
+    return Decision(False, refused, retry_after)

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.crc import key_slot
 from tornado.httpclient import AsyncHTTPClient
 
-from contact.limiter import DAY, ContactLimiter, Rule, Rules
+from contact.limiter import DAY, ContactLimiter, RefusalMemo, Rule, Rules
 from conftest import ROOT, base_document, free_port, wait_until_serving
 from contact_fakes import contact_settings
 from test_contact import DISCORD, PATH
@@ -191,3 +191,52 @@ async def test_metrics_count_decisions_and_deliveries(make_server, fakes):
     assert sample("hepgg_rate_limit_decisions_total", {"channel": "discord", "outcome": "burst"}) == refused + 1
     assert sample("hepgg_contact_deliveries_total", {"channel": "discord", "outcome": "ok"}) == delivered + 2
     assert sample("hepgg_contact_deliveries_total", {"channel": "discord", "outcome": "failed"}) == failed + 1
+
+
+# ---------------------------------------------------------------- refusals remembered in the process
+
+async def limiter_calls(redis_client) -> int:
+    stats = await redis_client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+
+
+async def test_a_known_refusal_is_answered_without_redis(redis_client):
+    limiter = ContactLimiter(redis_client, Rules(burst=Rule("burst", 1, 60)))
+    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "discord")).allowed
+    first = await limiter.acquire("u1", "p1", "192.0.2.1", "discord")
+    calls = await limiter_calls(redis_client)
+    again = [await limiter.acquire("u1", "p1", "192.0.2.1", "discord") for _ in range(50)]
+    assert await limiter_calls(redis_client) == calls  # none of the 50 reached Redis
+    assert first.refused == ("burst",) and all(d.refused == ("burst",) for d in again)
+    assert first.retry_after == 60 and all(55 <= d.retry_after <= 60 for d in again)
+    assert (await limiter.acquire("u1", "p1", "192.0.2.2", "discord")).allowed  # another visitor asks Redis
+    assert await limiter_calls(redis_client) == calls + 1
+
+
+async def test_a_remembered_refusal_ends_when_the_bucket_refills(redis_client):
+    limiter = ContactLimiter(redis_client, Rules(burst=Rule("burst", 1, 0.4)))
+    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "sms")).allowed
+    assert not (await limiter.acquire("u1", "p1", "192.0.2.1", "sms")).allowed
+    assert len(limiter.memo) == 1
+    await asyncio.sleep(0.45)
+    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "sms")).allowed
+
+
+async def test_an_empty_owner_bucket_of_one_channel_refuses_only_that_channel(redis_client):
+    limiter = ContactLimiter(redis_client, Rules(owner={"sms": Rule("owner", 1, DAY), "email": Rule("owner", 100, DAY),
+                                                         "discord": Rule("owner", 100, DAY)}))
+    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "sms")).allowed
+    refused = await limiter.acquire("u1", "p1", "192.0.2.1", "sms")
+    assert refused.refused == ("owner",) and refused.retry_after is None
+    assert (await limiter.acquire("u1", "p1", "192.0.2.9", "sms")).refused == ("owner",)  # any visitor: from memory
+    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "email")).allowed  # same visitor, other channel
+
+
+def test_the_memo_stays_bounded_under_a_flood_of_addresses():
+    memo = RefusalMemo(capacity=1_000)
+    for i in range(10_000):
+        memo.remember(f"k{i}", 60, now=0.0)
+    assert len(memo) <= 1_000
+    assert memo.refusing(["k9999"], now=1.0) == [(0, 59.0)]  # the newest are kept
+    memo.remember("late", 60, now=120.0)  # every earlier refusal has expired by then: pruned, not halved
+    assert len(memo) <= 1_000 and memo.refusing(["k9999"], now=120.0) == []
