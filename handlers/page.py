@@ -25,11 +25,32 @@ def is_bot(user_agent: str) -> bool:
     return not user_agent or bool(BOT_USER_AGENT.search(user_agent))
 
 
+PAGE_VARIANTS_KEPT = 8  # per site: http/https × the host spellings seen in practice
+
+
 class ProfilePageHandler(PageHandler):
     """GET / on any host: the matching published profile, else fall through as the spec says."""
 
     def compute_etag(self) -> None:
         return None  # the page is `no-store`: no cache will ever revalidate, so hashing the body for an ETag is wasted
+
+    def _rendered(self, site, now) -> tuple[str, bytes]:
+        """(CSP, HTML) of the page, rendered once per site data, request origin and plan state.
+
+        The page is a pure function of those (the clock only enters through premium: presence and
+        the powered-by line), so it is kept on the Site object; a changed profile is a new object.
+        """
+        origin = f"{self.request.protocol}://{self.request.host.lower()}"
+        key = ("page", origin, site.shows_presence(now), site.shows_powered_by(now))
+        rendered = site.memo.get(key)
+        if rendered is None:
+            settings = PageSettings(self.config.public_origin, self.config.turnstile_sitekey)
+            context = page_context(site, settings, now, origin)
+            rendered = (context["content_security_policy"],
+                        self.render_string(f"{site.profile.template}.html", **context))
+            if len(site.memo) < PAGE_VARIANTS_KEPT:  # the Host's port is the visitor's to vary: bounded
+                site.memo[key] = rendered
+        return rendered
 
     async def get(self) -> None:
         # Lower-cased, port stripped; "alice.hep.gg." (the FQDN form) names the same host as the
@@ -48,10 +69,9 @@ class ProfilePageHandler(PageHandler):
             return
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-        settings = PageSettings(config.public_origin, config.turnstile_sitekey)
-        context = page_context(site, settings, now, f"{self.request.protocol}://{self.request.host.lower()}")
-        self.set_header("Content-Security-Policy", context["content_security_policy"])
-        self.render(f"{site.profile.template}.html", **context)
+        csp, html = self._rendered(site, now)
+        self.set_header("Content-Security-Policy", csp)
+        self.finish(html)
         user_agent = self.request.headers.get("User-Agent", "")
         if not is_bot(user_agent):
             self.services.stats.record_view(

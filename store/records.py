@@ -190,6 +190,9 @@ class Site:
 
     profile: Profile
     owner: Owner
+    # Values derived from this exact data (the rendered page), kept as long as this object: the site
+    # directory replaces the object when the stored rows change, and the memo goes with it.
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def is_visible(self, now: datetime) -> bool:
         profile, owner = self.profile, self.owner

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime, timedelta, timezone
 
 from conftest import base_document
+from handlers.page import PAGE_VARIANTS_KEPT
+from store.clock import Clock
+
 
 def record_calls(monkeypatch, obj, name: str) -> list:
     """Wrap the coroutine method `obj.name` so each call's first argument is recorded; returns the record."""
@@ -153,6 +157,29 @@ async def test_premium_features_decided_at_render_time(app_server):
     await app_server.load(doc)
     html = (await app_server.fetch("/", host="alice.hep.gg")).body.decode()
     assert 'class="presence"' not in html and "Powered by Hep.gg" in html
+
+
+async def test_a_rendered_page_is_reused_until_the_clock_ends_premium(app_server):
+    """The page is rendered once per site data and plan state; premium ending by the clock alone
+    (same stored rows, same cached Site) still changes it on the next request."""
+    doc = base_document()
+    doc["users"][0]["premium_until"] = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    doc["profiles"][0]["toggles"].update(presence=True, powered_by=False)
+    await app_server.load(doc)
+    first = (await app_server.fetch("/", host="alice.hep.gg")).body
+    assert first == (await app_server.fetch("/", host="alice.hep.gg")).body
+    site = await app_server.services.sites.by_host("alice.hep.gg")
+    assert len(site.memo) == 1 and b'class="presence"' in first
+
+    app_server.services.clock = Clock(offset=timedelta(days=2))
+    lapsed = (await app_server.fetch("/", host="alice.hep.gg")).body.decode()
+    assert await app_server.services.sites.by_host("alice.hep.gg") is site  # not a new lookup: the clock did it
+    assert 'class="presence"' not in lapsed and "Powered by Hep.gg" in lapsed
+
+    for port in range(8000, 8020):  # the visitor picks the Host's port: the kept variants stay bounded
+        response = await app_server.fetch("/", host=f"alice.hep.gg:{port}")
+        assert response.code == 200 and f'href="http://alice.hep.gg:{port}/"' in response.body.decode()
+    assert len(site.memo) <= PAGE_VARIANTS_KEPT
 
 
 async def test_three_templates_render(app_server):
