@@ -37,7 +37,8 @@ from runtime.embedded import EmbeddedStores  # noqa: E402
 from runtime.services import Services, build_services  # noqa: E402
 from store.importer import import_document  # noqa: E402
 
-pytest_plugins = ["contact_fakes", "private_stores"]  # `fakes` (contact third parties), `private_stores`
+# fixtures: `fakes` (contact third parties), `private_stores`, `upstream` (a local music worker)
+pytest_plugins = ["contact_fakes", "private_stores", "music_upstream"]
 
 
 @dataclass

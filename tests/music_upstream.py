@@ -11,6 +11,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+import pytest
 import tornado.web
 from tornado.httpserver import HTTPServer
 from tornado.iostream import StreamClosedError
@@ -158,3 +159,11 @@ class TrackHandler(tornado.web.RequestHandler):
                 up.sent += len(chunk)
         except StreamClosedError:
             up.closed.set()
+
+
+@pytest.fixture
+async def upstream():
+    """A started local music worker (this module is a pytest plugin, see conftest)."""
+    up = Upstream().start()
+    yield up
+    await up.stop()

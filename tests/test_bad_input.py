@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from conftest import base_document
 from contact_fakes import contact_settings
-from music_upstream import Upstream
 
 BARE_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 ISRC_RE = re.compile(r"^[A-Z0-9]{12}$", re.IGNORECASE)
@@ -84,13 +83,6 @@ def envelope(answer: Raw) -> str:
     body = json.loads(answer.body)
     assert set(body) == {"ok", "error"} and body["ok"] is False
     return body["error"]
-
-
-@pytest.fixture
-async def upstream():
-    up = Upstream().start()
-    yield up
-    await up.stop()
 
 
 @pytest.fixture

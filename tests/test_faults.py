@@ -23,7 +23,6 @@ import redis.asyncio as aioredis
 
 from conftest import base_document
 from contact_fakes import contact_settings
-from music_upstream import Upstream
 from presence.writer import write_presence
 from presence_client import SSEClient
 from store.stats import read_stats
@@ -53,14 +52,7 @@ async def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05):
 
 
 @pytest.fixture
-async def upstream():
-    up = Upstream().start()
-    yield up
-    await up.stop()
-
-
-@pytest.fixture
-async def server(private_stores, make_server, fakes, upstream):  # noqa: F811  (stores outlive the server)
+async def server(private_stores, make_server, fakes, upstream):  # stores listed first: they outlive the server
     server = await make_server(**contact_settings(
         fakes, mongo_uri=private_stores.mongo_uri, redis_url=private_stores.redis_url,
         music_upstream_url=upstream.url, music_connect_timeout=1.0, music_stall_timeout=1.0,

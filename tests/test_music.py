@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from conftest import base_document
-from music_upstream import TRACK_HEADERS, Upstream
+from music_upstream import TRACK_HEADERS
 from runtime.metrics import OPEN_STREAMS, PROXIED_BYTES
 from store.stats import read_stats
 
@@ -17,13 +17,6 @@ ISRC = "USRC17607839"
 PATH = f"/api/v1/profiles/p1/music/{ISRC}"
 FORWARDED = ("Content-Type", "ETag", "Last-Modified", "X-Track-Title", "X-Track-Artist", "X-Track-Duration",
              "X-Track-Album", "X-Track-Artwork")
-
-
-@pytest.fixture
-async def upstream():
-    up = Upstream().start()
-    yield up
-    await up.stop()
 
 
 @pytest.fixture

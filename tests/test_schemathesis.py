@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
 from contact.limiter import DAY, MINUTE, ContactLimiter, Rule, Rules
+from conftest import free_port
 from contact_fakes import contact_settings
-from music_upstream import Upstream
 from presence.writer import write_presence
 from test_openapi import SNAPSHOT, contract_document
 
@@ -35,19 +34,6 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,r
           "response_schema_conformance,negative_data_rejection")
 MAX_EXAMPLES = 25
 TIME_BUDGET = 90  # seconds the st run may take; the test fails past it
-
-
-def closed_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-async def upstream():
-    up = Upstream().start()
-    yield up
-    await up.stop()
 
 
 @pytest.fixture
@@ -65,7 +51,7 @@ async def fuzz_server(make_server, fakes, upstream):
 
 @pytest.mark.timeout(150)
 async def test_schemathesis_finds_no_server_error_and_no_contract_violation(fuzz_server, tmp_path):
-    dead_proxy = f"http://127.0.0.1:{closed_loopback_port()}"
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
     env.update(HTTP_PROXY=dead_proxy, HTTPS_PROXY=dead_proxy, ALL_PROXY=dead_proxy, NO_PROXY="127.0.0.1",
                PYTHONHASHSEED="0")
