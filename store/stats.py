@@ -35,6 +35,9 @@ from runtime.metrics import STATS_FLUSHED
 log = logging.getLogger("hepgg.stats")
 
 VIEW_DEDUP_SECONDS = 30
+# Building and reading a pipeline is Python work on the event loop: a second's views of a busy process
+# (thousands) in one pipeline stalled page requests by tens of ms, so they go in slices.
+DEDUP_SLICE = 500
 MAX_PENDING = 200_000  # past this, oldest undeduplicated views are counted without dedup rather than dropped
 
 
@@ -112,25 +115,26 @@ class StatsWriter:
 
     async def _dedup_views(self) -> None:
         batch, self._undeduped = self._undeduped, []
-        if not batch:
-            return
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for event in batch:
-                    key = view_dedup_key(event.profile_id, event.fields["ip"], event.fields["user_agent"])
-                    # The value is the event's id and GET returns what was there: when an earlier try's
-                    # SET landed but its reply was lost (Redis hung or died), the retry sees its own id.
-                    pipe.set(key, str(event.id), nx=True, ex=VIEW_DEDUP_SECONDS, get=True)
-                previous = await pipe.execute()
-        except Exception as exc:  # Redis down: keep the views, try again next tick
-            log.warning("view dedup failed (%s); %d views kept for retry", type(exc).__name__, len(batch))
-            self._undeduped[:0] = batch
-            if len(self._undeduped) > MAX_PENDING:
-                overflow = len(self._undeduped) - MAX_PENDING
-                self._accepted.extend(self._undeduped[:overflow])
-                del self._undeduped[:overflow]
-            return
-        self._accepted.extend(event for event, held in zip(batch, previous) if held in (None, str(event.id)))
+        for start in range(0, len(batch), DEDUP_SLICE):
+            views = batch[start:start + DEDUP_SLICE]
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for event in views:
+                        key = view_dedup_key(event.profile_id, event.fields["ip"], event.fields["user_agent"])
+                        # The value is the event's id and GET returns what was there: when an earlier try's
+                        # SET landed but its reply was lost (Redis hung or died), the retry sees its own id.
+                        pipe.set(key, str(event.id), nx=True, ex=VIEW_DEDUP_SECONDS, get=True)
+                    previous = await pipe.execute()
+            except Exception as exc:  # Redis down: keep the views not yet checked, try again next tick
+                kept = batch[start:]
+                log.warning("view dedup failed (%s); %d views kept for retry", type(exc).__name__, len(kept))
+                self._undeduped[:0] = kept
+                if len(self._undeduped) > MAX_PENDING:
+                    overflow = len(self._undeduped) - MAX_PENDING
+                    self._accepted.extend(self._undeduped[:overflow])
+                    del self._undeduped[:overflow]
+                return
+            self._accepted.extend(event for event, held in zip(views, previous) if held in (None, str(event.id)))
 
     async def _insert_events(self, batch: list[_Event]) -> None:
         docs = [{"_id": e.id, "kind": e.kind, "profile_id": e.profile_id, "owner_id": e.owner_id, "at": e.at, **e.fields}
