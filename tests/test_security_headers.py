@@ -9,7 +9,6 @@ import re
 import pytest
 
 from conftest import base_document
-from music_upstream import Upstream
 from presence_client import SSEClient
 
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
@@ -195,20 +194,16 @@ async def test_sse_stream_and_its_errors(app_server):
         error.close()
 
 
-async def test_music_stream_and_its_errors(make_server):
-    upstream = Upstream().start()
-    try:
-        server = await make_server(music_upstream_url=upstream.url)
-        await server.load(base_document())
-        track = await server.fetch("/api/v1/profiles/p1/music/USRC17607839")
-        assert track.code == 200 and track.headers["Content-Type"] == "audio/mpeg"
-        bad = await server.fetch("/api/v1/profiles/p1/music/short")
-        assert bad.code == 400
-        for response in (track, bad):
-            assert_common(response)
-            assert csp_of(response) == NON_DOCUMENT
-    finally:
-        await upstream.stop()
+async def test_music_stream_and_its_errors(make_server, upstream):
+    server = await make_server(music_upstream_url=upstream.url)
+    await server.load(base_document())
+    track = await server.fetch("/api/v1/profiles/p1/music/USRC17607839")
+    assert track.code == 200 and track.headers["Content-Type"] == "audio/mpeg"
+    bad = await server.fetch("/api/v1/profiles/p1/music/short")
+    assert bad.code == 400
+    for response in (track, bad):
+        assert_common(response)
+        assert csp_of(response) == NON_DOCUMENT
 
 
 @pytest.mark.parametrize("name,content_type", [("profile.css", "text/css"), ("presence.js", "text/javascript")])
