@@ -161,7 +161,7 @@ def scenario(target, client: Client, n: int, layout: str, events: int, spread_ev
         client.call(cmd="close")
         row = {"target": target.name, "n": n, "layout": layout, "connected": connect["connected"],
                "failed": connect["failed"], "connect_per_s": connect["per_second"],
-               "kib_per_stream": (after - before) / 1024 / n, "rss_before_mib": before / 2**20,
+               "kib_per_stream": (after - before) / 1024 / max(1, connect["connected"]), "rss_before_mib": before / 2**20,
                "rss_after_mib": after / 2**20, "fanout_p50_ms": stats["p50_ms"], "fanout_p99_ms": stats["p99_ms"],
                "fanout_max_ms": stats["max_ms"], "deliveries": stats["n"]}
         if probe and probe.samples:

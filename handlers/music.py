@@ -9,7 +9,6 @@ a truncated track for a whole one.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import tornado.web
@@ -19,9 +18,10 @@ from music import ranges
 from music.relay import COMPLETE, LISTENER_GONE, STOPPED, UPSTREAM_FAILED, Relay
 from music.service import REVOKED, SHUTTING_DOWN, MusicService, OpenStream
 from runtime.metrics import OPEN_STREAMS
-from store.records import ID_PATTERN
 
-ISRC = re.compile(r"^[A-Z0-9]{12}$", re.IGNORECASE)
+_MUSIC_STREAMS = OPEN_STREAMS.labels(kind="music")  # bound once: labels() per request costs a lookup and a lock
+from store.records import ID_PATTERN, ISRC_PATTERN
+
 # A stream stopped before its first byte answers as a new request would now.
 STOP_STATUS = {REVOKED: 404, SHUTTING_DOWN: 503}
 
@@ -48,7 +48,7 @@ class MusicHandler(ApiHandler):
         await self._proxy("GET", profile_id, isrc)
 
     async def _proxy(self, method: str, profile_id: str, isrc: str) -> None:
-        if not profile_id or not ISRC.match(isrc):
+        if not profile_id or not ISRC_PATTERN.match(isrc):
             raise tornado.web.HTTPError(400)
         if not ID_PATTERN.match(profile_id):
             raise tornado.web.HTTPError(404)  # could never exist: no lookup
@@ -72,11 +72,11 @@ class MusicHandler(ApiHandler):
         )
         stream = OpenStream(site.profile.id, self.relay)
         self.music.opened(stream)
-        OPEN_STREAMS.labels(kind="music").inc()
+        _MUSIC_STREAMS.inc()
         try:
             outcome = await self.relay.run()
         finally:
-            OPEN_STREAMS.labels(kind="music").dec()
+            _MUSIC_STREAMS.dec()
             self.music.closed(stream)
         self._answer(outcome)
 

@@ -54,8 +54,7 @@ class PresenceSnapshotHandler(ApiHandler):
             return super().decode_argument(value, name)  # a preflight answers for any id
         return parse_user_id(value)  # bytes that are not UTF-8: 400 "userID invalid", as the stream says
 
-    async def get(self, user_id: str) -> None:
-        user_id = parse_user_id(user_id)
+    async def get(self, user_id: str) -> None:  # already checked by decode_argument
         try:
             snapshot = await self.services.presence.read(user_id)
         except RedisError as exc:

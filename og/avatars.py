@@ -81,7 +81,6 @@ class AvatarFetcher:
         self._cache: OrderedDict[str, tuple[float, Avatar | None]] = OrderedDict()
         self._cached_bytes = 0
         self._flights: SingleFlight[Avatar | None] = SingleFlight()
-        self.fetches = 0  # how many requests went out (tests and metrics)
 
     async def get(self, url: str | None) -> Avatar | None:
         if not allowed(url, self.hosts):
@@ -99,7 +98,6 @@ class AvatarFetcher:
         return await self._flights.run(url, fetch_and_store)
 
     async def _fetch(self, url: str) -> Avatar | None:
-        self.fetches += 1
         request = HTTPRequest(url, follow_redirects=False, connect_timeout=CONNECT_TIMEOUT,
                               request_timeout=REQUEST_TIMEOUT, headers={"Accept": "image/png,image/jpeg,image/gif,image/webp"},
                               user_agent="hepgg-og/1", decompress_response=True, prepare_curl_callback=_avatar_limits)

@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 
 from presence.pubsub import PubSubConnection, PubSubError, pack
 from presence.stream import HEAD_CHUNKED, HEAD_PLAIN, NULL_PAYLOAD, PING, Event, Listener, presence_event, retry_hint
-from runtime.metrics import OPEN_STREAMS, SSE_LISTENERS
+from runtime.metrics import OPEN_STREAMS
 from runtime.tasks import raise_if_cancelling
 
 log = logging.getLogger("hepgg.presence")
@@ -149,7 +149,6 @@ class PresenceHub:
     def _update_gauges(self) -> None:
         self._gauges_scheduled = False
         _OPEN_STREAMS.set(self.listener_count)
-        SSE_LISTENERS.set(self.listener_count)
 
     def listeners(self) -> list[Listener]:
         return [listener for channel in list(self.channels.values()) for listener in channel.listeners]

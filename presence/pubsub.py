@@ -38,7 +38,6 @@ class PubSubConnection:
         self.params = params
         self.use_ssl = use_ssl
         self.connect_timeout = connect_timeout
-        self.db = int(params.get("db") or 0)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._parser = hiredis.Reader()

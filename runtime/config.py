@@ -112,10 +112,6 @@ Config = dataclasses.make_dataclass(
     frozen=True,
     namespace={
         "__doc__": "The validated settings of one process; built by load_config.",
-        "redacted": lambda self: {
-            o.attr: ("***" if o.secret and getattr(self, o.attr) not in ("", "embedded") else getattr(self, o.attr))
-            for o in OPTIONS
-        },
     },
 )
 

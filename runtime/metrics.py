@@ -16,7 +16,6 @@ from prometheus_client import multiprocess
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 OPEN_STREAMS = Gauge("hepgg_open_streams", "Open long-lived responses", ["kind"], multiprocess_mode="livesum")
-SSE_LISTENERS = Gauge("hepgg_sse_listeners", "SSE listeners in this process", multiprocess_mode="liveall")
 PROXIED_BYTES = Counter("hepgg_music_proxied_bytes", "Audio bytes sent to listeners")
 OG_RENDER_SECONDS = Histogram("hepgg_og_render_seconds", "OG card render time (cold renders)",
                               buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5))

@@ -28,7 +28,6 @@ class ChangeWatcher:
     def __init__(self, db, sites: SiteDirectory):
         self.db = db
         self.sites = sites
-        self.events = 0
         self.active = asyncio.Event()  # set while a stream is open (tests wait on it)
 
     async def run(self) -> None:
@@ -57,7 +56,6 @@ class ChangeWatcher:
         async with await self.db.watch(pipeline, full_document="updateLookup", max_await_time_ms=1000) as stream:
             self.active.set()
             async for change in stream:
-                self.events += 1
                 self._apply(change)
 
     def _apply(self, change: dict) -> None:

@@ -11,12 +11,3 @@ class Clock:
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc) + self.offset
-
-
-class FixedClock(Clock):
-    def __init__(self, at: datetime):
-        super().__init__()
-        self.at = at
-
-    def now(self) -> datetime:
-        return self.at

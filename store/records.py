@@ -149,7 +149,6 @@ class Profile:
     music: tuple[Track, ...]
     toggles: dict
     version: str  # changes whenever the stored profile changes (cache keys, og:image ?v=)
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     def toggle(self, name: str) -> bool:
         return bool(self.toggles.get(name))
@@ -180,7 +179,6 @@ class Profile:
                         and ISRC_PATTERN.match(t["isrc"])),
             toggles=dict(doc.get("toggles") or {}),
             version=str(doc.get("version") or "0"),
-            raw=doc,
         )
 
 

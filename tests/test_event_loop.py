@@ -6,12 +6,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import free_port, run_cli, wait_until_serving
 from runtime.serve import loop_factory
 
 uvloop = pytest.importorskip("uvloop")
@@ -29,12 +28,6 @@ def test_unknown_event_loop_is_a_config_error():
     assert result.returncode == 2 and "--event-loop must be auto, asyncio or uvloop" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _raw_get(port: int, path: str) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
@@ -49,22 +42,13 @@ def _raw_get(port: int, path: str) -> bytes:
 
 @pytest.mark.slow
 def test_server_on_uvloop_serves_pages_and_streams(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
     env.update(HEPGG_DATA_DIR=str(tmp_path / "data"), HEPGG_PORT=str(port), HEPGG_EVENT_LOOP="uvloop")
     proc = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if _raw_get(port, "/healthz").startswith(b"HTTP/1.1 200"):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_serving(proc, port)
         stream = _raw_get(port, "/api/v1/profiles/presence/uv1/stream")
         assert stream.startswith(b"HTTP/1.1 200 OK") and b"event: presence\ndata: null\n\n" in stream
     finally:

@@ -27,7 +27,6 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31
 
 from conftest import base_document
 from contact_fakes import contact_settings
-from music_upstream import Upstream
 from presence.writer import write_presence
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -100,13 +99,6 @@ def test_error_envelope_schema_rejects_what_is_not_the_envelope():
 
 
 # ---------------------------------------------------------------- live server
-
-@pytest.fixture
-async def upstream():
-    up = Upstream().start()
-    yield up
-    await up.stop()
-
 
 def contract_document() -> dict:
     """base_document (alice.hep.gg, owner u1 with everything) plus p2 whose owner set nothing up

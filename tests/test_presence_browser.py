@@ -73,4 +73,5 @@ async def test_no_card_and_no_stream_url_for_non_premium_owner(app_server):
     await app_server.load(document)
     response = await app_server.fetch("/", host="alice.hep.gg")
     html = response.body.decode()
+    assert response.code == 200 and "Alice" in html  # the page itself, so the absences below mean something
     assert 'id="presence"' not in html and "/presence/u1/stream" not in html and "presence.js" not in html

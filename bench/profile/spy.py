@@ -1,8 +1,8 @@
 """py-spy helpers for the profile scripts: attach to a running server, fold the samples into top-frame tables.
 
-py-spy attaches by pid (ptrace; this machine allows it as root) and samples at `rate` Hz until it is
-sent SIGINT; `--format raw` writes folded stacks ("frame;frame;frame count"), which `top_frames` turns
-into the short self/inclusive tables quoted in docs/perf.md and `svg` into a flamegraph.
+Record with py-spy itself (ptrace by pid; this machine allows it as root), stopping it with Ctrl-C:
+`py-spy record --pid PID --rate 250 --format raw --output prof.folded`. `--format raw` writes folded stacks ("frame;frame;frame count"), which `top_frames` turns
+into the short self/inclusive tables quoted in docs/perf.md (py-spy's own `--format flamegraph` draws SVGs).
 """
 
 from __future__ import annotations
@@ -10,28 +10,9 @@ from __future__ import annotations
 import collections
 import gzip
 import re
-import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
-PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-
-
-class Spy:
-    def __init__(self, pid: int, out: Path, rate: int = 250, native: bool = False):
-        self.out = out
-        args = [PY_SPY, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "--output", str(out)]
-        if native:
-            args.append("--native")
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop(self) -> Path:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(60)
-        return self.out
 
 
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
