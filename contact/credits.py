@@ -12,9 +12,10 @@ import logging
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from store.records import CREDIT_FIELDS
+
 log = logging.getLogger("hepgg.contact.credits")
 
-CREDIT_FIELDS = {"sms": "sms_credits", "email": "email_credits"}
 
 
 class CreditsUnavailable(Exception):

@@ -16,9 +16,14 @@ import logging
 from pymongo.errors import OperationFailure, PyMongoError
 
 from runtime.tasks import raise_if_cancelling, start_background
+from store.records import CREDIT_FIELDS
 from store.sites import SiteDirectory
 
 log = logging.getLogger("hepgg.changes")
+
+# A users update touching only these is not worth evicting for: every contact send moves a credit
+# counter, and no cached site reads one (the debit itself is the atomic check).
+UNCACHED_USER_FIELDS = frozenset(CREDIT_FIELDS.values())
 
 # Codes meaning "this deployment has no change streams" (standalone mongod and similar).
 UNSUPPORTED_CODES = {40573, 40324, 20}
@@ -65,8 +70,16 @@ class ChangeWatcher:
         if collection == "profiles":
             # the old domain's negative/positive entry is found through the cached site itself
             self.sites.invalidate(profile_id=key, domain=document.get("domain"))
-        elif collection == "users":
+        elif collection == "users" and not _only_uncached_fields(change):
             self.sites.invalidate(owner_id=key)
+
+
+def _only_uncached_fields(change: dict) -> bool:
+    if change.get("operationType") != "update":
+        return False
+    description = change.get("updateDescription") or {}
+    changed = set(description.get("updatedFields") or {}) | set(description.get("removedFields") or [])
+    return bool(changed) and changed <= UNCACHED_USER_FIELDS
 
 
 def start(services) -> None:

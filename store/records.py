@@ -270,6 +270,8 @@ class _Checker:
             return None
 
 
+# The owner's paid message credits per channel (contact debits and refunds them; nothing cached reads them).
+CREDIT_FIELDS = {"sms": "sms_credits", "email": "email_credits"}
 USER_FIELDS = {"id", "premium_until", "suspended", "approved", "sms", "sms_credits", "email", "email_credits",
                "discord", "music", "slots"}
 PROFILE_FIELDS = {"id", "owner_id", "domain", "template", "is_public", "suspended", "expires_at", "created_at",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -289,6 +290,28 @@ async def test_change_streams_invalidate_the_cache_before_its_ttl(make_server):
             break
         await asyncio.sleep(0.05)
     assert (await server.fetch("/", host="alice.hep.gg")).code == 404
+
+
+async def test_a_credit_change_does_not_evict_the_owners_sites(make_server):
+    """Every contact send moves a credit counter; nothing cached reads it, so the cached site (and its
+    rendered page) stays. A later change to another owner shows the credit event was processed."""
+    doc = base_document()
+    other = copy.deepcopy(doc["users"][0]) | {"id": "u2"}
+    doc["users"].append(other)
+    doc["profiles"].append(copy.deepcopy(doc["profiles"][0]) | {"id": "p2", "owner_id": "u2", "domain": "bob.hep.gg"})
+    server = await make_server(profile_cache_ttl=300)
+    await server.load(doc)
+    await asyncio.wait_for(server.services.change_watcher.active.wait(), 10)
+    sites = server.services.sites
+    alice, bob = await sites.by_host("alice.hep.gg"), await sites.by_host("bob.hep.gg")
+    await server.services.db.users.update_one({"_id": "u1"}, {"$inc": {"sms_credits": -1}})
+    await server.services.db.users.update_one({"_id": "u2"}, {"$set": {"suspended": True}})  # change streams keep order
+    for _ in range(100):
+        if await sites.by_host("bob.hep.gg") is not bob:
+            break
+        await asyncio.sleep(0.05)
+    assert await sites.by_host("bob.hep.gg") is not bob  # u2's change arrived, so u1's credit change did before it
+    assert await sites.by_host("alice.hep.gg") is alice
 
 
 async def test_stopping_mid_flush_loses_no_view(app_server):
