@@ -6,7 +6,8 @@ Our server (one process, CPU 0, external Redis and SecantusDB) trusts 127.0.0.1 
 (CPU 1) can give each request a client address (X-Forwarded-For). Turnstile and Discord are the tests' own
 fakes (tests/contact_fakes.py) in a separate process on CPU 1 (bench/contact_fakes_server.py).
   429 path      POST /api/v1/profiles/c0/contact/discord, always from one address: after the burst bucket
-                (3/minute) is spent, every request is profile lookup + one limiter EVALSHA + the 429 envelope
+                (3/minute) is spent, every request is profile lookup + the limiter's in-process refusal memo
+                (no Redis) + the 429 envelope
   allowed path  the same POST, every request from a new address and cycling over many owners (the owner
                 bucket allows 100 Discord sends a day each), so each one passes the limiter, is parsed,
                 verified with Turnstile and delivered to Discord: the whole send
