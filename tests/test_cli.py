@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pymongo
 import pytest
 
 from conftest import ROOT, base_document, free_port, run_cli, wait_until_serving
@@ -68,25 +69,27 @@ def _wait_dead(pids: list[int], timeout: float = 15) -> bool:
     return False
 
 
-def test_import_reports_every_bad_record_and_writes_nothing(tmp_path):
+def test_import_reports_every_bad_record_and_writes_nothing(tmp_path, store_urls):
     doc = base_document()
     doc["users"].append({"id": "bad id!", "surprise": 1})
     doc["profiles"].append(dict(doc["profiles"][0], id="p2", domain="ALICE.hep.gg"))  # same domain, other case
     doc["profiles"].append(dict(doc["profiles"][0], id="p3", domain="x.hep.gg", template="nope", colour="red"))
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(doc))
-    data_dir = tmp_path / "data"
-    result = run_cli("import", str(path), "--data-dir", str(data_dir))
+    db_name = f"cli_import_{tmp_path.name}"
+    env = {"HEPGG_MONGO_URI": store_urls.mongo_uri, "HEPGG_REDIS_URL": store_urls.redis_url, "HEPGG_MONGO_DB": db_name}
+    result = run_cli("import", str(path), env=env)
     assert result.returncode != 0
     for fragment in ("users[1]", "surprise", "domain 'alice.hep.gg' appears more than once", "template", "colour",
                      "nothing was written"):
         assert fragment in result.stderr
-    stats = run_cli("stats", "p1", "--data-dir", str(data_dir))
-    assert stats.returncode == 0
-    # The good records were not written either: importing just the first profile works and is new.
-    good = tmp_path / "good.json"
-    good.write_text(json.dumps(base_document()))
-    assert json.loads(run_cli("import", str(good), "--data-dir", str(data_dir)).stdout) == {"users": 1, "profiles": 1}
+    with pymongo.MongoClient(store_urls.mongo_uri) as client:  # the valid u1/p1 were not written either
+        db = client[db_name]
+        assert db.users.count_documents({}) == 0 and db.profiles.count_documents({}) == 0
+        good = tmp_path / "good.json"
+        good.write_text(json.dumps(base_document()))
+        assert run_cli("import", str(good), env=env).returncode == 0
+        assert db.users.count_documents({}) == 1 and db.profiles.count_documents({}) == 1  # so the check can see writes
 
 
 def test_commands_against_a_running_server_and_restart_keeps_data(tmp_path):
