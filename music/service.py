@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 
 from music.relay import Relay
-from runtime.tasks import raise_if_cancelling
+from runtime.tasks import cancel_and_wait, raise_if_cancelling
 
 log = logging.getLogger("hepgg.music")
 
@@ -121,8 +121,7 @@ class MusicService:
 
     async def close(self) -> None:
         if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
+            await cancel_and_wait(self._ticker)
             self._ticker = None
         self.client.close()
 

@@ -15,7 +15,7 @@ import time
 from redis.exceptions import RedisError
 
 from presence.writer import write_presence
-from runtime.tasks import raise_if_cancelling
+from runtime.tasks import cancel_and_wait, raise_if_cancelling
 
 log = logging.getLogger("hepgg.presence")
 
@@ -77,5 +77,4 @@ class DemoPresence:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)

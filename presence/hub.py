@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 from presence.pubsub import PubSubConnection, PubSubError, pack
 from presence.stream import HEAD_CHUNKED, HEAD_PLAIN, NULL_PAYLOAD, PING, Event, Listener, presence_event, retry_hint
 from runtime.metrics import OPEN_STREAMS
-from runtime.tasks import raise_if_cancelling
+from runtime.tasks import cancel_and_wait, raise_if_cancelling
 
 log = logging.getLogger("hepgg.presence")
 
@@ -99,9 +99,7 @@ class PresenceHub:
             self._tasks.append(asyncio.create_task(coro))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         if self._conn is not None:
             self._conn.close()

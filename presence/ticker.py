@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from runtime.tasks import cancel_and_wait
+
 log = logging.getLogger("hepgg.presence")
 
 
@@ -31,6 +33,5 @@ class Ticker:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None

@@ -3,10 +3,11 @@
 Loops that retry on a driver error must not mistake their own cancellation for one:
 on Python 3.11, `asyncio.wait_for` (used inside redis-py, PyMongo and our pub/sub
 connection) can turn a cancel that lands as its timeout fires into a TimeoutError,
-which the driver reports as its own timeout error. A loop that logs that and
-retries never stops, and the worker hangs on close. Such loops call
-`raise_if_cancelling()` in their error handlers: the task's pending-cancel count
-survives the swallowed CancelledError.
+which the driver reports as its own timeout error, or return the awaited result
+when the cancel lands just as it completes (the cancel is then simply gone). A loop
+that goes on from there never stops, and the worker hangs on close. So loops call
+`raise_if_cancelling()` in their error handlers, and whoever stops tasks uses
+`cancel_and_wait`, which cancels again until they are done.
 """
 
 from __future__ import annotations
@@ -23,13 +24,21 @@ def raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
+async def cancel_and_wait(*tasks: asyncio.Task, again_after: float = 0.5) -> None:
+    """Cancel `tasks` and wait for them, cancelling again any that swallowed the cancel."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=again_after)
+
+
 def start_background(services, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
     """Run `coro` as a task named `name` until the services close (then cancel it and wait for it)."""
     task = asyncio.create_task(coro, name=name)
 
     async def stop() -> None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait(task)
 
     stop.__qualname__ = f"stop {name}"  # how Services.close names a closer that hangs
     services.on_close(stop)

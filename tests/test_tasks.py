@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from runtime.tasks import raise_if_cancelling, start_background
+from runtime.tasks import cancel_and_wait, raise_if_cancelling, start_background
 
 
 class Closers:
@@ -58,3 +58,22 @@ async def test_an_unguarded_loop_would_retry_forever():
         running.clear()  # end it for the test: the next (swallowed) cancel ends the loop
         task.cancel()
         await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 2)
+
+
+async def swallows_one_cancel_on_success(started: asyncio.Event):
+    """What asyncio.wait_for can do on 3.11 when a cancel lands as the awaited call completes: return its
+    result, the cancel gone; the loop then waits on an idle connection for good."""
+    started.set()
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        pass  # "the call completed": carry on
+    await asyncio.sleep(3600)  # reading an idle pub/sub connection
+
+
+async def test_cancel_and_wait_cancels_again_a_task_that_swallowed_the_first():
+    started = asyncio.Event()
+    task = asyncio.create_task(swallows_one_cancel_on_success(started))
+    await started.wait()
+    await asyncio.wait_for(cancel_and_wait(task, again_after=0.05), 2)
+    assert task.cancelled()
