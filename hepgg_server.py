@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("import", "validate and upsert users and profiles from a JSON file").add_argument("file")
     command("seed-demo", "create the demo owner and profile")
     command("stats", "print a profile's views and plays as JSON").add_argument("profile_id")
-    command("reconcile", "apply plan limits now (unpublish over-allowance profiles, republish restored ones)") \
-        .add_argument("--now", help="ISO 8601 time to reconcile at (default: now)")
+    command(
+        "reconcile", "apply plan limits now (unpublish over-allowance profiles, republish restored ones)"
+    ).add_argument("--now", help="ISO 8601 time to reconcile at (default: now)")
     presence_cli.add_parser(commands, add_arguments)
     return parser
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.log_level if args.command == "serve" else "warning")
     if args.command == "serve":
         from runtime.serve import serve
+
         return serve(config)
     if args.command == "import":
         return cli.cmd_import(config, args.file)

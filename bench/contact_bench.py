@@ -27,19 +27,39 @@ BODY = json.dumps({"handle": "Jamie", "message": "Pinging you on Discord!", "tur
 
 
 def document(owners: int) -> dict:
-    users = [{"id": f"c-u{i}", "premium_until": "2099-01-01T00:00:00Z",
-              "discord": {"channel_id": str(1_000_000 + i), "bot_present": True}} for i in range(owners)]
-    profiles = [{"id": f"c{i}", "owner_id": f"c-u{i}", "domain": f"c{i}.hep.gg", "is_public": 1,
-                 "toggles": {"contact_discord": True}} for i in range(owners)]
+    users = [
+        {
+            "id": f"c-u{i}",
+            "premium_until": "2099-01-01T00:00:00Z",
+            "discord": {"channel_id": str(1_000_000 + i), "bot_present": True},
+        }
+        for i in range(owners)
+    ]
+    profiles = [
+        {
+            "id": f"c{i}",
+            "owner_id": f"c-u{i}",
+            "domain": f"c{i}.hep.gg",
+            "is_public": 1,
+            "toggles": {"contact_discord": True},
+        }
+        for i in range(owners)
+    ]
     return {"users": users, "profiles": profiles}
 
 
 def post_lua(owners: int | None) -> str:
     """wrk script: POST the Discord form; with `owners`, a new address and the next owner's profile each time."""
-    common = f"wrk.method = \"POST\"\nwrk.body = {json.dumps(BODY)}\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+    common = f'wrk.method = "POST"\nwrk.body = {json.dumps(BODY)}\nwrk.headers["Content-Type"] = "application/json"\n'
     if owners is None:
-        return common + "wrk.headers[\"X-Forwarded-For\"] = \"203.0.113.9\"\nwrk.path = \"/api/v1/profiles/c0/contact/discord\"\n"
-    return common + unique_ip_lua() + f"""
+        return (
+            common
+            + 'wrk.headers["X-Forwarded-For"] = "203.0.113.9"\nwrk.path = "/api/v1/profiles/c0/contact/discord"\n'
+        )
+    return (
+        common
+        + unique_ip_lua()
+        + f"""
 local sent = 0
 request = function()
   sent = sent + 1
@@ -47,23 +67,42 @@ request = function()
   return wrk.format(nil, "/api/v1/profiles/c" .. (1 + sent % {owners - 1}) .. "/contact/discord")
 end
 """
+    )
 
 
 def run(stack: Stack, quick: bool) -> BenchResult:
     connections = [8] if quick else [4, 32]
     seconds = 2 if quick else 5
     owners = 300  # x 100 Discord sends a day each: room for every allowed request of a full run
-    fakes = stack.spawn("contact-fakes", [PYTHON, str(ROOT / "bench" / "contact_fakes_server.py")], cpu=CLIENT_CPU,
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    fakes = stack.spawn(
+        "contact-fakes",
+        [PYTHON, str(ROOT / "bench" / "contact_fakes_server.py")],
+        cpu=CLIENT_CPU,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = fakes.stdout.readline()
     if not line:
         raise BenchError(f"contact fakes did not start: {stack.log_tail('contact-fakes')}")
     urls = json.loads(line)
     stack.import_document("contact", document(owners))
-    _, port = stack.hepgg("--trusted-proxies", "127.0.0.1/32", "--turnstile-verify-url", urls["turnstile"],
-                          "--turnstile-secret", urls["secret"], "--discord-api-url", urls["discord"],
-                          "--discord-bot-token", "bench-bot-token", "--turnstile-timeout", "5",
-                          "--delivery-timeout", "5")
+    _, port = stack.hepgg(
+        "--trusted-proxies",
+        "127.0.0.1/32",
+        "--turnstile-verify-url",
+        urls["turnstile"],
+        "--turnstile-secret",
+        urls["secret"],
+        "--discord-api-url",
+        urls["discord"],
+        "--discord-bot-token",
+        "bench-bot-token",
+        "--turnstile-timeout",
+        "5",
+        "--delivery-timeout",
+        "5",
+    )
     base = f"http://127.0.0.1:{port}"
     result = BenchResult("contact")
     series: dict = {"throttled": [], "allowed": [], "healthz": []}
@@ -75,12 +114,31 @@ def run(stack: Stack, quick: bool) -> BenchResult:
         if refused < throttled["requests"] - 3:
             raise RuntimeError(f"429 path: only {refused} of {throttled['requests']} requests were refused")
         failed = allowed["status_errors"] + allowed["read_errors"] + allowed["timeouts"]
-        result.figures.append(Figure("contact", "429 path", f"c={c}", "req/s", throttled["req_per_s"],
-                                     healthz["req_per_s"], "GET /healthz", TARGET_429,
-                                     note=f"{refused} of {throttled['requests']} refused"))
-        result.figures.append(Figure("contact", "allowed path (Turnstile + Discord)", f"c={c}", "req/s",
-                                     allowed["req_per_s"], healthz["req_per_s"], "GET /healthz",
-                                     note=f"{failed} of {allowed['requests']} not 200"))
+        result.figures.append(
+            Figure(
+                "contact",
+                "429 path",
+                f"c={c}",
+                "req/s",
+                throttled["req_per_s"],
+                healthz["req_per_s"],
+                "GET /healthz",
+                TARGET_429,
+                note=f"{refused} of {throttled['requests']} refused",
+            )
+        )
+        result.figures.append(
+            Figure(
+                "contact",
+                "allowed path (Turnstile + Discord)",
+                f"c={c}",
+                "req/s",
+                allowed["req_per_s"],
+                healthz["req_per_s"],
+                "GET /healthz",
+                note=f"{failed} of {allowed['requests']} not 200",
+            )
+        )
         result.figures.append(Figure("contact", "allowed path p99", f"c={c}", "ms", allowed["p99_us"] / 1000))
         if failed:
             result.figures[-2].note += " (see series.allowed)"

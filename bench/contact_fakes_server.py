@@ -30,8 +30,10 @@ async def main() -> None:
     for fake in (turnstile, discord):
         fake.requests = _Forgetful()
         fake.start()
-    print(json.dumps({"turnstile": turnstile.verify_url, "discord": discord.url, "secret": FakeTurnstile.secret}),
-          flush=True)
+    print(
+        json.dumps({"turnstile": turnstile.verify_url, "discord": discord.url, "secret": FakeTurnstile.secret}),
+        flush=True,
+    )
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # until the harness closes our stdin
     for fake in (turnstile, discord):

@@ -26,8 +26,11 @@ from bench.harness import Stack  # noqa: E402
 from contact.limiter import DAY, ContactLimiter, Rule, Rules  # noqa: E402
 
 # Huge buckets so every call is a full decision (allowed), never a cheap early refusal.
-OPEN = Rules(burst=Rule("burst", 10**9, 60), daily=Rule("daily", 10**9, DAY),
-             owner={c: Rule("owner", 10**9, DAY) for c in ("sms", "email", "discord")})
+OPEN = Rules(
+    burst=Rule("burst", 10**9, 60),
+    daily=Rule("daily", 10**9, DAY),
+    owner={c: Rule("owner", 10**9, DAY) for c in ("sms", "email", "discord")},
+)
 
 
 async def run_for(seconds: float, concurrency: int, call) -> float:

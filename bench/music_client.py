@@ -40,7 +40,7 @@ class Stream(asyncio.Protocol):
             end = self.head.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head, data = self.head[:end], self.head[end + 4:]
+            head, data = self.head[:end], self.head[end + 4 :]
             status = int(head.split(b" ", 2)[1])
             if status != 200:
                 self._finish(f"status {status}")
@@ -86,7 +86,9 @@ async def open_stream(port: int, path: str, rate: float | None, rcvbuf: int | No
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     await loop.sock_connect(sock, ("127.0.0.1", port))
     done = loop.create_future()
-    request = f"GET {path} HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: music-bench\r\nConnection: close\r\n\r\n".encode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: music-bench\r\nConnection: close\r\n\r\n".encode()
+    )
     await loop.create_connection(lambda: Stream(request, done, rate), sock=sock)
     return done
 
@@ -111,9 +113,14 @@ async def client_main(args) -> dict:
     errors = [r[0] for r in results if r[0]]
     total = sum(r[2] for r in results)
     return {
-        "streams": args.concurrency, "errors": len(errors), "first_error": errors[0] if errors else None,
-        "bytes": total, "wall": wall, "mib_s": total / wall / 2**20,
-        "p50": times[len(times) // 2], "p99": times[min(len(times) - 1, int(len(times) * 0.99))],
+        "streams": args.concurrency,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "bytes": total,
+        "wall": wall,
+        "mib_s": total / wall / 2**20,
+        "p50": times[len(times) // 2],
+        "p99": times[min(len(times) - 1, int(len(times) * 0.99))],
     }
 
 

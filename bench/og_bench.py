@@ -31,14 +31,23 @@ CACHED_TARGET = Target(">=", 2000, "OG issue: cached card >= 2,000 req/s per wor
 
 def document(count: int) -> dict:
     users = [{"id": "og-u1", "premium_until": "2099-01-01T00:00:00Z"}]
-    profiles = [{"id": f"og{i}", "owner_id": "og-u1", "domain": f"og{i}.hep.gg", "is_public": 1,
-                 "theme": {"accent": "#7c3aed", "background": {"from": "#0b0b10", "to": "#302b63", "angle": 135}},
-                 "content": {"display_name": f"Alice Example {i}", "bio": BIO}} for i in range(count)]
+    profiles = [
+        {
+            "id": f"og{i}",
+            "owner_id": "og-u1",
+            "domain": f"og{i}.hep.gg",
+            "is_public": 1,
+            "theme": {"accent": "#7c3aed", "background": {"from": "#0b0b10", "to": "#302b63", "angle": 135}},
+            "content": {"display_name": f"Alice Example {i}", "bio": BIO},
+        }
+        for i in range(count)
+    ]
     return {"users": users, "profiles": profiles}
 
 
 def timed_gets(port: int, paths: list[str], in_flight: int) -> tuple[list[float], float]:
     """GET each path once, `in_flight` at a time on keep-alive connections; per-request ms and wall seconds."""
+
     def lane(lane_paths: list[str]) -> list[float]:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         times = []
@@ -69,8 +78,7 @@ def run(stack: Stack, quick: bool) -> BenchResult:
     stack.import_document("og", document(warm + 2 * cold + 1))
     _, port = stack.hepgg("--og-render-processes", "1")
     satori_port = free_port()
-    satori = stack.spawn("satori", ["node", "server.mjs"], cwd=SATORI_DIR,
-                         env={**os.environ, "PORT": str(satori_port)})
+    satori = stack.spawn("satori", ["node", "server.mjs"], cwd=SATORI_DIR, env={**os.environ, "PORT": str(satori_port)})
     wait_http(satori_port, "/health", satori, 30, "satori server")
 
     ours_paths = [f"/api/v1/profiles/og{i}/og.png" for i in range(warm + 2 * cold + 1)]
@@ -83,12 +91,26 @@ def run(stack: Stack, quick: bool) -> BenchResult:
         peer_ms, peer_wall = timed_gets(satori_port, satori_paths[chunk], in_flight)
         size = f"{cold} cards, {in_flight} in flight"
         if in_flight == 1:
-            result.figures.append(Figure("og", "cold p50", size, "ms", percentile(ours_ms, 0.5),
-                                         percentile(peer_ms, 0.5), "satori+resvg", COLD_TARGET))
-            result.figures.append(Figure("og", "cold p95", size, "ms", percentile(ours_ms, 0.95),
-                                         percentile(peer_ms, 0.95), "satori+resvg"))
-        result.figures.append(Figure("og", "cold cards/s", size, "cards/s", cold / ours_wall, cold / peer_wall,
-                                     "satori+resvg"))
+            result.figures.append(
+                Figure(
+                    "og",
+                    "cold p50",
+                    size,
+                    "ms",
+                    percentile(ours_ms, 0.5),
+                    percentile(peer_ms, 0.5),
+                    "satori+resvg",
+                    COLD_TARGET,
+                )
+            )
+            result.figures.append(
+                Figure(
+                    "og", "cold p95", size, "ms", percentile(ours_ms, 0.95), percentile(peer_ms, 0.95), "satori+resvg"
+                )
+            )
+        result.figures.append(
+            Figure("og", "cold cards/s", size, "cards/s", cold / ours_wall, cold / peer_wall, "satori+resvg")
+        )
         series[f"cold_ms_in_flight_{in_flight}"] = {"ours": ours_ms, "satori": peer_ms}
 
     cached_path = ours_paths[-1]
@@ -96,9 +118,19 @@ def run(stack: Stack, quick: bool) -> BenchResult:
     seconds = 2 if quick else 6
     ours = wrk(stack, f"http://127.0.0.1:{port}{cached_path}", connections=32, seconds=seconds)
     peer = wrk(stack, f"http://127.0.0.1:{satori_port}/card.png?name=Cached", connections=4, seconds=seconds)
-    result.figures.append(Figure("og", "cached req/s", "c=32 (satori c=4, no cache)", "req/s", ours["req_per_s"],
-                                 peer["req_per_s"], "satori+resvg", CACHED_TARGET,
-                                 note=f"errors {ours['status_errors'] + ours['read_errors']}"))
+    result.figures.append(
+        Figure(
+            "og",
+            "cached req/s",
+            "c=32 (satori c=4, no cache)",
+            "req/s",
+            ours["req_per_s"],
+            peer["req_per_s"],
+            "satori+resvg",
+            CACHED_TARGET,
+            note=f"errors {ours['status_errors'] + ours['read_errors']}",
+        )
+    )
     series["cached"] = {"ours": ours, "satori": peer}
     result.series = series
     return result

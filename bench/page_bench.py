@@ -31,15 +31,26 @@ TARGET = Target("ratio>=", 0.25, "issue 9: page >= 0.25x nginx static")
 def document() -> dict:
     return {
         "users": [{"id": "pg-u1", "premium_until": "2099-01-01T00:00:00Z"}],
-        "profiles": [{
-            "id": "pg1", "owner_id": "pg-u1", "domain": HOST, "template": "classic", "is_public": 1,
-            "theme": {"accent": "#7c3aed", "background": "#0b0b10", "font": "Inter"},
-            "content": {"display_name": "Alice", "bio": "Hello there, I build things with Tornado.",
-                        "links": [{"label": "GitHub", "url": "https://github.com/alice"},
-                                  {"label": "Site", "url": "https://example.com/"}],
-                        "music": [{"isrc": "USRC17607839", "title": "Song", "artist": "Band"}]},
-            "toggles": {"presence": True, "powered_by": True},
-        }],
+        "profiles": [
+            {
+                "id": "pg1",
+                "owner_id": "pg-u1",
+                "domain": HOST,
+                "template": "classic",
+                "is_public": 1,
+                "theme": {"accent": "#7c3aed", "background": "#0b0b10", "font": "Inter"},
+                "content": {
+                    "display_name": "Alice",
+                    "bio": "Hello there, I build things with Tornado.",
+                    "links": [
+                        {"label": "GitHub", "url": "https://github.com/alice"},
+                        {"label": "Site", "url": "https://example.com/"},
+                    ],
+                    "music": [{"isrc": "USRC17607839", "title": "Song", "artist": "Band"}],
+                },
+                "toggles": {"presence": True, "powered_by": True},
+            }
+        ],
     }
 
 
@@ -60,19 +71,29 @@ def run(stack: Stack, quick: bool) -> BenchResult:
     static_dir.mkdir(exist_ok=True)
     (static_dir / "index.html").write_bytes(html)
     nginx_port = free_port()
-    stack.nginx("static", f"""
+    stack.nginx(
+        "static",
+        f"""
   server {{
     listen 127.0.0.1:{nginx_port} backlog=4096;
     root {static_dir};
     location = / {{ default_type "text/html; charset=utf-8"; try_files /index.html =404; }}
-  }}""", port=nginx_port)
+  }}""",
+        port=nginx_port,
+    )
     views_before = views(stack)
     headers = {"Host": HOST, "User-Agent": BROWSER_UA}
     series = {"ours (1 process)": [], "ours: /healthz (Tornado floor)": [], "nginx static (1 worker)": []}
     total_requests = 0
     for run, c in enumerate(connections):
-        ours = wrk(stack, f"http://127.0.0.1:{port}/", connections=c, seconds=seconds, headers=headers,
-                   lua=unique_ip_lua(run << 22) + VISITORS_LUA)  # 4M addresses per run
+        ours = wrk(
+            stack,
+            f"http://127.0.0.1:{port}/",
+            connections=c,
+            seconds=seconds,
+            headers=headers,
+            lua=unique_ip_lua(run << 22) + VISITORS_LUA,
+        )  # 4M addresses per run
         # Tornado's own floor on this core: the same server answering /healthz (no lookup, no template,
         # no view), so a reader can tell our per-page work from the framework's per-request cost.
         floor = wrk(stack, f"http://127.0.0.1:{port}/healthz", connections=c, seconds=seconds, headers=headers)
@@ -83,16 +104,45 @@ def run(stack: Stack, quick: bool) -> BenchResult:
         series["ours (1 process)"].append((c, ours["req_per_s"]))
         series["ours: /healthz (Tornado floor)"].append((c, floor["req_per_s"]))
         series["nginx static (1 worker)"].append((c, peer["req_per_s"]))
-        result.figures.append(Figure("page", "renders/s", f"c={c}", "req/s", ours["req_per_s"], peer["req_per_s"],
-                                     "nginx static", TARGET, note=f"errors {errors}"))
-        result.figures.append(Figure("page", "renders/s vs Tornado floor", f"c={c}", "req/s", ours["req_per_s"],
-                                     floor["req_per_s"], "our /healthz"))
-        result.figures.append(Figure("page", "latency p99", f"c={c}", "ms", ours["p99_us"] / 1000,
-                                     peer["p99_us"] / 1000, "nginx static"))
+        result.figures.append(
+            Figure(
+                "page",
+                "renders/s",
+                f"c={c}",
+                "req/s",
+                ours["req_per_s"],
+                peer["req_per_s"],
+                "nginx static",
+                TARGET,
+                note=f"errors {errors}",
+            )
+        )
+        result.figures.append(
+            Figure(
+                "page",
+                "renders/s vs Tornado floor",
+                f"c={c}",
+                "req/s",
+                ours["req_per_s"],
+                floor["req_per_s"],
+                "our /healthz",
+            )
+        )
+        result.figures.append(
+            Figure("page", "latency p99", f"c={c}", "ms", ours["p99_us"] / 1000, peer["p99_us"] / 1000, "nginx static")
+        )
     time.sleep(3)  # the stats writer flushes every second
     recorded = views(stack) - views_before
-    result.figures.append(Figure("page", "views recorded", f"{total_requests} page requests", "views", recorded,
-                                 note="distinct visitors: should be close to the requests"))
+    result.figures.append(
+        Figure(
+            "page",
+            "views recorded",
+            f"{total_requests} page requests",
+            "views",
+            recorded,
+            note="distinct visitors: should be close to the requests",
+        )
+    )
     if recorded <= 0:
         raise RuntimeError(f"no views recorded after {total_requests} page requests")
     result.series = {"req_s": series, "html_bytes": len(html)}

@@ -74,6 +74,7 @@ class BenchResult:
 
 # ---------------------------------------------------------------- table
 
+
 def _num(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -94,9 +95,19 @@ def table(results: list[BenchResult]) -> str:
             verdict = {True: "pass", False: "MISS", None: ""}[f.passed]
             if f.target and f.passed is None:
                 verdict = "n/a"
-            rows.append((f.bench, f"{f.metric} ({f.unit})", f.size, _num(f.ours), _num(f.peer), f.peer_name,
-                         f"{f.ratio:.2f}x" if f.ratio is not None else "-", f.target.text() if f.target else "",
-                         verdict))
+            rows.append(
+                (
+                    f.bench,
+                    f"{f.metric} ({f.unit})",
+                    f.size,
+                    _num(f.ours),
+                    _num(f.peer),
+                    f.peer_name,
+                    f"{f.ratio:.2f}x" if f.ratio is not None else "-",
+                    f.target.text() if f.target else "",
+                    verdict,
+                )
+            )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     numeric = {3, 4, 6}
     lines = []
@@ -110,10 +121,20 @@ def table(results: list[BenchResult]) -> str:
 
 # ---------------------------------------------------------------- JSON
 
+
 def write_json(results: list[BenchResult], path: Path, meta: dict) -> None:
-    data = {**meta, "benchmarks": {r.name: {"seconds": round(r.seconds, 1), "error": r.error,
-                                            "figures": [f.as_json() for f in r.figures], "series": r.series}
-                                   for r in results}}
+    data = {
+        **meta,
+        "benchmarks": {
+            r.name: {
+                "seconds": round(r.seconds, 1),
+                "error": r.error,
+                "figures": [f.as_json() for f in r.figures],
+                "series": r.series,
+            }
+            for r in results
+        },
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, default=str))
 
@@ -124,9 +145,11 @@ def machine_meta() -> dict:
 
 # ---------------------------------------------------------------- charts
 
+
 def charts(results: list[BenchResult], out_dir: Path, prefix: str) -> list[Path]:
     """Draw what the benchmarks recorded in `series`: how cost grows with load, ours next to the peer."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

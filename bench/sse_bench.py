@@ -28,8 +28,11 @@ from bench.harness import CLIENT_CPU, PYTHON, ROOT, Stack, free_port, rss_bytes
 from bench.results import BenchResult, Figure, Target
 
 PAD = "x" * 150
-FANOUT_TARGET = Target("ratio<=", 1.0, "issue 9: one-user 10,000-listener fan-out p99 <= nchan "
-                                      "(research: nchan 168 ms, minimal Tornado 611 ms)")
+FANOUT_TARGET = Target(
+    "ratio<=",
+    1.0,
+    "issue 9: one-user 10,000-listener fan-out p99 <= nchan (research: nchan 168 ms, minimal Tornado 611 ms)",
+)
 KIB_TARGET = Target("<=", 12, "issue 9: 19,000 streams <= 12 KiB each (research: nchan ~10-14.7 KiB)")
 CONNECT_TARGET = Target(">=", 5000, "issue 9: >= 5,000 connects/s (research: nchan ~9,900/s, Tornado ~2,400/s)")
 
@@ -64,13 +67,19 @@ class Nchan:
 
     def start(self) -> None:
         self.port = free_port()
-        self.proc = self.stack.nginx("nchan", f"""
+        self.proc = self.stack.nginx(
+            "nchan",
+            f"""
   server {{
     listen 127.0.0.1:{self.port} backlog=4096;
     location ~ ^/sub/(\\w+)$ {{ nchan_subscriber eventsource; nchan_channel_id $1; nchan_subscriber_first_message newest; }}
     location ~ ^/pub/(\\w+)$ {{ nchan_publisher; nchan_channel_id $1; nchan_message_buffer_length 1; }}
     location = /health {{ return 200 "ok"; }}
-  }}""", nchan=True, health="/health", port=self.port)
+  }}""",
+            nchan=True,
+            health="/health",
+            port=self.port,
+        )
         self._pub = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
 
     def publish(self, user: int, payload: str) -> None:
@@ -87,8 +96,14 @@ class Client:
 
     def __init__(self, stack: Stack):
         self.stack = stack
-        self.proc = stack.spawn("sse-client", [PYTHON, str(ROOT / "bench" / "sse_load_client.py")], cpu=CLIENT_CPU,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = stack.spawn(
+            "sse-client",
+            [PYTHON, str(ROOT / "bench" / "sse_load_client.py")],
+            cpu=CLIENT_CPU,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def call(self, **command) -> dict:
         self.proc.stdin.write(json.dumps(command) + "\n")
@@ -103,8 +118,10 @@ class Client:
 
 
 def payload(seq: int) -> str:
-    return json.dumps({"status": "online", "activity": {"name": "bench", "type": 0, "details": PAD},
-                       "seq": seq, "t": time.time_ns()}, separators=(",", ":"))
+    return json.dumps(
+        {"status": "online", "activity": {"name": "bench", "type": 0, "details": PAD}, "seq": seq, "t": time.time_ns()},
+        separators=(",", ":"),
+    )
 
 
 class Probe(threading.Thread):
@@ -133,8 +150,9 @@ def scenario(target, client: Client, n: int, layout: str, events: int, spread_ev
     try:
         pid = target.proc.pid
         before = rss_bytes(pid)
-        connect = client.call(cmd="connect", port=target.port, path_format=target.path_format, users=users,
-                              n=n, inflight=1000)
+        connect = client.call(
+            cmd="connect", port=target.port, path_format=target.path_format, users=users, n=n, inflight=1000
+        )
         time.sleep(0.3)
         for user in range(users):  # the first event on every stream
             target.publish(user, payload(0))
@@ -159,11 +177,21 @@ def scenario(target, client: Client, n: int, layout: str, events: int, spread_ev
             client.call(cmd="wait", count=spread_events * (connect["connected"] // users), timeout=30)
         stats = client.call(cmd="stats")
         client.call(cmd="close")
-        row = {"target": target.name, "n": n, "layout": layout, "connected": connect["connected"],
-               "failed": connect["failed"], "connect_per_s": connect["per_second"],
-               "kib_per_stream": (after - before) / 1024 / max(1, connect["connected"]), "rss_before_mib": before / 2**20,
-               "rss_after_mib": after / 2**20, "fanout_p50_ms": stats["p50_ms"], "fanout_p99_ms": stats["p99_ms"],
-               "fanout_max_ms": stats["max_ms"], "deliveries": stats["n"]}
+        row = {
+            "target": target.name,
+            "n": n,
+            "layout": layout,
+            "connected": connect["connected"],
+            "failed": connect["failed"],
+            "connect_per_s": connect["per_second"],
+            "kib_per_stream": (after - before) / 1024 / max(1, connect["connected"]),
+            "rss_before_mib": before / 2**20,
+            "rss_after_mib": after / 2**20,
+            "fanout_p50_ms": stats["p50_ms"],
+            "fanout_p99_ms": stats["p99_ms"],
+            "fanout_max_ms": stats["max_ms"],
+            "deliveries": stats["n"],
+        }
         if probe and probe.samples:
             row["probe_max_ms"] = max(probe.samples)
         return row
@@ -184,8 +212,11 @@ def run(stack: Stack, quick: bool) -> BenchResult:
             for target in (Ours(stack), Nchan(stack)):
                 row = scenario(target, client, n, layout, events, spread_events)
                 rows.append(row)
-                print(f"   sse {row['target']} n={n} {layout}: connect/s {row['connect_per_s']:.0f}, "
-                      f"p99 {row['fanout_p99_ms']} ms, {row['kib_per_stream']:.1f} KiB/stream", flush=True)
+                print(
+                    f"   sse {row['target']} n={n} {layout}: connect/s {row['connect_per_s']:.0f}, "
+                    f"p99 {row['fanout_p99_ms']} ms, {row['kib_per_stream']:.1f} KiB/stream",
+                    flush=True,
+                )
     finally:
         client.stop()
     return summarize(rows, one_sizes, spread_sizes)
@@ -203,31 +234,87 @@ def summarize(rows: list[dict], one_sizes: list[int], spread_sizes: list[int]) -
     for n in one_sizes:
         ours, peer = by[("ours", n, "one")], by[("nchan", n, "one")]
         size = f"{n} streams, one user"
-        result.figures.append(Figure("sse", "fan-out p50", size, "ms", ours["fanout_p50_ms"], peer["fanout_p50_ms"],
-                                     "nginx+nchan"))
-        result.figures.append(Figure("sse", "fan-out p99", size, "ms", ours["fanout_p99_ms"], peer["fanout_p99_ms"],
-                                     "nginx+nchan", FANOUT_TARGET if n == fanout_at else None))
-        result.figures.append(Figure("sse", "connect rate", size, "conn/s", ours["connect_per_s"],
-                                     peer["connect_per_s"], "nginx+nchan", CONNECT_TARGET if n == top else None))
-        result.figures.append(Figure("sse", "RSS per stream", size, "KiB", ours["kib_per_stream"],
-                                     peer["kib_per_stream"], "nginx+nchan", KIB_TARGET if n == top else None))
-        result.figures.append(Figure("sse", "streams held", size, "streams", ours["connected"], peer["connected"],
-                                     "nginx+nchan", note=f"failed {ours['failed']}"))
-        result.figures.append(Figure("sse", "probe GET max during fan-out", size, "ms", ours.get("probe_max_ms"),
-                                     peer.get("probe_max_ms"), "nginx+nchan"))
+        result.figures.append(
+            Figure("sse", "fan-out p50", size, "ms", ours["fanout_p50_ms"], peer["fanout_p50_ms"], "nginx+nchan")
+        )
+        result.figures.append(
+            Figure(
+                "sse",
+                "fan-out p99",
+                size,
+                "ms",
+                ours["fanout_p99_ms"],
+                peer["fanout_p99_ms"],
+                "nginx+nchan",
+                FANOUT_TARGET if n == fanout_at else None,
+            )
+        )
+        result.figures.append(
+            Figure(
+                "sse",
+                "connect rate",
+                size,
+                "conn/s",
+                ours["connect_per_s"],
+                peer["connect_per_s"],
+                "nginx+nchan",
+                CONNECT_TARGET if n == top else None,
+            )
+        )
+        result.figures.append(
+            Figure(
+                "sse",
+                "RSS per stream",
+                size,
+                "KiB",
+                ours["kib_per_stream"],
+                peer["kib_per_stream"],
+                "nginx+nchan",
+                KIB_TARGET if n == top else None,
+            )
+        )
+        result.figures.append(
+            Figure(
+                "sse",
+                "streams held",
+                size,
+                "streams",
+                ours["connected"],
+                peer["connected"],
+                "nginx+nchan",
+                note=f"failed {ours['failed']}",
+            )
+        )
+        result.figures.append(
+            Figure(
+                "sse",
+                "probe GET max during fan-out",
+                size,
+                "ms",
+                ours.get("probe_max_ms"),
+                peer.get("probe_max_ms"),
+                "nginx+nchan",
+            )
+        )
     for n in spread_sizes:
         ours, peer = by[("ours", n, "spread")], by[("nchan", n, "spread")]
         size = f"{n} streams, {n // 10} users x 10"
-        result.figures.append(Figure("sse", "fan-out p50", size, "ms", ours["fanout_p50_ms"], peer["fanout_p50_ms"],
-                                     "nginx+nchan"))
-        result.figures.append(Figure("sse", "fan-out p99", size, "ms", ours["fanout_p99_ms"], peer["fanout_p99_ms"],
-                                     "nginx+nchan"))
+        result.figures.append(
+            Figure("sse", "fan-out p50", size, "ms", ours["fanout_p50_ms"], peer["fanout_p50_ms"], "nginx+nchan")
+        )
+        result.figures.append(
+            Figure("sse", "fan-out p99", size, "ms", ours["fanout_p99_ms"], peer["fanout_p99_ms"], "nginx+nchan")
+        )
     one = [r for r in rows if r["layout"] == "one"]
     result.series = {
-        "fanout_p99": {label: [(r["n"], r["fanout_p99_ms"]) for r in one if r["target"] == key]
-                       for key, label in (("ours", "ours (1 process)"), ("nchan", "nginx+nchan (1 worker)"))},
-        "rss": {label: [(r["n"], r["rss_after_mib"]) for r in one if r["target"] == key]
-                for key, label in (("ours", "ours (1 process)"), ("nchan", "nginx+nchan (1 worker)"))},
+        "fanout_p99": {
+            label: [(r["n"], r["fanout_p99_ms"]) for r in one if r["target"] == key]
+            for key, label in (("ours", "ours (1 process)"), ("nchan", "nginx+nchan (1 worker)"))
+        },
+        "rss": {
+            label: [(r["n"], r["rss_after_mib"]) for r in one if r["target"] == key]
+            for key, label in (("ours", "ours (1 process)"), ("nchan", "nginx+nchan (1 worker)"))
+        },
         "rows": rows,
     }
     return result

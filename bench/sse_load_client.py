@@ -60,7 +60,7 @@ class Stream(asyncio.Protocol):
             if end == len(data):  # the number may continue in the next read
                 self.tail = data[index:]
                 return
-            latencies.append(now - int(data[index + 4:end]))
+            latencies.append(now - int(data[index + 4 : end]))
             index = data.find(MARK, end)
         self.tail = b""
         if want and len(latencies) >= want:
@@ -93,8 +93,12 @@ async def connect(port: int, paths: list[str], n: int, inflight: int) -> dict:
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
     elapsed = time.perf_counter() - started
-    return {"connected": n - failed, "failed": failed, "seconds": round(elapsed, 3),
-            "per_second": round((n - failed) / elapsed, 1)}
+    return {
+        "connected": n - failed,
+        "failed": failed,
+        "seconds": round(elapsed, 3),
+        "per_second": round((n - failed) / elapsed, 1),
+    }
 
 
 def percentile(sorted_values: list[int], q: float) -> float:
@@ -126,8 +130,12 @@ async def main() -> None:
             want = 0
         elif cmd == "stats":
             values = sorted(latencies)
-            answer = {"n": len(values), "p50_ms": round(percentile(values, 0.5), 2),
-                      "p99_ms": round(percentile(values, 0.99), 2), "max_ms": round(percentile(values, 1.0), 2)}
+            answer = {
+                "n": len(values),
+                "p50_ms": round(percentile(values, 0.5), 2),
+                "p99_ms": round(percentile(values, 0.99), 2),
+                "max_ms": round(percentile(values, 1.0), 2),
+            }
             latencies.clear()
         elif cmd == "close":
             for transport in transports:

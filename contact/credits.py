@@ -17,7 +17,6 @@ from store.records import CREDIT_FIELDS
 log = logging.getLogger("hepgg.contact.credits")
 
 
-
 class CreditsUnavailable(Exception):
     """MongoDB could not answer; the send must not go out unpaid."""
 
@@ -31,7 +30,9 @@ class Credits:
         field = CREDIT_FIELDS[channel]
         try:
             doc = await self.users.find_one_and_update(
-                {"_id": owner_id, field: {"$gt": 0}}, {"$inc": {field: -1}}, projection={"_id": 1},
+                {"_id": owner_id, field: {"$gt": 0}},
+                {"$inc": {field: -1}},
+                projection={"_id": 1},
             )
         except PyMongoError as exc:
             raise CreditsUnavailable(str(exc)) from exc

@@ -14,8 +14,7 @@ class ContactError(Exception):
     status = 400
     message = "Bad request"
 
-    def __init__(self, message: str | None = None, *, status: int | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(self, message: str | None = None, *, status: int | None = None, headers: dict[str, str] | None = None):
         if message is not None:
             self.message = message
         if status is not None:

@@ -108,7 +108,7 @@ class RefusalMemo:
     def _prune(self, now: float) -> None:
         self._until = {key: until for key, until in self._until.items() if until > now}
         if len(self._until) >= self.capacity:  # still full of live refusals: forget the oldest half
-            keep = list(self._until.items())[len(self._until) // 2:]
+            keep = list(self._until.items())[len(self._until) // 2 :]
             self._until = dict(keep)
 
 

@@ -20,8 +20,15 @@ from contact.credits import Credits, CreditsUnavailable, CREDIT_FIELDS
 from contact.delivery.discord import FAILED as DISCORD_FAILED, DiscordSender, embed_payload
 from contact.delivery.email import FAILED as EMAIL_FAILED, EmailSender, SmtpSettings
 from contact.delivery.sms import FAILED as SMS_FAILED, SmsSender
-from contact.errors import (AntiSpamFailed, DeliveryFailed, NotActive, OutOfCredits, ProfileNotFound, Throttled,
-                            Unavailable)
+from contact.errors import (
+    AntiSpamFailed,
+    DeliveryFailed,
+    NotActive,
+    OutOfCredits,
+    ProfileNotFound,
+    Throttled,
+    Unavailable,
+)
 from contact.limiter import ContactLimiter, LimiterUnavailable, Rules
 from contact.turnstile import Turnstile
 from contact.validation import ContactForm, parse_form
@@ -98,8 +105,9 @@ class ContactService:
             await self.sms.send(recipient.sms_key, recipient.phone, form.message)
             return {"queued": True}
         if channel == "email":
-            message_id = await self.email.send(recipient.address, form.email, form.subject, form.message,
-                                               site.profile.domain)
+            message_id = await self.email.send(
+                recipient.address, form.email, form.subject, form.message, site.profile.domain
+            )
             return {"queued": True, "messageId": message_id}
         payload = embed_payload(form.handle, form.message, site.profile.domain, site.profile.theme.accent)
         await self.discord.send(recipient.channel_id, payload)
@@ -110,8 +118,16 @@ async def start(services, rules: Rules | None = None) -> None:
     """Build this feature's long-lived objects, attach them to `services`, register on_close."""
     config = services.config
     http = services.http  # Turnstile, SMS and Discord share the process's short-request client
-    email = EmailSender(SmtpSettings(config.smtp_host, config.smtp_port, config.smtp_user, config.smtp_password,
-                                     config.smtp_from, config.delivery_timeout))
+    email = EmailSender(
+        SmtpSettings(
+            config.smtp_host,
+            config.smtp_port,
+            config.smtp_user,
+            config.smtp_password,
+            config.smtp_from,
+            config.delivery_timeout,
+        )
+    )
     services.contact = ContactService(
         services=services,
         limiter=ContactLimiter(services.redis, rules),

@@ -31,9 +31,13 @@ class Turnstile:
             return False
         body = urlencode({"secret": self.secret, "response": token, "remoteip": remote_ip})
         request = HTTPRequest(
-            self.verify_url, method="POST", body=body,
+            self.verify_url,
+            method="POST",
+            body=body,
             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-            connect_timeout=self.timeout, request_timeout=self.timeout, follow_redirects=False,
+            connect_timeout=self.timeout,
+            request_timeout=self.timeout,
+            follow_redirects=False,
         )
         try:
             response = await self.http.fetch(request)

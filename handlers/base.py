@@ -79,8 +79,12 @@ class BaseHandler(tornado.web.RequestHandler):
         if isinstance(value, StreamClosedError):
             return
         if isinstance(value, STORE_OUTAGES):  # one line, not a traceback per request during an outage
-            log.warning("%s %s answered 503: store unavailable (%s)", self.request.method, self.request.path,
-                        type(value).__name__)
+            log.warning(
+                "%s %s answered 503: store unavailable (%s)",
+                self.request.method,
+                self.request.path,
+                type(value).__name__,
+            )
             return
         super().log_exception(typ, value, tb)
 
@@ -102,8 +106,9 @@ class PageHandler(BaseHandler):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         reason = tornado.httputil.responses.get(status_code, "Error")
-        self.finish(f"<!doctype html><meta charset=utf-8><title>{status_code} {reason}</title>"
-                    f"<h1>{status_code} {reason}</h1>")
+        self.finish(
+            f"<!doctype html><meta charset=utf-8><title>{status_code} {reason}</title><h1>{status_code} {reason}</h1>"
+        )
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
@@ -124,8 +129,10 @@ class ApiError(tornado.web.HTTPError):
 
 
 # Response headers a profile page on another origin may read.
-CORS_EXPOSE = ("Content-Length, Content-Range, Accept-Ranges, Retry-After, ETag, "
-               "X-Track-Title, X-Track-Artist, X-Track-Duration, X-Track-Album, X-Track-Artwork")
+CORS_EXPOSE = (
+    "Content-Length, Content-Range, Accept-Ranges, Retry-After, ETag, "
+    "X-Track-Title, X-Track-Artist, X-Track-Duration, X-Track-Album, X-Track-Artwork"
+)
 
 
 class ApiHandler(BaseHandler):

@@ -67,8 +67,13 @@ class MusicHandler(ApiHandler):
                 self.services.stats.record_play(site.profile.id, site.owner.id, self.services.clock.now(), isrc)
 
         self.relay = self.music.relay(
-            url=self.music.track_url(isrc), method=method, music_key=site.owner.music_key,
-            range_header=range_header, wanted=ranges.parse_single(range_header), sink=self, on_commit=on_commit,
+            url=self.music.track_url(isrc),
+            method=method,
+            music_key=site.owner.music_key,
+            range_header=range_header,
+            wanted=ranges.parse_single(range_header),
+            sink=self,
+            on_commit=on_commit,
         )
         stream = OpenStream(site.profile.id, self.relay)
         self.music.opened(stream)

@@ -46,8 +46,10 @@ class ProfilePageHandler(PageHandler):
         if rendered is None:
             settings = PageSettings(self.config.public_origin, self.config.turnstile_sitekey)
             context = page_context(site, settings, now, origin)
-            rendered = (context["content_security_policy"],
-                        self.render_string(f"{site.profile.template}.html", **context))
+            rendered = (
+                context["content_security_policy"],
+                self.render_string(f"{site.profile.template}.html", **context),
+            )
             if len(site.memo) < PAGE_VARIANTS_KEPT:  # the Host's port is the visitor's to vary: bounded
                 site.memo[key] = rendered
         return rendered
@@ -75,7 +77,12 @@ class ProfilePageHandler(PageHandler):
         user_agent = self.request.headers.get("User-Agent", "")
         if not is_bot(user_agent):
             self.services.stats.record_view(
-                site.profile.id, site.owner.id, now, self.client_ip, user_agent, self.request.headers.get("Referer"),
+                site.profile.id,
+                site.owner.id,
+                now,
+                self.client_ip,
+                user_agent,
+                self.request.headers.get("Referer"),
             )
 
 

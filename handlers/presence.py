@@ -66,12 +66,14 @@ class PresenceSnapshotHandler(ApiHandler):
 class PresenceStream:
     """GET /api/v1/profiles/presence/<userID>/stream, called by Tornado's router as a plain callable."""
 
-    def __call__(self, request: HTTPServerRequest, *, path_args: list, path_kwargs: dict,
-                 target_kwargs: dict[str, Any]) -> None:
+    def __call__(
+        self, request: HTTPServerRequest, *, path_args: list, path_kwargs: dict, target_kwargs: dict[str, Any]
+    ) -> None:
         services = target_kwargs["services"]
         if request.method == "OPTIONS":
-            return _answer(request, 204, b"", {"Access-Control-Allow-Methods": "GET, OPTIONS",
-                                               "Access-Control-Max-Age": "86400"})
+            return _answer(
+                request, 204, b"", {"Access-Control-Allow-Methods": "GET, OPTIONS", "Access-Control-Max-Age": "86400"}
+            )
         if request.method != "GET":
             return _answer_error(request, 405, "Method not allowed", {"Allow": "GET, OPTIONS"})
         try:
@@ -128,8 +130,9 @@ def _answer(request: HTTPServerRequest, status: int, body: bytes, extra: dict[st
     headers["Content-Length"] = str(len(body))
     for name, value in (extra or {}).items():
         headers[name] = value
-    request.connection.write_headers(ResponseStartLine("HTTP/1.1", status, responses.get(status, "Error")),
-                                     headers, body)
+    request.connection.write_headers(
+        ResponseStartLine("HTTP/1.1", status, responses.get(status, "Error")), headers, body
+    )
     request.connection.finish()
 
 
@@ -141,9 +144,12 @@ def _shed(stream, chunked: bool) -> None:
     """200 (browsers never retry a non-200 EventSource) with a jittered retry hint, then close."""
     hint = retry_hint(*SHED_RETRY_MS)
     body = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(hint), hint)) if chunked else hint
-    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
-            b"Connection: close\r\nAccess-Control-Allow-Origin: *\r\nX-Content-Type-Options: nosniff\r\n"
-            + (b"Transfer-Encoding: chunked\r\n" if chunked else b"") + b"\r\n")
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+        b"Connection: close\r\nAccess-Control-Allow-Origin: *\r\nX-Content-Type-Options: nosniff\r\n"
+        + (b"Transfer-Encoding: chunked\r\n" if chunked else b"")
+        + b"\r\n"
+    )
     try:
         stream.write(head + body).add_done_callback(lambda _f: stream.close())
     except StreamClosedError:

@@ -59,8 +59,11 @@ def add_options(parser) -> None:
     add("--og-share", type=float, default=0.2, help="fraction of page views that also fetch the OG card")
     add("--snapshot-share", type=float, default=0.3, help="fraction of page views that also fetch presence JSON")
     add("--turnstile-token", default=CLOUDFLARE_DUMMY_TOKEN, help="token sent with contact forms")
-    add("--forwarded-for", action="store_true",
-        help="give each user a random X-Forwarded-For (only if the target trusts this machine as a proxy)")
+    add(
+        "--forwarded-for",
+        action="store_true",
+        help="give each user a random X-Forwarded-For (only if the target trusts this machine as a proxy)",
+    )
     add("--wait-scale", type=float, default=1.0, help="multiply every think time (0.1 = ten times busier users)")
     add("--page-weight", type=int, default=10)
     add("--sse-weight", type=int, default=10)
@@ -90,6 +93,7 @@ _discovering: dict[str, gevent.event.Event] = {}
 def _scaled(low: float, high: float):
     def wait(user) -> float:
         return random.uniform(low, high) * user.environment.parsed_options.wait_scale
+
     return wait
 
 
@@ -101,8 +105,13 @@ class HepggUser:
         return self.environment.parsed_options
 
     def setup_visitor(self) -> None:
-        self.hosts = host_list(self.opts.slugs, self.opts.base_domain, self.opts.custom_domains,
-                               self.opts.slug_prefix, self.opts.slug_count)
+        self.hosts = host_list(
+            self.opts.slugs,
+            self.opts.base_domain,
+            self.opts.custom_domains,
+            self.opts.slug_prefix,
+            self.opts.slug_count,
+        )
         self.base_headers = {"User-Agent": "Mozilla/5.0 (hepgg-loadtest)"}
         if self.opts.forwarded_for:
             self.base_headers["X-Forwarded-For"] = "10.%d.%d.%d" % tuple(random.randint(1, 254) for _ in range(3))
@@ -122,8 +131,7 @@ class HepggUser:
             return _sites.get(host)
         _discovering[host] = pending = gevent.event.Event()
         try:
-            with self.client.get("/", headers=self.headers(host), name="page (discovery)",
-                                 catch_response=True) as resp:
+            with self.client.get("/", headers=self.headers(host), name="page (discovery)", catch_response=True) as resp:
                 if resp.status_code != 200:
                     resp.failure(f"{host}: HTTP {resp.status_code}")
                     return None
@@ -143,8 +151,9 @@ class HepggUser:
 
     def record(self, kind: str, name: str, millis: float, length: int = 0, exception=None) -> None:
         """A custom row in locust's statistics (not an HTTP request)."""
-        self.environment.events.request.fire(request_type=kind, name=name, response_time=millis,
-                                             response_length=length, exception=exception, context={})
+        self.environment.events.request.fire(
+            request_type=kind, name=name, response_time=millis, response_length=length, exception=exception, context={}
+        )
 
     def missing(self, what: str) -> None:
         self.record("SETUP", f"no {what} on any host", 0, exception=RuntimeError(f"no host offers {what}"))
@@ -163,8 +172,7 @@ class PageVisitor(HepggUser, FastHttpUser):
     @task
     def visit(self) -> None:
         host = random.choice(self.hosts)
-        with self.client.get("/", headers=self.headers(host), name=self.page_name(host),
-                             catch_response=True) as resp:
+        with self.client.get("/", headers=self.headers(host), name=self.page_name(host), catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(f"{host}: HTTP {resp.status_code}")
                 return
@@ -212,8 +220,13 @@ class SseListener(HepggUser, HttpUser):
             return
         started = time.perf_counter()
         try:
-            self.response = self.client.get(site.stream_path, headers=self.headers(site.host), stream=True,
-                                            name="presence stream", timeout=(10, self.opts.sse_read_timeout))
+            self.response = self.client.get(
+                site.stream_path,
+                headers=self.headers(site.host),
+                stream=True,
+                name="presence stream",
+                timeout=(10, self.opts.sse_read_timeout),
+            )
         except requests.RequestException:
             return  # already reported by locust's client
         try:
@@ -244,8 +257,12 @@ class SseListener(HepggUser, HttpUser):
                     first = False
                     continue
                 self.fan_out(message.data, received)
-        self.record("SSE", "stream broken", (time.perf_counter() - started) * 1000,
-                    exception=RuntimeError("stream ended without a retry hint"))
+        self.record(
+            "SSE",
+            "stream broken",
+            (time.perf_counter() - started) * 1000,
+            exception=RuntimeError("stream ended without a retry hint"),
+        )
 
     def fan_out(self, data: str, received: float) -> None:
         try:
@@ -286,8 +303,7 @@ class MusicListener(HepggUser, HttpUser):
             path = with_isrc(path, self.opts.isrc)
         started = time.perf_counter()
         try:
-            resp = self.client.get(path, headers=self.headers(site.host), stream=True, name="music",
-                                   timeout=(10, 30))
+            resp = self.client.get(path, headers=self.headers(site.host), stream=True, name="music", timeout=(10, 30))
         except requests.RequestException:
             return
         self.received = 0
@@ -348,8 +364,9 @@ class ContactSender(HepggUser, FastHttpUser):
         elif channel == "discord":
             body["handle"] = "locust"
         name = f"contact {channel}"
-        with self.client.post(site.contact_paths[channel], json=body, headers=self.headers(site.host),
-                              name=name, catch_response=True) as resp:
+        with self.client.post(
+            site.contact_paths[channel], json=body, headers=self.headers(site.host), name=name, catch_response=True
+        ) as resp:
             if resp.status_code == 200:
                 resp.success()
             elif resp.status_code in (402, 429):

@@ -19,9 +19,15 @@ _STAMP = re.compile(r"^sent=(\d+\.\d+) seq=(\d+)$")
 
 
 def stamped_snapshot(sent: float, seq: int) -> dict:
-    return {"status": "online", "activity": {"name": LOADTEST_ACTIVITY, "type": 0,
-                                             "details": f"sent={sent:.6f} seq={seq}",
-                                             "startedAt": int(sent * 1000)}}
+    return {
+        "status": "online",
+        "activity": {
+            "name": LOADTEST_ACTIVITY,
+            "type": 0,
+            "details": f"sent={sent:.6f} seq={seq}",
+            "startedAt": int(sent * 1000),
+        },
+    }
 
 
 def sent_time(snapshot: object) -> float | None:
@@ -72,7 +78,7 @@ class SseParser:
             end = self._buffer.find(b"\n\n")
             if end < 0:
                 return messages
-            block, self._buffer = self._buffer[:end], self._buffer[end + 2:]
+            block, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
             message = self._parse_block(block.decode("utf-8", "replace"))
             if message is not None:
                 messages.append(message)

@@ -69,8 +69,9 @@ def with_isrc(music_path: str, isrc: str) -> str:
     return music_path[: match.start(1)] + isrc
 
 
-def host_list(slugs: str, base_domain: str, custom_domains: str, slug_prefix: str = "",
-              slug_count: int = 0) -> list[str]:
+def host_list(
+    slugs: str, base_domain: str, custom_domains: str, slug_prefix: str = "", slug_count: int = 0
+) -> list[str]:
     """Hosts from comma-separated slugs on the base domain, a numbered range, and custom domains."""
     names = [s.strip() for s in slugs.split(",") if s.strip()]
     names += [f"{slug_prefix}{i}" for i in range(slug_count)]

@@ -47,8 +47,17 @@ log = logging.getLogger("hepgg.music")
 
 # Exactly these upstream headers reach the browser (spec, "Embedded music proxy").
 FORWARDED_HEADERS = (
-    "Content-Type", "Content-Length", "Content-Range", "Accept-Ranges", "Last-Modified", "ETag",
-    "X-Track-Title", "X-Track-Artist", "X-Track-Duration", "X-Track-Album", "X-Track-Artwork",
+    "Content-Type",
+    "Content-Length",
+    "Content-Range",
+    "Accept-Ranges",
+    "Last-Modified",
+    "ETag",
+    "X-Track-Title",
+    "X-Track-Artist",
+    "X-Track-Duration",
+    "X-Track-Album",
+    "X-Track-Artwork",
 )
 
 # Outcomes of run().
@@ -71,10 +80,22 @@ class Sink(Protocol):
 
 
 class Relay:
-    def __init__(self, client: CurlAsyncHTTPClient, url: str, method: str, music_key: str,
-                 range_header: str | None, wanted: ByteRange | None, sink: Sink, *,
-                 connect_timeout: float, stall_timeout: float, chunk_bytes: int, high_water: int,
-                 on_commit: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        client: CurlAsyncHTTPClient,
+        url: str,
+        method: str,
+        music_key: str,
+        range_header: str | None,
+        wanted: ByteRange | None,
+        sink: Sink,
+        *,
+        connect_timeout: float,
+        stall_timeout: float,
+        chunk_bytes: int,
+        high_water: int,
+        on_commit: Callable[[int], None] | None = None,
+    ):
         self.client = client
         self.url = url
         self.method = method
@@ -127,8 +148,12 @@ class Relay:
         if self.range_header:
             headers["Range"] = self.range_header
         request = HTTPRequest(
-            self.url, method=self.method, headers=headers, follow_redirects=False,
-            decompress_response=False, connect_timeout=self.connect_timeout,
+            self.url,
+            method=self.method,
+            headers=headers,
+            follow_redirects=False,
+            decompress_response=False,
+            connect_timeout=self.connect_timeout,
             request_timeout=0,  # streams last as long as the listener listens; stalls are caught below
             prepare_curl_callback=self._prepare_curl,
         )
@@ -293,11 +318,11 @@ class Relay:
                 if len(data) <= self._skip:
                     self._skip -= len(data)
                     return None
-                data = data[self._skip:]
+                data = data[self._skip :]
                 self._skip = 0
             if self._take is not None:
                 if len(data) >= self._take:
-                    data = data[:self._take]
+                    data = data[: self._take]
                     self._trimmed = True
                 self._take -= len(data)
             if data:

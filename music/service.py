@@ -55,9 +55,18 @@ class MusicService:
     def relay(self, *, url: str, method: str, music_key: str, range_header, wanted, sink, on_commit) -> Relay:
         config = self.config
         return Relay(
-            self.client, url, method, music_key, range_header, wanted, sink,
-            connect_timeout=config.music_connect_timeout, stall_timeout=config.music_stall_timeout,
-            chunk_bytes=config.music_chunk_bytes, high_water=config.music_high_water, on_commit=on_commit,
+            self.client,
+            url,
+            method,
+            music_key,
+            range_header,
+            wanted,
+            sink,
+            connect_timeout=config.music_connect_timeout,
+            stall_timeout=config.music_stall_timeout,
+            chunk_bytes=config.music_chunk_bytes,
+            high_water=config.music_high_water,
+            on_commit=on_commit,
         )
 
     def opened(self, stream: OpenStream) -> None:

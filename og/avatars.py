@@ -98,9 +98,16 @@ class AvatarFetcher:
         return await self._flights.run(url, fetch_and_store)
 
     async def _fetch(self, url: str) -> Avatar | None:
-        request = HTTPRequest(url, follow_redirects=False, connect_timeout=CONNECT_TIMEOUT,
-                              request_timeout=REQUEST_TIMEOUT, headers={"Accept": "image/png,image/jpeg,image/gif,image/webp"},
-                              user_agent="hepgg-og/1", decompress_response=True, prepare_curl_callback=_avatar_limits)
+        request = HTTPRequest(
+            url,
+            follow_redirects=False,
+            connect_timeout=CONNECT_TIMEOUT,
+            request_timeout=REQUEST_TIMEOUT,
+            headers={"Accept": "image/png,image/jpeg,image/gif,image/webp"},
+            user_agent="hepgg-og/1",
+            decompress_response=True,
+            prepare_curl_callback=_avatar_limits,
+        )
         try:
             response = await self.client.fetch(request)
         except HTTPClientError as exc:

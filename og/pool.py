@@ -72,7 +72,9 @@ class RenderPool:
     async def close(self) -> None:
         executor, self._executor = self._executor, None
         if executor is not None:
-            await asyncio.get_running_loop().run_in_executor(None, functools.partial(executor.shutdown, wait=True, cancel_futures=True))
+            await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(executor.shutdown, wait=True, cancel_futures=True)
+            )
 
 
 def _kill(executor: ProcessPoolExecutor) -> None:

@@ -19,9 +19,17 @@ from store.records import Site
 
 log = logging.getLogger("hepgg.og")
 
-SAMPLE = CardInput(display_name="Warm Up 山", bio="Loads fonts, coders and caches.", domain="warm.up",
-                   accent="#7c3aed", background_from="#0b0b10", background_to="#0b0b10", gradient_angle=135,
-                   font="Inter", initials="WU")
+SAMPLE = CardInput(
+    display_name="Warm Up 山",
+    bio="Loads fonts, coders and caches.",
+    domain="warm.up",
+    accent="#7c3aed",
+    background_from="#0b0b10",
+    background_to="#0b0b10",
+    gradient_angle=135,
+    font="Inter",
+    initials="WU",
+)
 
 
 class OgService:

@@ -24,24 +24,33 @@ from presence.writer import clear_presence, write_presence
 from runtime.embedded import EmbeddedStores
 
 _ACTIVITY_FLAGS = (  # flag, snapshot field, type
-    ("activity-name", "name", str), ("type", "type", int), ("details", "details", str), ("state", "state", str),
-    ("started-at", "startedAt", int), ("ends-at", "endsAt", int), ("large-image", "largeImage", str),
+    ("activity-name", "name", str),
+    ("type", "type", int),
+    ("details", "details", str),
+    ("state", "state", str),
+    ("started-at", "startedAt", int),
+    ("ends-at", "endsAt", int),
+    ("large-image", "largeImage", str),
     ("large-text", "largeText", str),
 )
 
 
 def add_parser(commands, add_arguments) -> None:
     """Register the `presence` subcommand on the top-level parser."""
-    presence = commands.add_parser("presence", help="write or clear a user's Discord presence snapshot",
-                                   description="write or clear a user's Discord presence snapshot")
+    presence = commands.add_parser(
+        "presence",
+        help="write or clear a user's Discord presence snapshot",
+        description="write or clear a user's Discord presence snapshot",
+    )
     actions = presence.add_subparsers(dest="presence_action", required=True, metavar="ACTION")
     set_cmd = actions.add_parser("set", help="validate, store (300 s TTL) and publish a snapshot")
     add_arguments(set_cmd)
     set_cmd.add_argument("user_id", metavar="USER_ID")
     set_cmd.add_argument("--status", required=True, help="online, idle, dnd or offline")
     for flag, field, kind in _ACTIVITY_FLAGS:
-        set_cmd.add_argument(f"--{flag}", dest=field, default=None,
-                             help=f"activity.{field} ({'integer' if kind is int else 'text'})")
+        set_cmd.add_argument(
+            f"--{flag}", dest=field, default=None, help=f"activity.{field} ({'integer' if kind is int else 'text'})"
+        )
     set_cmd.add_argument("--ttl", type=float, default=PRESENCE_TTL, help=argparse.SUPPRESS)  # tests and demos
     clear_cmd = actions.add_parser("clear", help="delete a snapshot; open streams receive null")
     add_arguments(clear_cmd)

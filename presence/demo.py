@@ -25,19 +25,51 @@ LEASE_KEY = "presence-demo-lease"
 
 def demo_snapshots(now_ms: int) -> list[dict]:
     return [
-        {"status": "online", "activity": {
-            "name": "Spotify", "type": 2, "details": "Midnight City", "state": "M83",
-            "startedAt": now_ms - 40_000, "endsAt": now_ms + 203_000,
-            "largeImage": "spotify:ab67616d0000b273fff2cb485c36a6d8f639bdba", "largeText": "Hurry Up, We're Dreaming"}},
-        {"status": "online", "activity": {
-            "name": "Visual Studio Code", "type": 0, "details": "Editing hub.py", "state": "Workspace: hepgg",
-            "startedAt": now_ms - 25 * 60_000}},
+        {
+            "status": "online",
+            "activity": {
+                "name": "Spotify",
+                "type": 2,
+                "details": "Midnight City",
+                "state": "M83",
+                "startedAt": now_ms - 40_000,
+                "endsAt": now_ms + 203_000,
+                "largeImage": "spotify:ab67616d0000b273fff2cb485c36a6d8f639bdba",
+                "largeText": "Hurry Up, We're Dreaming",
+            },
+        },
+        {
+            "status": "online",
+            "activity": {
+                "name": "Visual Studio Code",
+                "type": 0,
+                "details": "Editing hub.py",
+                "state": "Workspace: hepgg",
+                "startedAt": now_ms - 25 * 60_000,
+            },
+        },
         {"status": "idle", "activity": {"name": "Custom Status", "type": 4, "state": "brb, making tea"}},
-        {"status": "dnd", "activity": {
-            "name": "YouTube", "type": 3, "details": "Tornado internals, part 3", "startedAt": now_ms - 90_000}},
-        {"status": "online", "activity": {
-            "name": "Apple Music", "type": 2, "details": "Digital Love", "state": "Daft Punk",
-            "startedAt": now_ms - 10_000, "endsAt": now_ms + 291_000, "largeText": "Discovery"}},
+        {
+            "status": "dnd",
+            "activity": {
+                "name": "YouTube",
+                "type": 3,
+                "details": "Tornado internals, part 3",
+                "startedAt": now_ms - 90_000,
+            },
+        },
+        {
+            "status": "online",
+            "activity": {
+                "name": "Apple Music",
+                "type": 2,
+                "details": "Digital Love",
+                "state": "Daft Punk",
+                "startedAt": now_ms - 10_000,
+                "endsAt": now_ms + 291_000,
+                "largeText": "Discovery",
+            },
+        },
     ]
 
 
@@ -67,8 +99,7 @@ class DemoPresence:
             try:
                 if await self._holds_lease():
                     snapshots = demo_snapshots(int(time.time() * 1000))
-                    await write_presence(self.redis, DEMO_USER, snapshots[step % len(snapshots)],
-                                         sharded=self.sharded)
+                    await write_presence(self.redis, DEMO_USER, snapshots[step % len(snapshots)], sharded=self.sharded)
                     step += 1
             except RedisError as exc:
                 raise_if_cancelling()

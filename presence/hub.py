@@ -63,8 +63,16 @@ class Channel:
 
 
 class PresenceHub:
-    def __init__(self, redis, conn_params: dict[str, Any], *, use_ssl: bool = False, sharded: bool = False,
-                 max_buffer: int = 65536, max_streams: int = 19000):
+    def __init__(
+        self,
+        redis,
+        conn_params: dict[str, Any],
+        *,
+        use_ssl: bool = False,
+        sharded: bool = False,
+        max_buffer: int = 65536,
+        max_streams: int = 19000,
+    ):
         self.redis = redis  # the shared command client, for MGET
         self._conn_params = conn_params
         self._use_ssl = use_ssl
@@ -181,9 +189,9 @@ class PresenceHub:
         self._unsub_queue.clear()
         try:
             for start in range(0, len(unsubscribe), BATCH):
-                conn.send(pack(self._unsub_cmd, *unsubscribe[start:start + BATCH]))
+                conn.send(pack(self._unsub_cmd, *unsubscribe[start : start + BATCH]))
             for start in range(0, len(subscribe), BATCH):
-                batch = subscribe[start:start + BATCH]
+                batch = subscribe[start : start + BATCH]
                 conn.send(pack(self._sub_cmd, *batch))
                 for name in batch:
                     self._outstanding[name] = self._outstanding.get(name, 0) + 1
@@ -232,8 +240,11 @@ class PresenceHub:
             self.expiry_events = True
         except hiredis.ReplyError as exc:
             if self.expiry_events or not self.reconnects:
-                log.warning("cannot enable Redis keyspace notifications (%s): an expired snapshot reaches "
-                            "open streams only with the next change", exc)
+                log.warning(
+                    "cannot enable Redis keyspace notifications (%s): an expired snapshot reaches "
+                    "open streams only with the next change",
+                    exc,
+                )
             self.expiry_events = False
 
     def _resubscribe(self, conn: PubSubConnection) -> None:
@@ -334,7 +345,7 @@ class PresenceHub:
                 continue
             snapshot = tuple(listeners)
             for start in range(0, len(snapshot), SLICE):
-                for listener in snapshot[start:start + SLICE]:
+                for listener in snapshot[start : start + SLICE]:
                     listener.send(event)
                 await asyncio.sleep(0)
 

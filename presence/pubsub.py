@@ -47,8 +47,11 @@ class PubSubConnection:
         if path:
             opener = asyncio.open_unix_connection(path)
         else:
-            opener = asyncio.open_connection(self.params.get("host", "localhost"), self.params.get("port", 6379),
-                                             ssl=ssl_module.create_default_context() if self.use_ssl else None)
+            opener = asyncio.open_connection(
+                self.params.get("host", "localhost"),
+                self.params.get("port", 6379),
+                ssl=ssl_module.create_default_context() if self.use_ssl else None,
+            )
         self._reader, self._writer = await asyncio.wait_for(opener, self.connect_timeout)
         sock = self._writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):

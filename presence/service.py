@@ -33,8 +33,14 @@ def hub_connection_params(redis) -> tuple[dict, bool]:
 async def start(services) -> None:
     config = services.config
     params, use_ssl = hub_connection_params(services.redis)
-    hub = PresenceHub(services.redis, params, use_ssl=use_ssl, sharded=config.redis_sharded_pubsub,
-                      max_buffer=config.sse_max_buffer, max_streams=config.sse_max_streams)
+    hub = PresenceHub(
+        services.redis,
+        params,
+        use_ssl=use_ssl,
+        sharded=config.redis_sharded_pubsub,
+        max_buffer=config.sse_max_buffer,
+        max_streams=config.sse_max_streams,
+    )
     hub.start()
     ticker = Ticker(hub, config.sse_ping_interval)
     ticker.start()

@@ -20,8 +20,13 @@ MAX_TEXT = 512  # Discord caps these at 128; leave room but keep events small
 MAX_IMAGE = 2048
 MAX_EPOCH_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
 
-_TEXT_FIELDS = {"name": MAX_TEXT, "details": MAX_TEXT, "state": MAX_TEXT, "largeText": MAX_TEXT,
-                "largeImage": MAX_IMAGE}
+_TEXT_FIELDS = {
+    "name": MAX_TEXT,
+    "details": MAX_TEXT,
+    "state": MAX_TEXT,
+    "largeText": MAX_TEXT,
+    "largeImage": MAX_IMAGE,
+}
 _TIME_FIELDS = ("startedAt", "endsAt")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -39,8 +39,12 @@ def presence_event(payload: bytes) -> Event | None:
     The writer only publishes compact JSON objects or `null`; anything else
     (a line break would inject SSE fields) is dropped rather than forwarded.
     """
-    if (len(payload) > MAX_PAYLOAD or b"\n" in payload or b"\r" in payload
-            or not (payload == NULL_PAYLOAD or payload.startswith(b"{"))):
+    if (
+        len(payload) > MAX_PAYLOAD
+        or b"\n" in payload
+        or b"\r" in payload
+        or not (payload == NULL_PAYLOAD or payload.startswith(b"{"))
+    ):
         return None
     return Event(b"event: presence\ndata: " + payload + b"\n\n")
 
@@ -134,4 +138,3 @@ class Listener:
                 pass
         else:
             stream.close()
-

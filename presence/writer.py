@@ -19,8 +19,9 @@ def _publish_command(sharded: bool) -> str:
     return "SPUBLISH" if sharded else "PUBLISH"
 
 
-async def write_presence(redis, user_id: str, snapshot: Any, *, ttl: float = PRESENCE_TTL,
-                         sharded: bool = False, now: datetime | None = None) -> dict:
+async def write_presence(
+    redis, user_id: str, snapshot: Any, *, ttl: float = PRESENCE_TTL, sharded: bool = False, now: datetime | None = None
+) -> dict:
     """Validate, store for `ttl` seconds and publish one user's snapshot; returns what was written.
 
     Raises SnapshotError (nothing written) for a bad snapshot or user id.

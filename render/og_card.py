@@ -93,6 +93,7 @@ class CardInput:
 
 # ---------------------------------------------------------------- fonts
 
+
 def font_path(name: str) -> str:
     for directory in FONT_DIRS:
         path = os.path.join(directory, name)
@@ -188,6 +189,7 @@ def _invisible(ch: str) -> bool:
 
 
 # ---------------------------------------------------------------- text layout
+
 
 def _tokens(text: str) -> Iterator[str]:
     """Words and single spaces; CJK characters are their own words (they break anywhere)."""
@@ -318,7 +320,7 @@ class CardRenderer:
                     cut = cut[:-1]
                 cut = cut or token[:1]
                 line = cut
-                tokens[i] = token[len(cut):]
+                tokens[i] = token[len(cut) :]
                 if not tokens[i]:
                     i += 1
             lines.append(line.rstrip())
@@ -444,8 +446,9 @@ class CardRenderer:
 
         bold, regular = self.fonts.get(card.font, self.fonts["Inter"])
         cjk_bold, cjk_regular = self.cjk
-        mid = "#%02x%02x%02x" % tuple((a + b) // 2 for a, b in zip(hex_to_rgb(card.background_from),
-                                                                      hex_to_rgb(card.background_to)))
+        mid = "#%02x%02x%02x" % tuple(
+            (a + b) // 2 for a, b in zip(hex_to_rgb(card.background_from), hex_to_rgb(card.background_to))
+        )
         dark = luminance(mid) < 0.5
         ink, muted = ("#ffffff", "#c9c9d6") if dark else ("#111118", "#3c3c48")
 
@@ -454,8 +457,11 @@ class CardRenderer:
         domain = self.wrap(card.domain, DOMAIN_SIZE, 1, regular, cjk_regular)
 
         # Vertically centre the text block on the avatar.
-        block = len(name_lines) * NAME_LEADING + (16 + len(bio_lines) * BIO_LEADING if bio_lines else 0) \
+        block = (
+            len(name_lines) * NAME_LEADING
+            + (16 + len(bio_lines) * BIO_LEADING if bio_lines else 0)
             + (24 + 40 if domain else 0)
+        )
         top = max(40, (HEIGHT - STRIPE - block) // 2)
 
         avatar = self.avatar(card) or self.initials_circle(card)

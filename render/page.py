@@ -59,9 +59,7 @@ def page_context(site: Site, settings: PageSettings, now: datetime, canonical_or
     title = profile.display_name or profile.domain
     description = profile.bio[:200] if profile.bio else f"{title} on Hep.gg"
     show_presence = site.shows_presence(now)
-    contact = {
-        channel: profile.toggle(f"contact_{channel}") for channel in ("sms", "email", "discord")
-    }
+    contact = {channel: profile.toggle(f"contact_{channel}") for channel in ("sms", "email", "discord")}
     css = theme_css(profile.theme)
     csp = page_csp(
         avatar_origin=image_origin(profile.avatar_url) if profile.avatar_url else None,

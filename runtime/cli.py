@@ -38,6 +38,7 @@ def run_command(config, command: Callable[[Services], Awaitable[int]]) -> int:
     async def main() -> int:
         async with _services(config) as services:
             return await command(services)
+
     return asyncio.run(main())
 
 
@@ -64,41 +65,54 @@ def cmd_import(config, path: str) -> int:
 def demo_document(now: datetime | None = None) -> dict:
     now = now or datetime.now(timezone.utc)
     return {
-        "users": [{
-            "id": "demo-owner",
-            "premium_until": (now + timedelta(days=3650)).isoformat(),
-            "suspended": False,
-            "sms": {"enabled": True, "key": "demo-sms-key", "phone": "+15550100", "phone_verified": True},
-            "sms_credits": 25,
-            "email": {"enabled": True, "key": "demo-email-key", "address": "owner@example.com", "verified": True},
-            "email_credits": 25,
-            "discord": {"channel_id": "1234567890", "bot_present": True},
-            "music": {"enabled": True, "key": "demo-music-key"},
-        }],
-        "profiles": [{
-            "id": "demo",
-            "owner_id": "demo-owner",
-            "domain": "demo.localhost",
-            "template": "classic",
-            "is_public": 1,
-            "suspended": 0,
-            "expires_at": None,
-            "created_at": "2026-01-01T00:00:00Z",
-            "theme": {"accent": "#7c3aed", "background": {"from": "#0b0b10", "to": "#24123f", "angle": 160}, "font": "Inter"},
-            "content": {
-                "display_name": "Demo Profile",
-                "bio": "A hosted single-page profile with live Discord presence, music and contact forms.",
-                "avatar_url": None,
-                "links": [
-                    {"label": "GitHub", "url": "https://github.com/"},
-                    {"label": "Website", "url": "https://hep.gg/"},
-                    {"label": "Email", "url": "mailto:hello@example.com"},
-                ],
-                "music": [{"isrc": "USRC17607839", "title": "Demo Track", "artist": "The Demos"}],
-            },
-            "toggles": {"presence": True, "powered_by": True,
-                        "contact_sms": True, "contact_email": True, "contact_discord": True},
-        }],
+        "users": [
+            {
+                "id": "demo-owner",
+                "premium_until": (now + timedelta(days=3650)).isoformat(),
+                "suspended": False,
+                "sms": {"enabled": True, "key": "demo-sms-key", "phone": "+15550100", "phone_verified": True},
+                "sms_credits": 25,
+                "email": {"enabled": True, "key": "demo-email-key", "address": "owner@example.com", "verified": True},
+                "email_credits": 25,
+                "discord": {"channel_id": "1234567890", "bot_present": True},
+                "music": {"enabled": True, "key": "demo-music-key"},
+            }
+        ],
+        "profiles": [
+            {
+                "id": "demo",
+                "owner_id": "demo-owner",
+                "domain": "demo.localhost",
+                "template": "classic",
+                "is_public": 1,
+                "suspended": 0,
+                "expires_at": None,
+                "created_at": "2026-01-01T00:00:00Z",
+                "theme": {
+                    "accent": "#7c3aed",
+                    "background": {"from": "#0b0b10", "to": "#24123f", "angle": 160},
+                    "font": "Inter",
+                },
+                "content": {
+                    "display_name": "Demo Profile",
+                    "bio": "A hosted single-page profile with live Discord presence, music and contact forms.",
+                    "avatar_url": None,
+                    "links": [
+                        {"label": "GitHub", "url": "https://github.com/"},
+                        {"label": "Website", "url": "https://hep.gg/"},
+                        {"label": "Email", "url": "mailto:hello@example.com"},
+                    ],
+                    "music": [{"isrc": "USRC17607839", "title": "Demo Track", "artist": "The Demos"}],
+                },
+                "toggles": {
+                    "presence": True,
+                    "powered_by": True,
+                    "contact_sms": True,
+                    "contact_email": True,
+                    "contact_discord": True,
+                },
+            }
+        ],
     }
 
 
@@ -113,6 +127,7 @@ def cmd_stats(config, profile_id: str) -> int:
     async def stats(services: Services) -> int:
         print(json.dumps(await read_stats(services.db, profile_id)))
         return 0
+
     return run_command(config, stats)
 
 
@@ -129,4 +144,5 @@ def cmd_reconcile(config, now: str | None) -> int:
             return 3
         print(json.dumps({"at": at.isoformat(), "changes": [c.as_dict() for c in changes]}))
         return 0
+
     return run_command(config, reconcile)

@@ -76,12 +76,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("music-upstream-url", "http://127.0.0.1:9000", str, "base URL of the music worker"),
     Option("music-max-streams", 2000, int, "concurrent upstream music transfers per process"),
     Option("music-connect-timeout", 5.0, float, "seconds to connect to the music worker before answering 502"),
-    Option("music-stall-timeout", 20.0, float, "seconds the music worker may send nothing (while not paused) before the stream fails"),
-    Option("music-chunk-bytes", 65536, int, "libcurl receive buffer for music streams (CURLOPT_BUFFERSIZE, 16 KiB-512 KiB)"),
+    Option(
+        "music-stall-timeout",
+        20.0,
+        float,
+        "seconds the music worker may send nothing (while not paused) before the stream fails",
+    ),
+    Option(
+        "music-chunk-bytes", 65536, int, "libcurl receive buffer for music streams (CURLOPT_BUFFERSIZE, 16 KiB-512 KiB)"
+    ),
     Option("music-high-water", 65536, int, "unsent bytes per listener above which the upstream transfer is paused"),
     Option("avatar-hosts", (), _csv, "comma-separated host names avatars may be fetched from (others draw initials)"),
     Option("og-render-processes", 2, int, "OG card render worker processes"),
-    Option("turnstile-verify-url", "https://challenges.cloudflare.com/turnstile/v0/siteverify", str, "Turnstile siteverify URL"),
+    Option(
+        "turnstile-verify-url",
+        "https://challenges.cloudflare.com/turnstile/v0/siteverify",
+        str,
+        "Turnstile siteverify URL",
+    ),
     Option("turnstile-secret", "", str, "Turnstile secret key", secret=True),
     Option("turnstile-sitekey", "", str, "Turnstile site key rendered into forms"),
     Option("turnstile-timeout", 5.0, float, "seconds to wait for siteverify"),

@@ -101,11 +101,15 @@ class EmbeddedStores:
         except BaseException:
             self.stop()
             raise
-        self._state_path.write_text(json.dumps({
-            "pid": os.getpid(),
-            "mongo_uri": self.endpoints.mongo_uri,
-            "redis_url": self.endpoints.redis_url,
-        }))
+        self._state_path.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "mongo_uri": self.endpoints.mongo_uri,
+                    "redis_url": self.endpoints.redis_url,
+                }
+            )
+        )
         return self.endpoints
 
     def _attach(self) -> EmbeddedEndpoints:
@@ -124,8 +128,13 @@ class EmbeddedStores:
         log_path = cwd / f"{name}.log"
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
-                argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent, close_fds=True,
+                argv,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+                close_fds=True,
             )
         self._procs.append((name, proc))
         return proc, log_path
@@ -136,12 +145,29 @@ class EmbeddedStores:
         directory = self.data_dir / "valkey"
         directory.mkdir(exist_ok=True)
         port = _free_port()
-        proc, log_path = self._spawn("valkey", [
-            str(get_binary_path()),
-            "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--maxclients", "10000", "--daemonize", "no",
-        ], directory)
+        proc, log_path = self._spawn(
+            "valkey",
+            [
+                str(get_binary_path()),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--maxclients",
+                "10000",
+                "--daemonize",
+                "no",
+            ],
+            directory,
+        )
         _wait_for_port(port, proc, "valkey", log_path, timeout)
         log.info("embedded valkey pid %s on 127.0.0.1:%s", proc.pid, port)
         return f"redis://127.0.0.1:{port}/0"
@@ -150,10 +176,23 @@ class EmbeddedStores:
         directory = self.data_dir / "mongo"
         directory.mkdir(exist_ok=True)
         port = _free_port()
-        proc, log_path = self._spawn("secantusdb", [
-            sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(port),
-            "--storage-path", str(directory / "wt"), "--log-level", "WARNING",
-        ], directory)
+        proc, log_path = self._spawn(
+            "secantusdb",
+            [
+                sys.executable,
+                "-m",
+                "secantus",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--storage-path",
+                str(directory / "wt"),
+                "--log-level",
+                "WARNING",
+            ],
+            directory,
+        )
         _wait_for_port(port, proc, "secantusdb", log_path, timeout)
         log.info("embedded secantusdb pid %s on 127.0.0.1:%s", proc.pid, port)
         return f"mongodb://127.0.0.1:{port}/?directConnection=true"

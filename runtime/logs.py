@@ -38,10 +38,21 @@ def access_logger(json_lines: bool) -> Callable:
             return
         millis = 1000.0 * request.request_time()
         if json_lines:
-            access.log(level, json.dumps({
-                "ts": time.time(), "status": status, "method": request.method, "host": request.host_name,
-                "path": request.path, "ms": round(millis, 2), "ip": request.remote_ip,
-            }, separators=(",", ":")))
+            access.log(
+                level,
+                json.dumps(
+                    {
+                        "ts": time.time(),
+                        "status": status,
+                        "method": request.method,
+                        "host": request.host_name,
+                        "path": request.path,
+                        "ms": round(millis, 2),
+                        "ip": request.remote_ip,
+                    },
+                    separators=(",", ":"),
+                ),
+            )
         else:
             access.log(level, "%d %s %s%s %.2fms", status, request.method, request.host_name, request.path, millis)
 

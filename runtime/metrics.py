@@ -9,7 +9,15 @@ from __future__ import annotations
 import os
 import shutil
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client import multiprocess
 
 # Set by hepgg_server.py for `serve` before prometheus_client was imported.
@@ -17,12 +25,16 @@ MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 OPEN_STREAMS = Gauge("hepgg_open_streams", "Open long-lived responses", ["kind"], multiprocess_mode="livesum")
 PROXIED_BYTES = Counter("hepgg_music_proxied_bytes", "Audio bytes sent to listeners")
-OG_RENDER_SECONDS = Histogram("hepgg_og_render_seconds", "OG card render time (cold renders)",
-                              buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5))
+OG_RENDER_SECONDS = Histogram(
+    "hepgg_og_render_seconds",
+    "OG card render time (cold renders)",
+    buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5),
+)
 LIMITER_DECISIONS = Counter("hepgg_rate_limit_decisions", "Contact rate-limit decisions", ["channel", "outcome"])
 DELIVERIES = Counter("hepgg_contact_deliveries", "Contact deliveries", ["channel", "outcome"])
-ASYNCIO_TASKS = Gauge("hepgg_asyncio_tasks", "asyncio tasks alive in this process (set when scraped)",
-                      multiprocess_mode="liveall")
+ASYNCIO_TASKS = Gauge(
+    "hepgg_asyncio_tasks", "asyncio tasks alive in this process (set when scraped)", multiprocess_mode="liveall"
+)
 STATS_FLUSHED = Counter("hepgg_stats_flushed", "View/play events written to MongoDB", ["kind"])
 
 

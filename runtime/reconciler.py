@@ -38,8 +38,13 @@ async def run_once(db, redis: Redis, now: datetime, on_change=None) -> list[Plan
     finally:
         await redis.eval(_RELEASE, 1, LOCK_KEY, token)
     for change in changes:
-        log.info("plan reconciler: %s profile %s of owner %s (%s)", change.action, change.profile_id,
-                 change.owner_id, change.reason)
+        log.info(
+            "plan reconciler: %s profile %s of owner %s (%s)",
+            change.action,
+            change.profile_id,
+            change.owner_id,
+            change.reason,
+        )
         if on_change is not None:
             on_change(change)
     return changes
@@ -50,8 +55,12 @@ async def run_forever(services) -> None:
     while True:
         await asyncio.sleep(interval * random.uniform(0.8, 1.2))  # jitter: workers don't line up
         try:
-            await run_once(services.db, services.redis, services.clock.now(),
-                           on_change=lambda c: services.sites.invalidate(profile_id=c.profile_id))
+            await run_once(
+                services.db,
+                services.redis,
+                services.clock.now(),
+                on_change=lambda c: services.sites.invalidate(profile_id=c.profile_id),
+            )
         except ReconcilerBusy:
             pass
         except Exception:

@@ -46,8 +46,12 @@ def serve(config) -> int:
     try:
         sockets = bind_sockets(config.port, config.address, reuse_port=hasattr(socket, "SO_REUSEPORT"), backlog=4096)
         bound_port = sockets[0].getsockname()[1]
-        log.info("listening on http://%s:%s (embedded stores: %s)", config.address, bound_port,
-                 "yes" if stores.owner else "no")
+        log.info(
+            "listening on http://%s:%s (embedded stores: %s)",
+            config.address,
+            bound_port,
+            "yes" if stores.owner else "no",
+        )
         processes = config.processes or os.cpu_count() or 1
         if processes == 1:
             return run_loop(config, run_worker(config, sockets, mongo_uri, redis_url))
@@ -65,7 +69,9 @@ def loop_factory(choice: str):
         import uvloop
     except ImportError:
         if choice == "uvloop":
-            raise SystemExit("--event-loop uvloop: uvloop is not installed (pip install 'hepgg_server[fast]')") from None
+            raise SystemExit(
+                "--event-loop uvloop: uvloop is not installed (pip install 'hepgg_server[fast]')"
+            ) from None
         return None
     return uvloop.new_event_loop
 

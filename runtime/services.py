@@ -98,13 +98,18 @@ class Services:
 
 def make_redis(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(
-        url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5,
-        health_check_interval=15, max_connections=200,
+        url,
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=15,
+        max_connections=200,
     )
 
 
-async def build_services(config, mongo_uri: str, redis_url: str, *, clock: Clock | None = None,
-                         background: bool = True) -> Services:
+async def build_services(
+    config, mongo_uri: str, redis_url: str, *, clock: Clock | None = None, background: bool = True
+) -> Services:
     """Connect to the stores and start the process-wide workers.
 
     `background=False` (CLI commands) skips the periodic tasks a server runs.

@@ -13,8 +13,13 @@ def connect(uri: str, db_name: str, *, app_name: str = "hepgg_server") -> tuple[
     # timeoutMS bounds every operation as a whole (server selection, a hung socket, its one retry):
     # without it a server that accepts but never answers held a request until the monitor noticed (~16 s).
     client: AsyncMongoClient = AsyncMongoClient(
-        uri, appname=app_name, tz_aware=True,
-        serverSelectionTimeoutMS=5000, connectTimeoutMS=3000, timeoutMS=OPERATION_TIMEOUT_MS, maxPoolSize=50,
+        uri,
+        appname=app_name,
+        tz_aware=True,
+        serverSelectionTimeoutMS=5000,
+        connectTimeoutMS=3000,
+        timeoutMS=OPERATION_TIMEOUT_MS,
+        maxPoolSize=50,
     )
     return client, client[db_name]
 

@@ -71,8 +71,12 @@ def decide(owner: Owner, profiles: list[dict], now: datetime) -> list[PlanChange
 
 async def reconcile_owner(db: AsyncDatabase, owner_doc: dict, now: datetime) -> list[PlanChange]:
     owner = Owner.from_doc(owner_doc)
-    profiles = [doc async for doc in db.profiles.find(
-        {"owner_id": owner.id}, {"is_public": 1, "created_at": 1, "plan_unpublished_at": 1})]
+    profiles = [
+        doc
+        async for doc in db.profiles.find(
+            {"owner_id": owner.id}, {"is_public": 1, "created_at": 1, "plan_unpublished_at": 1}
+        )
+    ]
     applied = []
     for change in decide(owner, profiles, now):
         if await apply_change(db, change, now):

@@ -21,7 +21,9 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ISRC_PATTERN = re.compile(r"^[A-Za-z0-9]{12}$")
 DOMAIN_PATTERN = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
 PHONE_PATTERN = re.compile(r"^\+[1-9][0-9]{6,14}$")
-EMAIL_PATTERN = re.compile(r"^[^@\s<>()\[\],;:\"\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+EMAIL_PATTERN = re.compile(
+    r"^[^@\s<>()\[\],;:\"\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
 SAFE_LINK_SCHEMES = ("http", "https", "mailto")
 
 LIMITS = {"display_name": 80, "bio": 600, "label": 60, "url": 2048, "title": 200, "links": 50, "music": 20}
@@ -53,7 +55,9 @@ def safe_link(url: str) -> bool:
 
 
 # A URL host we are willing to name in a CSP source list: DNS labels, IPv4, or a bracketed IPv6.
-_SOURCE_HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$|^\[[0-9a-f:.]+\]$")
+_SOURCE_HOST = re.compile(
+    r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$|^\[[0-9a-f:.]+\]$"
+)
 
 
 @lru_cache(maxsize=4096)
@@ -80,8 +84,9 @@ def image_origin(url: str) -> str | None:
 # Characters that let owner text reorder or hide what is around it: bidi embeddings, overrides and
 # isolates, invisible separators, and C0/C1 controls (newline and tab stay). LRM/RLM marks and the
 # zero-width (non-)joiners stay: emoji sequences and several scripts need them.
-_UNSAFE_TEXT = re.compile("[\u202a-\u202e\u2066-\u2069\u061c\u200b\u2060-\u2064\ufeff\u180e"
-                          "\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_UNSAFE_TEXT = re.compile(
+    "[\u202a-\u202e\u2066-\u2069\u061c\u200b\u2060-\u2064\ufeff\u180e\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
 
 
 def clean_text(value: Any) -> str:
@@ -90,6 +95,7 @@ def clean_text(value: Any) -> str:
 
 
 # ---------------------------------------------------------------- read models
+
 
 @dataclass(frozen=True)
 class Owner:
@@ -172,11 +178,16 @@ class Profile:
             display_name=clean_text(content.get("display_name")),
             bio=clean_text(content.get("bio")),
             avatar_url=avatar if isinstance(avatar, str) and image_origin(avatar) else None,
-            links=tuple(Link(clean_text(l.get("label")), l["url"]) for l in content.get("links") or []
-                        if isinstance(l, dict) and isinstance(l.get("url"), str) and safe_link(l["url"])),
-            music=tuple(Track(t["isrc"].upper(), clean_text(t.get("title")), clean_text(t.get("artist")))
-                        for t in content.get("music") or [] if isinstance(t, dict) and isinstance(t.get("isrc"), str)
-                        and ISRC_PATTERN.match(t["isrc"])),
+            links=tuple(
+                Link(clean_text(l.get("label")), l["url"])
+                for l in content.get("links") or []
+                if isinstance(l, dict) and isinstance(l.get("url"), str) and safe_link(l["url"])
+            ),
+            music=tuple(
+                Track(t["isrc"].upper(), clean_text(t.get("title")), clean_text(t.get("artist")))
+                for t in content.get("music") or []
+                if isinstance(t, dict) and isinstance(t.get("isrc"), str) and ISRC_PATTERN.match(t["isrc"])
+            ),
             toggles=dict(doc.get("toggles") or {}),
             version=str(doc.get("version") or "0"),
         )
@@ -210,6 +221,7 @@ class Site:
 
 # ---------------------------------------------------------------- import validation
 
+
 class _Checker:
     """Collects every problem in one record, with a path for each."""
 
@@ -230,8 +242,17 @@ class _Checker:
             self.error(f"{path}.{key}" if path else key, "is required")
         return obj
 
-    def string(self, obj: dict, key: str, path: str, *, max_len: int, required: bool = False,
-               pattern: re.Pattern | None = None, nullable: bool = False) -> Any:
+    def string(
+        self,
+        obj: dict,
+        key: str,
+        path: str,
+        *,
+        max_len: int,
+        required: bool = False,
+        pattern: re.Pattern | None = None,
+        nullable: bool = False,
+    ) -> Any:
         value = obj.get(key)
         label = f"{path}.{key}" if path else key
         if value is None:
@@ -272,15 +293,40 @@ class _Checker:
 
 # The owner's paid message credits per channel (contact debits and refunds them; nothing cached reads them).
 CREDIT_FIELDS = {"sms": "sms_credits", "email": "email_credits"}
-USER_FIELDS = {"id", "premium_until", "suspended", "approved", "sms", "sms_credits", "email", "email_credits",
-               "discord", "music", "slots"}
-PROFILE_FIELDS = {"id", "owner_id", "domain", "template", "is_public", "suspended", "expires_at", "created_at",
-                  "theme", "content", "toggles"}
+USER_FIELDS = {
+    "id",
+    "premium_until",
+    "suspended",
+    "approved",
+    "sms",
+    "sms_credits",
+    "email",
+    "email_credits",
+    "discord",
+    "music",
+    "slots",
+}
+PROFILE_FIELDS = {
+    "id",
+    "owner_id",
+    "domain",
+    "template",
+    "is_public",
+    "suspended",
+    "expires_at",
+    "created_at",
+    "theme",
+    "content",
+    "toggles",
+}
 TOGGLES = {"presence", "powered_by", "contact_sms", "contact_email", "contact_discord"}
 
 
 def validate_user(record: Any, index: int) -> tuple[dict | None, list[str]]:
-    c = _Checker(f"users[{index}]" + (f" ({record.get('id')})" if isinstance(record, dict) and isinstance(record.get("id"), str) else ""))
+    c = _Checker(
+        f"users[{index}]"
+        + (f" ({record.get('id')})" if isinstance(record, dict) and isinstance(record.get("id"), str) else "")
+    )
     user = c.fields(record, "", USER_FIELDS, {"id"})
     if not user:
         return None, c.errors
@@ -292,21 +338,32 @@ def validate_user(record: Any, index: int) -> tuple[dict | None, list[str]]:
     doc["email_credits"] = c.count(user, "email_credits")
     if "sms" in user:
         sms = c.fields(user["sms"], "sms", {"enabled", "key", "phone", "phone_verified"})
-        doc["sms"] = {"enabled": c.boolean(sms, "enabled", "sms"), "key": c.string(sms, "key", "sms", max_len=512),
-                      "phone": c.string(sms, "phone", "sms", max_len=16, pattern=PHONE_PATTERN),
-                      "phone_verified": c.boolean(sms, "phone_verified", "sms")}
+        doc["sms"] = {
+            "enabled": c.boolean(sms, "enabled", "sms"),
+            "key": c.string(sms, "key", "sms", max_len=512),
+            "phone": c.string(sms, "phone", "sms", max_len=16, pattern=PHONE_PATTERN),
+            "phone_verified": c.boolean(sms, "phone_verified", "sms"),
+        }
     if "email" in user:
         email = c.fields(user["email"], "email", {"enabled", "key", "address", "verified"})
-        doc["email"] = {"enabled": c.boolean(email, "enabled", "email"), "key": c.string(email, "key", "email", max_len=512),
-                        "address": c.string(email, "address", "email", max_len=254, pattern=EMAIL_PATTERN),
-                        "verified": c.boolean(email, "verified", "email")}
+        doc["email"] = {
+            "enabled": c.boolean(email, "enabled", "email"),
+            "key": c.string(email, "key", "email", max_len=512),
+            "address": c.string(email, "address", "email", max_len=254, pattern=EMAIL_PATTERN),
+            "verified": c.boolean(email, "verified", "email"),
+        }
     if "discord" in user:
         discord = c.fields(user["discord"], "discord", {"channel_id", "bot_present"})
-        doc["discord"] = {"channel_id": c.string(discord, "channel_id", "discord", max_len=32, pattern=re.compile(r"^[0-9]{1,32}$")),
-                          "bot_present": c.boolean(discord, "bot_present", "discord")}
+        doc["discord"] = {
+            "channel_id": c.string(discord, "channel_id", "discord", max_len=32, pattern=re.compile(r"^[0-9]{1,32}$")),
+            "bot_present": c.boolean(discord, "bot_present", "discord"),
+        }
     if "music" in user:
         music = c.fields(user["music"], "music", {"enabled", "key"})
-        doc["music"] = {"enabled": c.boolean(music, "enabled", "music"), "key": c.string(music, "key", "music", max_len=512)}
+        doc["music"] = {
+            "enabled": c.boolean(music, "enabled", "music"),
+            "key": c.string(music, "key", "music", max_len=512),
+        }
     slots = user.get("slots", [])
     if not isinstance(slots, list):
         c.error("slots", "must be a list")
@@ -322,7 +379,10 @@ def validate_user(record: Any, index: int) -> tuple[dict | None, list[str]]:
 
 
 def validate_profile(record: Any, index: int) -> tuple[dict | None, list[str]]:
-    c = _Checker(f"profiles[{index}]" + (f" ({record.get('id')})" if isinstance(record, dict) and isinstance(record.get("id"), str) else ""))
+    c = _Checker(
+        f"profiles[{index}]"
+        + (f" ({record.get('id')})" if isinstance(record, dict) and isinstance(record.get("id"), str) else "")
+    )
     prof = c.fields(record, "", PROFILE_FIELDS, {"id", "owner_id", "domain"})
     if not prof:
         return None, c.errors
@@ -377,11 +437,13 @@ def validate_profile(record: Any, index: int) -> tuple[dict | None, list[str]]:
         track = c.fields(track, f"content.music[{i}]", {"isrc", "title", "artist"}, {"isrc"})
         path = f"content.music[{i}]"
         isrc = c.string(track, "isrc", path, max_len=12, required=True, pattern=ISRC_PATTERN) if track else None
-        doc["content"]["music"].append({
-            "isrc": isrc.upper() if isrc else isrc,
-            "title": (c.string(track, "title", path, max_len=LIMITS["title"]) or "") if track else "",
-            "artist": (c.string(track, "artist", path, max_len=LIMITS["title"]) or "") if track else "",
-        })
+        doc["content"]["music"].append(
+            {
+                "isrc": isrc.upper() if isrc else isrc,
+                "title": (c.string(track, "title", path, max_len=LIMITS["title"]) or "") if track else "",
+                "artist": (c.string(track, "artist", path, max_len=LIMITS["title"]) or "") if track else "",
+            }
+        )
     toggles = c.fields(prof.get("toggles", {}), "toggles", TOGGLES)
     doc["toggles"] = {name: c.boolean(toggles, name, "toggles") for name in TOGGLES if name in toggles}
     return (None if c.errors else doc), c.errors

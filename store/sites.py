@@ -34,14 +34,18 @@ class SiteDirectory:
     async def by_id(self, profile_id: str) -> Site | None:
         return await self._cached(("id", profile_id), lambda: self._load({"_id": profile_id}))
 
-    def invalidate(self, *, profile_id: str | None = None, owner_id: str | None = None, domain: str | None = None) -> None:
+    def invalidate(
+        self, *, profile_id: str | None = None, owner_id: str | None = None, domain: str | None = None
+    ) -> None:
         """Drop entries for a changed profile or owner (everything when called with no argument)."""
         if profile_id is None and owner_id is None and domain is None:
             self._entries.clear()
             return
         for key, (_, site) in list(self._entries.items()):
-            if key == ("id", profile_id) or key == ("host", domain) or (
-                site is not None and (site.profile.id == profile_id or site.owner.id == owner_id)
+            if (
+                key == ("id", profile_id)
+                or key == ("host", domain)
+                or (site is not None and (site.profile.id == profile_id or site.owner.id == owner_id))
             ):
                 self._entries.pop(key, None)
 

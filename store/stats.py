@@ -68,10 +68,22 @@ class StatsWriter:
         self._stopping = asyncio.Event()
         self.flushed = {"view": 0, "play": 0}
 
-    def record_view(self, profile_id: str, owner_id: str, at: datetime, ip: str, user_agent: str, referer: str | None) -> None:
-        self._undeduped.append(_Event("view", profile_id, owner_id, at, {
-            "ip": ip, "user_agent": user_agent[:512], "referer": (referer or "")[:1024] or None,
-        }))
+    def record_view(
+        self, profile_id: str, owner_id: str, at: datetime, ip: str, user_agent: str, referer: str | None
+    ) -> None:
+        self._undeduped.append(
+            _Event(
+                "view",
+                profile_id,
+                owner_id,
+                at,
+                {
+                    "ip": ip,
+                    "user_agent": user_agent[:512],
+                    "referer": (referer or "")[:1024] or None,
+                },
+            )
+        )
 
     def record_play(self, profile_id: str, owner_id: str, at: datetime, isrc: str) -> None:
         self._accepted.append(_Event("play", profile_id, owner_id, at, {"isrc": isrc}))
@@ -116,7 +128,7 @@ class StatsWriter:
     async def _dedup_views(self) -> None:
         batch, self._undeduped = self._undeduped, []
         for start in range(0, len(batch), DEDUP_SLICE):
-            views = batch[start:start + DEDUP_SLICE]
+            views = batch[start : start + DEDUP_SLICE]
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for event in views:
@@ -137,8 +149,10 @@ class StatsWriter:
             self._accepted.extend(event for event, held in zip(views, previous) if held in (None, str(event.id)))
 
     async def _insert_events(self, batch: list[_Event]) -> None:
-        docs = [{"_id": e.id, "kind": e.kind, "profile_id": e.profile_id, "owner_id": e.owner_id, "at": e.at, **e.fields}
-                for e in batch]
+        docs = [
+            {"_id": e.id, "kind": e.kind, "profile_id": e.profile_id, "owner_id": e.owner_id, "at": e.at, **e.fields}
+            for e in batch
+        ]
         try:
             await self.db.stat_events.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
@@ -158,10 +172,13 @@ class StatsWriter:
                 increments[event.profile_id][f"plays_by_isrc.{event.fields['isrc']}"] += 1
         try:
             await self._insert_events(batch)
-            await self.db.profile_stats.bulk_write([
-                UpdateOne({"_id": pid}, {"$inc": dict(inc), "$set": {"owner_id": owners[pid]}}, upsert=True)
-                for pid, inc in increments.items()
-            ], ordered=False)
+            await self.db.profile_stats.bulk_write(
+                [
+                    UpdateOne({"_id": pid}, {"$inc": dict(inc), "$set": {"owner_id": owners[pid]}}, upsert=True)
+                    for pid, inc in increments.items()
+                ],
+                ordered=False,
+            )
         except Exception as exc:
             # Keep the batch: a retry re-inserts events idempotently (fixed ids) and re-applies the counters.
             log.warning("stats write failed (%s); %d events kept for retry", type(exc).__name__, len(batch))

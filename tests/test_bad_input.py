@@ -27,8 +27,13 @@ from contact_fakes import contact_settings
 BARE_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 ISRC_RE = re.compile(r"^[A-Z0-9]{12}$", re.IGNORECASE)
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @dataclass
@@ -52,8 +57,14 @@ async def exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
         writer.close()
 
 
-async def request(port: int, target: bytes | str, host: bytes | str | None = b"alice.hep.gg", method: bytes = b"GET",
-                  headers: bytes = b"", body: bytes = b"") -> Raw:
+async def request(
+    port: int,
+    target: bytes | str,
+    host: bytes | str | None = b"alice.hep.gg",
+    method: bytes = b"GET",
+    headers: bytes = b"",
+    body: bytes = b"",
+) -> Raw:
     target = target.encode() if isinstance(target, str) else target
     lines = method + b" " + target + b" HTTP/1.1\r\n"
     if host is not None:
@@ -87,8 +98,9 @@ def envelope(answer: Raw) -> str:
 
 @pytest.fixture
 async def server(make_server, fakes, upstream):
-    server = await make_server(**contact_settings(fakes), music_upstream_url=upstream.url, music_connect_timeout=1.0,
-                               music_stall_timeout=1.0)
+    server = await make_server(
+        **contact_settings(fakes), music_upstream_url=upstream.url, music_connect_timeout=1.0, music_stall_timeout=1.0
+    )
     await server.load(base_document())
     return server
 
@@ -123,17 +135,32 @@ async def test_host_variants_get_the_documented_page_answer(server):
 
 MALFORMED_HOSTS = [
     None,  # HTTP/1.1 without Host
-    b"bad host", b"alice.hep.gg, evil.example", "alicé.hep.gg".encode(), "alicé.hep.gg".encode("latin1"),
-    b"alice.hep.gg/x", b"alice.hep.gg\\", b"@evil.example", b"alice.hep.gg\x01",
+    b"bad host",
+    b"alice.hep.gg, evil.example",
+    "alicé.hep.gg".encode(),
+    "alicé.hep.gg".encode("latin1"),
+    b"alice.hep.gg/x",
+    b"alice.hep.gg\\",
+    b"@evil.example",
+    b"alice.hep.gg\x01",
 ]
 
 
 async def test_malformed_host_is_a_bare_400_and_the_connection_closes(server):
-    for host, target in itertools.product(MALFORMED_HOSTS, (b"/", b"/api/v1/profiles/presence/u1",
-                                                              b"/api/v1/profiles/p1/og.png")):
-        assert await exchange(server.port, b"GET " + target + b" HTTP/1.1\r\n"
-                              + (b"Host: " + host + b"\r\n" if host is not None else b"")
-                              + b"Connection: close\r\n\r\n") == BARE_400
+    for host, target in itertools.product(
+        MALFORMED_HOSTS, (b"/", b"/api/v1/profiles/presence/u1", b"/api/v1/profiles/p1/og.png")
+    ):
+        assert (
+            await exchange(
+                server.port,
+                b"GET "
+                + target
+                + b" HTTP/1.1\r\n"
+                + (b"Host: " + host + b"\r\n" if host is not None else b"")
+                + b"Connection: close\r\n\r\n",
+            )
+            == BARE_400
+        )
 
 
 async def test_two_host_headers_are_refused(server):
@@ -155,10 +182,13 @@ async def test_api_answers_on_any_host(server):
 
 # ---------------------------------------------------------------- oversized input
 
+
 async def test_headers_over_64_kib_close_the_connection_and_the_server_carries_on(server):
-    for data in (b"GET / HTTP/1.1\r\nHost: alice.hep.gg\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
-                 b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: alice.hep.gg\r\n\r\n",
-                 b"GET / HTTP/1.1\r\nHost: alice.hep.gg\r\n" + b"X-Many: 1\r\n" * 7_000 + b"\r\n"):
+    for data in (
+        b"GET / HTTP/1.1\r\nHost: alice.hep.gg\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+        b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: alice.hep.gg\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: alice.hep.gg\r\n" + b"X-Many: 1\r\n" * 7_000 + b"\r\n",
+    ):
         assert await exchange(server.port, data) == b""
     answer = await request(server.port, "/")
     assert answer.status == 200
@@ -166,8 +196,13 @@ async def test_headers_over_64_kib_close_the_connection_and_the_server_carries_o
 
 async def test_contact_body_over_16_kib_is_413_in_the_envelope(server):
     body = json.dumps({"message": "x" * 20_000, "turnstileToken": "good-token"}).encode()
-    answer = await request(server.port, "/api/v1/profiles/p1/contact/sms", method=b"POST", body=body,
-                           headers=b"Content-Type: application/json\r\nX-Forwarded-For: 192.0.2.1\r\n")
+    answer = await request(
+        server.port,
+        "/api/v1/profiles/p1/contact/sms",
+        method=b"POST",
+        body=body,
+        headers=b"Content-Type: application/json\r\nX-Forwarded-For: 192.0.2.1\r\n",
+    )
     assert answer.status == 413
     assert envelope(answer) == "Request body too large"
 
@@ -192,8 +227,7 @@ async def test_bad_or_oversized_body_framing_is_a_bare_400(server):
 async def test_chunked_body_over_the_limit_is_cut_off_with_a_bare_400(server):
     chunk = b"x" * 65_536
     body = (b"%x\r\n%b\r\n" % (len(chunk), chunk)) * 20 + b"0\r\n\r\n"  # 1.25 MiB
-    data = (b"POST /api/v1/profiles/p1/contact/sms HTTP/1.1\r\nHost: hep.gg\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + body)
+    data = b"POST /api/v1/profiles/p1/contact/sms HTTP/1.1\r\nHost: hep.gg\r\nTransfer-Encoding: chunked\r\n\r\n" + body
     # The server answers the bare 400 and closes while body bytes are still unread, so the kernel may
     # reset the connection before the answer reaches us: either way nothing past 1 MiB is read.
     assert await exchange(server.port, data) in (BARE_400, b"")
@@ -257,13 +291,18 @@ WRONG_TYPES = [
     ({"message": "hi", "turnstileToken": "good" + "x" * 3000}, "Anti-spam check failed"),
 ]
 CHANNEL_FIELDS = {
-    "email": [({"email": 5}, "A valid email address is required"),
-              ({"email": ["a@b.co"]}, "A valid email address is required"),
-              ({"email": "a@b.co\r\nBcc: x@y.co"}, "A valid email address is required"),
-              ({"email": "a@b.co", "subject": 5}, "Subject must be a string"),
-              ({"email": "a@b.co", "subject": "a\r\nBcc: x@y.co"}, "Subject must be a single line of text")],
-    "discord": [({"handle": 5}, "Handle must be a string"), ({"handle": {"a": 1}}, "Handle must be a string"),
-                ({"handle": "a\nb"}, "Handle must be a single line of text")],
+    "email": [
+        ({"email": 5}, "A valid email address is required"),
+        ({"email": ["a@b.co"]}, "A valid email address is required"),
+        ({"email": "a@b.co\r\nBcc: x@y.co"}, "A valid email address is required"),
+        ({"email": "a@b.co", "subject": 5}, "Subject must be a string"),
+        ({"email": "a@b.co", "subject": "a\r\nBcc: x@y.co"}, "Subject must be a single line of text"),
+    ],
+    "discord": [
+        ({"handle": 5}, "Handle must be a string"),
+        ({"handle": {"a": 1}}, "Handle must be a string"),
+        ({"handle": "a\nb"}, "Handle must be a single line of text"),
+    ],
     "sms": [],
 }
 _ips = iter(range(1, 100_000))
@@ -271,9 +310,14 @@ _ips = iter(range(1, 100_000))
 
 async def post_contact(server, channel: str, body: bytes, content_type: bytes = b"application/json") -> Raw:
     n = next(_ips)  # each post from its own address (127.0.0.1 is a trusted proxy): no burst limit
-    return await request(server.port, f"/api/v1/profiles/p1/contact/{channel}", host=b"hep.gg", method=b"POST",
-                         body=body, headers=b"Content-Type: " + content_type
-                         + b"\r\nX-Forwarded-For: 198.18.%d.%d\r\n" % (n // 250, n % 250 + 1))
+    return await request(
+        server.port,
+        f"/api/v1/profiles/p1/contact/{channel}",
+        host=b"hep.gg",
+        method=b"POST",
+        body=body,
+        headers=b"Content-Type: " + content_type + b"\r\nX-Forwarded-For: 198.18.%d.%d\r\n" % (n // 250, n % 250 + 1),
+    )
 
 
 async def test_non_json_bodies_are_400_request_body_must_be_json(server):
@@ -305,8 +349,12 @@ async def test_wrong_typed_json_gets_the_documented_message(server, fakes):
 
 
 async def test_other_content_types_are_refused_in_the_envelope(server):
-    for content_type in (b"multipart/form-data", b"multipart/form-data; boundary=x",
-                         b"application/x-www-form-urlencoded", b"text/plain; charset=utf-16"):
+    for content_type in (
+        b"multipart/form-data",
+        b"multipart/form-data; boundary=x",
+        b"application/x-www-form-urlencoded",
+        b"text/plain; charset=utf-16",
+    ):
         answer = await post_contact(server, "sms", b"--x\r\ngarbage", content_type=content_type)
         assert answer.status == 400, content_type
         assert envelope(answer) in ("Bad request", "Request body must be JSON")
@@ -314,8 +362,22 @@ async def test_other_content_types_are_refused_in_the_envelope(server):
 
 # ---------------------------------------------------------------- path tricks
 
-TRICKS = ["..", "%2e%2e", "%2E%2E%2F%2E%2E", "%2f", "p1%2f..", "p1%00", "%00", "p1%0d%0aX-Injected:%201",
-          "..%5c..%5c", "p1;x", "p1%20", "~p1", "P1", "a" * 10_000]
+TRICKS = [
+    "..",
+    "%2e%2e",
+    "%2E%2E%2F%2E%2E",
+    "%2f",
+    "p1%2f..",
+    "p1%00",
+    "%00",
+    "p1%0d%0aX-Injected:%201",
+    "..%5c..%5c",
+    "p1;x",
+    "p1%20",
+    "~p1",
+    "P1",
+    "a" * 10_000,
+]
 
 
 async def test_profile_ids_with_path_tricks_are_not_found(server):
@@ -334,8 +396,13 @@ async def test_profile_ids_with_path_tricks_are_not_found(server):
 
 
 async def test_static_paths_never_leave_the_static_directory(server):
-    for target in ("/_static/../conftest.py", "/_static/%2e%2e/tests/conftest.py", "/_static/..%2fhandlers/base.py",
-                   "/_static/%2e%2e%2f%2e%2e%2fetc/passwd", "/_static//etc/passwd"):
+    for target in (
+        "/_static/../conftest.py",
+        "/_static/%2e%2e/tests/conftest.py",
+        "/_static/..%2fhandlers/base.py",
+        "/_static/%2e%2e%2f%2e%2e%2fetc/passwd",
+        "/_static//etc/passwd",
+    ):
         answer = await request(server.port, target)
         assert answer.status in (403, 404), target
         assert b"import" not in answer.body and b"root:" not in answer.body
@@ -350,6 +417,7 @@ async def test_multi_segment_and_absolute_form_targets_get_our_404_page(server):
 
 
 # ---------------------------------------------------------------- hypothesis fuzzing
+
 
 @FUZZ
 @given(isrc=st.text(max_size=40) | st.from_regex(r"\A[A-Za-z0-9]{12}\Z"))
@@ -370,7 +438,7 @@ def expected_user_id_error(user_id: str) -> str | None:
 
 
 @FUZZ
-@given(user_id=st.text(max_size=140) | st.text(st.characters(max_codepoint=0x7f), min_size=120, max_size=140))
+@given(user_id=st.text(max_size=140) | st.text(st.characters(max_codepoint=0x7F), min_size=120, max_size=140))
 async def test_fuzzed_user_id_snapshot_is_200_null_or_the_documented_400(server, user_id):
     answer = await request(server.port, f"/api/v1/profiles/presence/{quote(user_id, safe='')}", host=b"hep.gg")
     assert_sane(answer)
@@ -413,8 +481,12 @@ async def test_fuzzed_shortid_falls_through_with_404(server, shortid):
 
 
 async def test_preflights_answer_for_any_id(server):
-    for target in ("/api/v1/profiles/presence/%ff", "/api/v1/profiles/presence/", "/api/v1/profiles/%ff/contact/sms",
-                   "/api/v1/profiles/%ff/music/x"):
+    for target in (
+        "/api/v1/profiles/presence/%ff",
+        "/api/v1/profiles/presence/",
+        "/api/v1/profiles/%ff/contact/sms",
+        "/api/v1/profiles/%ff/music/x",
+    ):
         answer = await request(server.port, target, method=b"OPTIONS")
         assert answer.status == 204, target
         assert answer.headers["access-control-allow-origin"] == "*"

@@ -27,9 +27,11 @@ def test_targets_judge_ratio_or_absolute_value():
 
 
 def test_table_json_and_charts(tmp_path):
-    page = BenchResult("page", [Figure("page", "renders/s", "c=32", "req/s", 2000, 10000, "nginx static",
-                                       Target("ratio>=", 0.25, "issue 9"))],
-                       series={"req_s": {"ours": [(1, 900), (32, 2000)], "nginx": [(1, 5000), (32, 10000)]}})
+    page = BenchResult(
+        "page",
+        [Figure("page", "renders/s", "c=32", "req/s", 2000, 10000, "nginx static", Target("ratio>=", 0.25, "issue 9"))],
+        series={"req_s": {"ours": [(1, 900), (32, 2000)], "nginx": [(1, 5000), (32, 10000)]}},
+    )
     broken = BenchResult("sse", error="`wrk` is not installed: apt-get install wrk")
     text = table([page, broken])
     row = next(line for line in text.splitlines() if line.startswith("page"))
@@ -47,9 +49,12 @@ def test_table_json_and_charts(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("wrk") and shutil.which("nginx")), reason="needs wrk (bench/setup)")
 def test_quick_contact_benchmark_runs_end_to_end(tmp_path):
-    done = subprocess.run([str(ROOT / "bench" / "run"), "--quick", "--only", "contact", "--no-charts",
-                           "--results-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=110)
+    done = subprocess.run(
+        [str(ROOT / "bench" / "run"), "--quick", "--only", "contact", "--no-charts", "--results-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("contact")]
     assert any("429 path" in row and "ours >= 3000" in row for row in rows), done.stdout

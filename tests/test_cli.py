@@ -21,7 +21,9 @@ pytestmark = pytest.mark.slow
 
 
 def _get(port: int, path: str, host: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host, "User-Agent": "Mozilla/5.0 test"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Host": host, "User-Agent": "Mozilla/5.0 test"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
@@ -34,8 +36,14 @@ class RunningServer:
         self.data_dir, self.port = data_dir, port
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
         env.update(HEPGG_DATA_DIR=str(data_dir), HEPGG_PORT=str(port), HEPGG_VIEW_FLUSH_INTERVAL="0.2")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve"], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "hepgg_server.py"), "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         wait_until_serving(self.proc, port)
 
     def embedded_pids(self) -> list[int]:
@@ -80,8 +88,14 @@ def test_import_reports_every_bad_record_and_writes_nothing(tmp_path, store_urls
     env = {"HEPGG_MONGO_URI": store_urls.mongo_uri, "HEPGG_REDIS_URL": store_urls.redis_url, "HEPGG_MONGO_DB": db_name}
     result = run_cli("import", str(path), env=env)
     assert result.returncode != 0
-    for fragment in ("users[1]", "surprise", "domain 'alice.hep.gg' appears more than once", "template", "colour",
-                     "nothing was written"):
+    for fragment in (
+        "users[1]",
+        "surprise",
+        "domain 'alice.hep.gg' appears more than once",
+        "template",
+        "colour",
+        "nothing was written",
+    ):
         assert fragment in result.stderr
     with pymongo.MongoClient(store_urls.mongo_uri) as client:  # the valid u1/p1 were not written either
         db = client[db_name]

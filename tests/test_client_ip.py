@@ -24,26 +24,30 @@ CHAIN = TrustedProxies(["127.0.0.1/32", "10.0.0.0/8", "2001:db8:ffff::/48"])
 
 # ---------------------------------------------------------------- the rules
 
-@pytest.mark.parametrize("peer,header,client", [
-    ("203.0.113.9", "198.51.100.1", "203.0.113.9"),               # untrusted peer: its header is ignored
-    ("203.0.113.9", None, "203.0.113.9"),
-    ("127.0.0.1", None, "127.0.0.1"),                             # trusted peer without a header is the client
-    ("127.0.0.1", "198.51.100.1", "198.51.100.1"),
-    ("127.0.0.1", "1.1.1.1, 198.51.100.1", "198.51.100.1"),        # the rightmost untrusted, not the leftmost
-    ("127.0.0.1", "1.1.1.1, 198.51.100.1, 10.0.0.2, 10.9.9.9", "198.51.100.1"),  # several trusted hops
-    ("127.0.0.1", "10.0.0.2, 10.0.0.3", "10.0.0.2"),              # all trusted: the farthest hop
-    ("127.0.0.1", "not-an-ip, <script>, 198.51.100.1", "198.51.100.1"),  # garbage left of the client is never read
-    ("127.0.0.1", "198.51.100.1, garbage", "127.0.0.1"),           # garbage from a trusted hop: fall back to the peer
-    ("127.0.0.1", " , ,198.51.100.1 ,", "198.51.100.1"),           # empty entries and spaces
-    ("127.0.0.1", "198.51.100.1:4711", "198.51.100.1"),           # v4 with a port
-    ("127.0.0.1", "[2001:DB8::1]:443", "2001:db8::1"),            # bracketed v6 with a port, canonical form
-    ("127.0.0.1", "2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
-    ("127.0.0.1", "::ffff:198.51.100.1", "198.51.100.1"),          # IPv4-mapped is the IPv4 client
-    ("::ffff:127.0.0.1", "198.51.100.1", "198.51.100.1"),          # a mapped trusted peer is still trusted
-    ("2001:db8:ffff:1::5", "2001:db8:1::7, 2001:db8:ffff:2::1", "2001:db8:1::7"),  # v6 proxies
-    ("2001:db8:1::5", "198.51.100.1", "2001:db8:1::5"),             # untrusted v6 peer
-    ("127.0.0.1", "fe80::1%eth0", "fe80::1"),
-])
+
+@pytest.mark.parametrize(
+    "peer,header,client",
+    [
+        ("203.0.113.9", "198.51.100.1", "203.0.113.9"),  # untrusted peer: its header is ignored
+        ("203.0.113.9", None, "203.0.113.9"),
+        ("127.0.0.1", None, "127.0.0.1"),  # trusted peer without a header is the client
+        ("127.0.0.1", "198.51.100.1", "198.51.100.1"),
+        ("127.0.0.1", "1.1.1.1, 198.51.100.1", "198.51.100.1"),  # the rightmost untrusted, not the leftmost
+        ("127.0.0.1", "1.1.1.1, 198.51.100.1, 10.0.0.2, 10.9.9.9", "198.51.100.1"),  # several trusted hops
+        ("127.0.0.1", "10.0.0.2, 10.0.0.3", "10.0.0.2"),  # all trusted: the farthest hop
+        ("127.0.0.1", "not-an-ip, <script>, 198.51.100.1", "198.51.100.1"),  # garbage left of the client is never read
+        ("127.0.0.1", "198.51.100.1, garbage", "127.0.0.1"),  # garbage from a trusted hop: fall back to the peer
+        ("127.0.0.1", " , ,198.51.100.1 ,", "198.51.100.1"),  # empty entries and spaces
+        ("127.0.0.1", "198.51.100.1:4711", "198.51.100.1"),  # v4 with a port
+        ("127.0.0.1", "[2001:DB8::1]:443", "2001:db8::1"),  # bracketed v6 with a port, canonical form
+        ("127.0.0.1", "2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+        ("127.0.0.1", "::ffff:198.51.100.1", "198.51.100.1"),  # IPv4-mapped is the IPv4 client
+        ("::ffff:127.0.0.1", "198.51.100.1", "198.51.100.1"),  # a mapped trusted peer is still trusted
+        ("2001:db8:ffff:1::5", "2001:db8:1::7, 2001:db8:ffff:2::1", "2001:db8:1::7"),  # v6 proxies
+        ("2001:db8:1::5", "198.51.100.1", "2001:db8:1::5"),  # untrusted v6 peer
+        ("127.0.0.1", "fe80::1%eth0", "fe80::1"),
+    ],
+)
 def test_forwarded_for_rules(peer, header, client):
     assert CHAIN.client_ip(peer, header) == client
 
@@ -55,14 +59,18 @@ def test_no_trusted_proxies_trusts_no_one():
 
 
 def test_ipv6_counts_by_its_slash_64_ipv4_by_address():
-    assert rate_limit_subject("2001:db8:1:2::1") == rate_limit_subject("2001:DB8:1:2:ffff:ffff:ffff:ffff") \
+    assert (
+        rate_limit_subject("2001:db8:1:2::1")
+        == rate_limit_subject("2001:DB8:1:2:ffff:ffff:ffff:ffff")
         == "2001:db8:1:2::/64"
+    )
     assert rate_limit_subject("2001:db8:1:3::1") != rate_limit_subject("2001:db8:1:2::1")
     assert rate_limit_subject("198.51.100.1") == "198.51.100.1"
     assert view_dedup_key("p1", "2001:db8:1:2::1", "ua") == view_dedup_key("p1", "2001:db8:1:2::abcd", "ua")
 
 
 # ---------------------------------------------------------------- end to end: contact limits
+
 
 async def discord_send(server, **headers):
     return (await server.fetch(PATH.format(pid="p1", channel="discord"), json=DISCORD, headers=headers)).code
@@ -82,8 +90,9 @@ async def test_other_client_headers_are_never_read(make_server, fakes, header, t
 async def test_rotating_the_spoofable_part_of_a_proxy_chain_dodges_nothing(make_server, fakes):
     server = await make_server(**contact_settings(fakes, trusted_proxies=("127.0.0.1/32", "10.0.0.0/8")))
     await server.load(base_document())
-    codes = [await discord_send(server, **{"X-Forwarded-For": f"192.0.2.{i}, 198.51.100.7, 10.1.1.1"})
-             for i in range(4)]
+    codes = [
+        await discord_send(server, **{"X-Forwarded-For": f"192.0.2.{i}, 198.51.100.7, 10.1.1.1"}) for i in range(4)
+    ]
     assert codes == [200, 200, 200, 429]
     assert {r.form()["remoteip"] for r in fakes.turnstile.requests} == {"198.51.100.7"}
     # A different real client behind the same proxies has its own bucket.
@@ -101,6 +110,7 @@ async def test_rotating_ipv6_addresses_within_one_slash_64_dodges_nothing(make_s
 
 
 # ---------------------------------------------------------------- end to end: view dedup
+
 
 async def views(server) -> int:
     await server.services.stats.flush()

@@ -39,13 +39,22 @@ async def post(server, channel: str, body, *, ip: str | None = None, pid: str = 
     headers = dict(headers or {})
     headers["X-Forwarded-For"] = ip or fresh_ip()
     raw = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    response = await server.fetch(PATH.format(pid=pid, channel=channel), method="POST", body=raw,
-                                  headers={"Content-Type": "application/json", **headers})
+    response = await server.fetch(
+        PATH.format(pid=pid, channel=channel),
+        method="POST",
+        body=raw,
+        headers={"Content-Type": "application/json", **headers},
+    )
     return response, json.loads(response.body)
 
 
 SMS = {"message": "Hey, loved your site!", "turnstileToken": "good-token"}
-EMAIL = {"email": "visitor@example.com", "subject": "Hello", "message": "Great profile!", "turnstileToken": "good-token"}
+EMAIL = {
+    "email": "visitor@example.com",
+    "subject": "Hello",
+    "message": "Great profile!",
+    "turnstileToken": "good-token",
+}
 DISCORD = {"handle": "Jamie", "message": "Pinging you on Discord!", "turnstileToken": "good-token"}
 
 
@@ -54,6 +63,7 @@ async def credits(server, field: str) -> int:
 
 
 # ---------------------------------------------------------------- 200 rows
+
 
 async def test_sms_success_delivers_with_owner_key(server, fakes):
     response, body = await post(server, "sms", SMS)
@@ -120,21 +130,25 @@ async def test_discord_without_handle_is_anonymous(server, fakes):
 
 # ---------------------------------------------------------------- 400 rows: input
 
-@pytest.mark.parametrize("channel,body,error", [
-    ("sms", {"turnstileToken": "good-token"}, "Message is required"),
-    ("sms", {"message": "   \n ", "turnstileToken": "good-token"}, "Message is required"),
-    ("sms", {"message": 42, "turnstileToken": "good-token"}, "Message must be a string"),
-    ("sms", {"message": "x" * 481, "turnstileToken": "good-token"}, "Message must be at most 480 characters"),
-    ("email", {**EMAIL, "email": "not-an-address"}, "A valid email address is required"),
-    ("email", {**EMAIL, "email": None}, "A valid email address is required"),
-    ("email", {**EMAIL, "message": ""}, "Message is required"),
-    ("email", {**EMAIL, "message": "x" * 5001}, "Message must be at most 5000 characters"),
-    ("email", {**EMAIL, "subject": "s" * 151}, "Subject must be at most 150 characters"),
-    ("discord", {**DISCORD, "message": None}, "Message is required"),
-    ("discord", {**DISCORD, "message": "x" * 2001}, "Message must be at most 2000 characters"),
-    ("discord", {**DISCORD, "handle": "h" * 65}, "Handle must be at most 64 characters"),
-    ("discord", {**DISCORD, "handle": ["Jamie"]}, "Handle must be a string"),
-])
+
+@pytest.mark.parametrize(
+    "channel,body,error",
+    [
+        ("sms", {"turnstileToken": "good-token"}, "Message is required"),
+        ("sms", {"message": "   \n ", "turnstileToken": "good-token"}, "Message is required"),
+        ("sms", {"message": 42, "turnstileToken": "good-token"}, "Message must be a string"),
+        ("sms", {"message": "x" * 481, "turnstileToken": "good-token"}, "Message must be at most 480 characters"),
+        ("email", {**EMAIL, "email": "not-an-address"}, "A valid email address is required"),
+        ("email", {**EMAIL, "email": None}, "A valid email address is required"),
+        ("email", {**EMAIL, "message": ""}, "Message is required"),
+        ("email", {**EMAIL, "message": "x" * 5001}, "Message must be at most 5000 characters"),
+        ("email", {**EMAIL, "subject": "s" * 151}, "Subject must be at most 150 characters"),
+        ("discord", {**DISCORD, "message": None}, "Message is required"),
+        ("discord", {**DISCORD, "message": "x" * 2001}, "Message must be at most 2000 characters"),
+        ("discord", {**DISCORD, "handle": "h" * 65}, "Handle must be at most 64 characters"),
+        ("discord", {**DISCORD, "handle": ["Jamie"]}, "Handle must be a string"),
+    ],
+)
 async def test_invalid_input_is_400_without_calling_anyone(server, fakes, channel, body, error):
     response, answer = await post(server, channel, body)
     assert response.code == 400
@@ -143,13 +157,16 @@ async def test_invalid_input_is_400_without_calling_anyone(server, fakes, channe
     assert fakes.sms.requests == [] and fakes.discord.requests == [] and fakes.smtp.messages == []
 
 
-@pytest.mark.parametrize("raw,error", [
-    (b"not json", "Request body must be JSON"),
-    (b"", "Request body must be a JSON object"),
-    (b"[1, 2]", "Request body must be a JSON object"),
-    (b'"message"', "Request body must be a JSON object"),
-    (b"\xff\xfe", "Request body must be JSON"),
-])
+@pytest.mark.parametrize(
+    "raw,error",
+    [
+        (b"not json", "Request body must be JSON"),
+        (b"", "Request body must be a JSON object"),
+        (b"[1, 2]", "Request body must be a JSON object"),
+        (b'"message"', "Request body must be a JSON object"),
+        (b"\xff\xfe", "Request body must be JSON"),
+    ],
+)
 async def test_body_must_be_a_json_object(server, raw, error):
     response, answer = await post(server, "sms", raw)
     assert (response.code, answer) == (400, {"ok": False, "error": error})
@@ -168,6 +185,7 @@ async def test_sms_limit_is_exactly_480(server, fakes):
 
 
 # ---------------------------------------------------------------- 400 rows: Turnstile
+
 
 @pytest.mark.parametrize("channel,base", [("sms", SMS), ("email", EMAIL), ("discord", DISCORD)])
 @pytest.mark.parametrize("token", [None, "", "bad-token", "garbage", "http500", 12345])
@@ -206,23 +224,27 @@ async def test_oversized_token_is_refused_without_a_call(server, fakes):
 
 # ---------------------------------------------------------------- 400 rows: owner set-up
 
+
 def owner_doc(**user_overrides) -> dict:
     doc = base_document()
     doc["users"][0].update(user_overrides)
     return doc
 
 
-@pytest.mark.parametrize("channel,base,user", [
-    ("sms", SMS, {"sms": {"enabled": False, "key": "k", "phone": "+15550100", "phone_verified": True}}),
-    ("sms", SMS, {"sms": {"enabled": True, "key": "k", "phone": "+15550100", "phone_verified": False}}),
-    ("sms", SMS, {"sms": {"enabled": True, "key": None, "phone": "+15550100", "phone_verified": True}}),
-    ("sms", SMS, {"sms": {"enabled": True, "key": "k", "phone": None, "phone_verified": True}}),
-    ("email", EMAIL, {"email": {"enabled": True, "key": "k", "address": "owner@example.com", "verified": False}}),
-    ("email", EMAIL, {"email": {"enabled": False, "key": "k", "address": "owner@example.com", "verified": True}}),
-    ("email", EMAIL, {"email": {"enabled": True, "key": None, "address": "owner@example.com", "verified": True}}),
-    ("discord", DISCORD, {"discord": {"channel_id": "1234567890", "bot_present": False}}),
-    ("discord", DISCORD, {"discord": {"channel_id": None, "bot_present": True}}),
-])
+@pytest.mark.parametrize(
+    "channel,base,user",
+    [
+        ("sms", SMS, {"sms": {"enabled": False, "key": "k", "phone": "+15550100", "phone_verified": True}}),
+        ("sms", SMS, {"sms": {"enabled": True, "key": "k", "phone": "+15550100", "phone_verified": False}}),
+        ("sms", SMS, {"sms": {"enabled": True, "key": None, "phone": "+15550100", "phone_verified": True}}),
+        ("sms", SMS, {"sms": {"enabled": True, "key": "k", "phone": None, "phone_verified": True}}),
+        ("email", EMAIL, {"email": {"enabled": True, "key": "k", "address": "owner@example.com", "verified": False}}),
+        ("email", EMAIL, {"email": {"enabled": False, "key": "k", "address": "owner@example.com", "verified": True}}),
+        ("email", EMAIL, {"email": {"enabled": True, "key": None, "address": "owner@example.com", "verified": True}}),
+        ("discord", DISCORD, {"discord": {"channel_id": "1234567890", "bot_present": False}}),
+        ("discord", DISCORD, {"discord": {"channel_id": None, "bot_present": True}}),
+    ],
+)
 async def test_channel_not_set_up_is_400_not_active(server, fakes, channel, base, user):
     await server.load(owner_doc(**user))
     response, answer = await post(server, channel, base)
@@ -246,9 +268,14 @@ async def test_channel_missing_entirely_or_toggled_off_is_not_active(server, fak
 
 # ---------------------------------------------------------------- 402 rows
 
-@pytest.mark.parametrize("channel,base,field,name", [
-    ("sms", SMS, "sms_credits", "SMS"), ("email", EMAIL, "email_credits", "email"),
-])
+
+@pytest.mark.parametrize(
+    "channel,base,field,name",
+    [
+        ("sms", SMS, "sms_credits", "SMS"),
+        ("email", EMAIL, "email_credits", "email"),
+    ],
+)
 async def test_out_of_credits_is_402(server, fakes, channel, base, field, name):
     await server.load(owner_doc(**{field: 0}))
     response, answer = await post(server, channel, base)
@@ -264,6 +291,7 @@ async def test_discord_never_needs_credits(server, fakes):
 
 
 # ---------------------------------------------------------------- 404 rows
+
 
 @pytest.mark.parametrize("channel,base", [("sms", SMS), ("email", EMAIL), ("discord", DISCORD)])
 @pytest.mark.parametrize("change", ["unknown", "private", "suspended", "owner_suspended", "expired", "bad_id"])
@@ -297,6 +325,7 @@ async def test_other_methods_and_channels_answer_in_the_envelope(server):
 
 
 # ---------------------------------------------------------------- 429 rows
+
 
 @pytest.mark.parametrize("channel,base", [("sms", SMS), ("email", EMAIL), ("discord", DISCORD)])
 async def test_burst_is_3_per_minute_with_retry_after(server, fakes, channel, base):
@@ -343,6 +372,7 @@ async def test_owner_daily_cap_email_and_discord_100(server):
 
 
 # ---------------------------------------------------------------- 502 rows and refunds
+
 
 async def test_sms_api_error_is_502_and_refunds(server, fakes):
     fakes.sms.status = 500
@@ -392,12 +422,16 @@ async def test_discord_second_429_or_long_retry_after_is_502(server, fakes):
 
 # ---------------------------------------------------------------- email pipeline rejections pass through
 
+
 async def test_smtp_rejection_passes_through_without_owner_address(server, fakes):
     fakes.smtp.reject_rcpt = "550 5.1.1 <owner@example.com>: Recipient address rejected: mailbox unavailable"
     response, answer = await post(server, "email", EMAIL)
     assert response.code == 502
-    assert answer == {"ok": False, "error": "Email rejected by the mail server: 550 5.1.1 <<recipient>>: "
-                                            "Recipient address rejected: mailbox unavailable"}
+    assert answer == {
+        "ok": False,
+        "error": "Email rejected by the mail server: 550 5.1.1 <<recipient>>: "
+        "Recipient address rejected: mailbox unavailable",
+    }
     assert "owner@example.com" not in response.body.decode().lower()
     assert await credits(server, "email_credits") == 5
 
@@ -405,7 +439,10 @@ async def test_smtp_rejection_passes_through_without_owner_address(server, fakes
 async def test_smtp_temporary_rejection_is_503(server, fakes):
     fakes.smtp.reject_data = "451 4.7.1 Greylisted, try again later"
     response, answer = await post(server, "email", EMAIL)
-    assert (response.code, answer["error"]) == (503, "Email rejected by the mail server: 451 4.7.1 Greylisted, try again later")
+    assert (response.code, answer["error"]) == (
+        503,
+        "Email rejected by the mail server: 451 4.7.1 Greylisted, try again later",
+    )
     assert await credits(server, "email_credits") == 5
 
 
@@ -421,13 +458,15 @@ async def test_smtp_unreachable_is_502(make_server, fakes):
 async def test_smtp_auth_when_user_is_set(make_server, fakes):
     smtp = FakeSmtp(require_auth=("relay-user", "relay-pass")).start()
     try:
-        good = await make_server(**contact_settings(fakes, smtp_port=smtp.port, smtp_user="relay-user",
-                                                    smtp_password="relay-pass"))
+        good = await make_server(
+            **contact_settings(fakes, smtp_port=smtp.port, smtp_user="relay-user", smtp_password="relay-pass")
+        )
         await good.load(base_document())
         response, _ = await post(good, "email", EMAIL)
         assert response.code == 200 and len(smtp.messages) == 1
-        bad = await make_server(**contact_settings(fakes, smtp_port=smtp.port, smtp_user="relay-user",
-                                                   smtp_password="wrong"))
+        bad = await make_server(
+            **contact_settings(fakes, smtp_port=smtp.port, smtp_user="relay-user", smtp_password="wrong")
+        )
         response, answer = await post(bad, "email", EMAIL)
         assert (response.code, answer["error"]) == (502, "Email delivery failed")
         assert "relay" not in response.body.decode()
@@ -438,14 +477,18 @@ async def test_smtp_auth_when_user_is_set(make_server, fakes):
 
 # ---------------------------------------------------------------- header injection
 
-@pytest.mark.parametrize("field,value,error", [
-    ("subject", "Hi\r\nBcc: victim@example.net", "Subject must be a single line of text"),
-    ("subject", "Hi\nX-Spam: no", "Subject must be a single line of text"),
-    ("subject", "Hi\u2028there", "Subject must be a single line of text"),
-    ("email", "visitor@example.com\r\nBcc: victim@example.net", "A valid email address is required"),
-    ("email", "visitor@example.com, victim@example.net", "A valid email address is required"),
-    ("email", "Visitor <visitor@example.com>", "A valid email address is required"),
-])
+
+@pytest.mark.parametrize(
+    "field,value,error",
+    [
+        ("subject", "Hi\r\nBcc: victim@example.net", "Subject must be a single line of text"),
+        ("subject", "Hi\nX-Spam: no", "Subject must be a single line of text"),
+        ("subject", "Hi\u2028there", "Subject must be a single line of text"),
+        ("email", "visitor@example.com\r\nBcc: victim@example.net", "A valid email address is required"),
+        ("email", "visitor@example.com, victim@example.net", "A valid email address is required"),
+        ("email", "Visitor <visitor@example.com>", "A valid email address is required"),
+    ],
+)
 async def test_header_injection_is_refused(server, fakes, field, value, error):
     response, answer = await post(server, "email", {**EMAIL, field: value})
     assert (response.code, answer["error"]) == (400, error)
@@ -458,7 +501,10 @@ async def test_message_body_cannot_smuggle_smtp_commands(server, fakes):
     assert response.code == 200
     [envelope] = fakes.smtp.messages
     assert envelope.rcpt_tos == ["owner@example.com"]
-    assert "RCPT TO:<victim@example.net>" in message_from_bytes(envelope.original_content, policy=default_policy).get_content()
+    assert (
+        "RCPT TO:<victim@example.net>"
+        in message_from_bytes(envelope.original_content, policy=default_policy).get_content()
+    )
 
 
 async def test_discord_handle_must_be_one_line(server, fakes):
@@ -467,6 +513,7 @@ async def test_discord_handle_must_be_one_line(server, fakes):
 
 
 # ---------------------------------------------------------------- the order of checks
+
 
 async def test_order_limit_before_validation_and_turnstile(server, fakes):
     for _ in range(3):
@@ -497,6 +544,7 @@ async def test_order_turnstile_before_setup_before_credits(server, fakes):
 
 # ---------------------------------------------------------------- credits under concurrency
 
+
 async def test_ten_concurrent_sends_with_three_credits_deliver_three(server, fakes):
     await server.load(owner_doc(sms_credits=3))
     results = await asyncio.gather(*(post(server, "sms", SMS) for _ in range(10)))
@@ -516,15 +564,35 @@ async def test_concurrent_failed_deliveries_refund_every_credit(server, fakes):
 
 # ---------------------------------------------------------------- STARTTLS
 
+
 @pytest.fixture
 def relay_cert(tmp_path):
     import ssl
     import subprocess
 
     cert, key = tmp_path / "relay.pem", tmp_path / "relay.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=relay",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=relay",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return cert, context

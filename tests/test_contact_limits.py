@@ -31,12 +31,19 @@ async def burst(urls: list[str], count: int, headers: dict | None = None) -> lis
     """`count` concurrent Discord sends, spread round-robin over `urls`, on a client that does not queue."""
     client = AsyncHTTPClient(force_instance=True, max_clients=count + 4)
     try:
-        responses = await asyncio.gather(*(
-            client.fetch(urls[i % len(urls)] + PATH.format(pid="p1", channel="discord"), method="POST",
-                         body=json.dumps(DISCORD), headers={"Content-Type": "application/json", **(headers or {})},
-                         raise_error=False, request_timeout=20)
-            for i in range(count)
-        ))
+        responses = await asyncio.gather(
+            *(
+                client.fetch(
+                    urls[i % len(urls)] + PATH.format(pid="p1", channel="discord"),
+                    method="POST",
+                    body=json.dumps(DISCORD),
+                    headers={"Content-Type": "application/json", **(headers or {})},
+                    raise_error=False,
+                    request_timeout=20,
+                )
+                for i in range(count)
+            )
+        )
     finally:
         client.close()
     return sorted(response.code for response in responses)
@@ -62,11 +69,31 @@ async def test_serve_process_with_two_workers_and_a_test_server_share_the_limits
     await local.load(base_document())
     config = local.services.config
     port = free_port()
-    argv = [sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--port", str(port), "--processes", "2",
-            "--mongo-uri", config.mongo_uri, "--redis-url", config.redis_url, "--mongo-db", config.mongo_db,
-            "--turnstile-verify-url", config.turnstile_verify_url, "--turnstile-secret", config.turnstile_secret,
-            "--discord-api-url", config.discord_api_url, "--discord-bot-token", "bot-token",
-            "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        str(ROOT / "hepgg_server.py"),
+        "serve",
+        "--port",
+        str(port),
+        "--processes",
+        "2",
+        "--mongo-uri",
+        config.mongo_uri,
+        "--redis-url",
+        config.redis_url,
+        "--mongo-db",
+        config.mongo_db,
+        "--turnstile-verify-url",
+        config.turnstile_verify_url,
+        "--turnstile-secret",
+        config.turnstile_secret,
+        "--discord-api-url",
+        config.discord_api_url,
+        "--discord-bot-token",
+        "bot-token",
+        "--log-level",
+        "warning",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -88,7 +115,9 @@ async def test_redis_unreachable_fails_closed_with_503(make_server, fakes):
         response = await server.fetch(PATH.format(pid="p1", channel=channel), json=DISCORD)
         assert response.code == 503
         assert json.loads(response.body) == {
-            "ok": False, "error": "Contact forms are temporarily unavailable, please try again later"}
+            "ok": False,
+            "error": "Contact forms are temporarily unavailable, please try again later",
+        }
     assert fakes.turnstile.requests == [] and fakes.discord.requests == []
     after = REGISTRY.get_sample_value("hepgg_rate_limit_decisions_total", {"channel": "sms", "outcome": "error"})
     assert after == before + 1
@@ -98,11 +127,13 @@ async def test_spoofed_forwarded_for_from_untrusted_peer_changes_nothing(make_se
     server = await make_server(**contact_settings(fakes, trusted_proxies=()))
     await server.load(base_document())
     for i in range(3):
-        response = await server.fetch(PATH.format(pid="p1", channel="discord"), json=DISCORD,
-                                      headers={"X-Forwarded-For": f"10.0.0.{i}"})
+        response = await server.fetch(
+            PATH.format(pid="p1", channel="discord"), json=DISCORD, headers={"X-Forwarded-For": f"10.0.0.{i}"}
+        )
         assert response.code == 200
-    response = await server.fetch(PATH.format(pid="p1", channel="discord"), json=DISCORD,
-                                  headers={"X-Forwarded-For": "10.0.0.99"})
+    response = await server.fetch(
+        PATH.format(pid="p1", channel="discord"), json=DISCORD, headers={"X-Forwarded-For": "10.0.0.99"}
+    )
     assert response.code == 429
     assert {r.form()["remoteip"] for r in fakes.turnstile.requests} == {"127.0.0.1"}
 
@@ -111,19 +142,23 @@ async def test_forwarded_for_from_trusted_proxy_is_the_client(make_server, fakes
     server = await make_server(**contact_settings(fakes, trusted_proxies=("127.0.0.1/32",)))
     await server.load(base_document())
     for i in range(3):
-        response = await server.fetch(PATH.format(pid="p1", channel="discord"), json=DISCORD,
-                                      headers={"X-Forwarded-For": "192.0.2.1"})
+        response = await server.fetch(
+            PATH.format(pid="p1", channel="discord"), json=DISCORD, headers={"X-Forwarded-For": "192.0.2.1"}
+        )
         assert response.code == 200
-    response = await server.fetch(PATH.format(pid="p1", channel="discord"), json=DISCORD,
-                                  headers={"X-Forwarded-For": "192.0.2.1"})
+    response = await server.fetch(
+        PATH.format(pid="p1", channel="discord"), json=DISCORD, headers={"X-Forwarded-For": "192.0.2.1"}
+    )
     assert response.code == 429
-    response = await server.fetch(PATH.format(pid="p1", channel="discord"), json=DISCORD,
-                                  headers={"X-Forwarded-For": "192.0.2.2"})
+    response = await server.fetch(
+        PATH.format(pid="p1", channel="discord"), json=DISCORD, headers={"X-Forwarded-For": "192.0.2.2"}
+    )
     assert response.code == 200
     assert fakes.turnstile.requests[-1].form()["remoteip"] == "192.0.2.2"
 
 
 # ---------------------------------------------------------------- the Lua script itself
+
 
 @pytest.fixture
 async def redis_client(store_urls, clean_redis):
@@ -195,6 +230,7 @@ async def test_metrics_count_decisions_and_deliveries(make_server, fakes):
 
 # ---------------------------------------------------------------- refusals remembered in the process
 
+
 async def limiter_calls(redis_client) -> int:
     stats = await redis_client.info("commandstats")
     return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
@@ -223,8 +259,12 @@ async def test_a_remembered_refusal_ends_when_the_bucket_refills(redis_client):
 
 
 async def test_an_empty_owner_bucket_of_one_channel_refuses_only_that_channel(redis_client):
-    limiter = ContactLimiter(redis_client, Rules(owner={"sms": Rule("owner", 1, DAY), "email": Rule("owner", 100, DAY),
-                                                         "discord": Rule("owner", 100, DAY)}))
+    limiter = ContactLimiter(
+        redis_client,
+        Rules(
+            owner={"sms": Rule("owner", 1, DAY), "email": Rule("owner", 100, DAY), "discord": Rule("owner", 100, DAY)}
+        ),
+    )
     assert (await limiter.acquire("u1", "p1", "192.0.2.1", "sms")).allowed
     refused = await limiter.acquire("u1", "p1", "192.0.2.1", "sms")
     assert refused.refused == ("owner",) and refused.retry_after is None

@@ -56,8 +56,10 @@ async def test_browser_posts_json_and_shows_the_outcome(make_server, fakes):
         browser = await launch_chromium(pw)
         try:
             page = await browser.new_page()
-            await page.route("https://challenges.cloudflare.com/**", lambda route: route.fulfill(
-                status=200, content_type="application/javascript", body=FAKE_TURNSTILE_JS))
+            await page.route(
+                "https://challenges.cloudflare.com/**",
+                lambda route: route.fulfill(status=200, content_type="application/javascript", body=FAKE_TURNSTILE_JS),
+            )
             await page.goto(f"http://alice.hep.gg:{server.port}/")
             discord = page.locator('form[data-channel="discord"]')
             await discord.locator('input[name="handle"]').fill("Jamie")

@@ -21,8 +21,9 @@ def test_nginx_config_is_valid(tmp_path):
     config = config.replace("pid /tmp/nginx-hepgg.pid;", f"pid {tmp_path}/nginx.pid;")
     path = tmp_path / "nginx.conf"
     path.write_text(config)
-    result = subprocess.run(["nginx", "-t", "-c", str(path), "-e", str(tmp_path / "error.log")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["nginx", "-t", "-c", str(path), "-e", str(tmp_path / "error.log")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
 

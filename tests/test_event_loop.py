@@ -45,8 +45,14 @@ def test_server_on_uvloop_serves_pages_and_streams(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
     env.update(HEPGG_DATA_DIR=str(tmp_path / "data"), HEPGG_PORT=str(port), HEPGG_EVENT_LOOP="uvloop")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "hepgg_server.py"), "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_until_serving(proc, port)
         stream = _raw_get(port, "/api/v1/profiles/presence/uv1/stream")

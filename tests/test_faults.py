@@ -53,10 +53,19 @@ async def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05):
 
 @pytest.fixture
 async def server(private_stores, make_server, fakes, upstream):  # stores listed first: they outlive the server
-    server = await make_server(**contact_settings(
-        fakes, mongo_uri=private_stores.mongo_uri, redis_url=private_stores.redis_url,
-        music_upstream_url=upstream.url, music_connect_timeout=1.0, music_stall_timeout=1.0,
-        profile_cache_ttl=300, view_flush_interval=0.2, sse_ping_interval=0.5))
+    server = await make_server(
+        **contact_settings(
+            fakes,
+            mongo_uri=private_stores.mongo_uri,
+            redis_url=private_stores.redis_url,
+            music_upstream_url=upstream.url,
+            music_connect_timeout=1.0,
+            music_stall_timeout=1.0,
+            profile_cache_ttl=300,
+            view_flush_interval=0.2,
+            sse_ping_interval=0.5,
+        )
+    )
     await server.load(base_document())
     return server
 
@@ -71,8 +80,11 @@ async def view(server, ip: str | None = None):
 
 async def contact(server, channel: str):
     n = next(_ips)
-    return await server.fetch(CONTACT.format(channel=channel), json=FORMS[channel],
-                              headers={"X-Forwarded-For": f"198.19.{n // 250}.{n % 250 + 1}"})
+    return await server.fetch(
+        CONTACT.format(channel=channel),
+        json=FORMS[channel],
+        headers={"X-Forwarded-For": f"198.19.{n // 250}.{n % 250 + 1}"},
+    )
 
 
 async def stored(server) -> dict:
@@ -84,6 +96,7 @@ async def owner(server) -> dict:
 
 
 # ---------------------------------------------------------------- Redis stopped and restarted
+
 
 async def test_redis_down_page_renders_presence_null_streams_resync_contact_503_views_kept(server, private_stores):
     stores = private_stores
@@ -112,7 +125,9 @@ async def test_redis_down_page_renders_presence_null_streams_resync_contact_503_
         for channel in ("sms", "email", "discord"):
             response = await contact(server, channel)
             assert (response.code, json.loads(response.body)["error"]) == (
-                503, "Contact forms are temporarily unavailable, please try again later")
+                503,
+                "Contact forms are temporarily unavailable, please try again later",
+            )
         assert (await server.fetch("/readyz")).code == 503
         # The open stream stays open through the outage: keepalives still arrive.
         assert (await stream.block(timeout=3)).startswith(":")
@@ -140,6 +155,7 @@ async def test_redis_down_page_renders_presence_null_streams_resync_contact_503_
 
 # ---------------------------------------------------------------- MongoDB stopped and restarted
 
+
 async def test_mongo_down_503_with_retry_after_then_recovers_without_restart(server, private_stores, upstream):
     stores = private_stores
     stats = server.services.stats
@@ -161,8 +177,12 @@ async def test_mongo_down_503_with_retry_after_then_recovers_without_restart(ser
     await wait_until(lambda: not watcher.active.is_set(), timeout=15)
     started = time.monotonic()
     page, ready, music, og, response = await asyncio.gather(
-        view(server), server.fetch("/readyz"), server.fetch(MUSIC), server.fetch("/api/v1/profiles/p1/og.png"),
-        contact(server, "discord"))
+        view(server),
+        server.fetch("/readyz"),
+        server.fetch(MUSIC),
+        server.fetch("/api/v1/profiles/p1/og.png"),
+        contact(server, "discord"),
+    )
     assert time.monotonic() - started < 8, "bounded by the driver's server-selection timeout (5 s)"
     assert page.code == 503
     assert page.headers["Retry-After"] == "5"
@@ -171,7 +191,10 @@ async def test_mongo_down_503_with_retry_after_then_recovers_without_restart(ser
     assert (music.code, music.body, music.headers["Retry-After"]) == (503, b"", "5")
     assert (og.code, og.headers["Retry-After"]) == (503, "5")
     assert (response.code, json.loads(response.body)["error"], response.headers["Retry-After"]) == (
-        503, "Contact forms are temporarily unavailable, please try again later", "5")
+        503,
+        "Contact forms are temporarily unavailable, please try again later",
+        "5",
+    )
 
     await asyncio.to_thread(stores.mongo.start)
     # Recovery without restarting hepgg_server: pages, the batched writes and the change stream.
@@ -205,6 +228,7 @@ async def _body_has(server, needle: bytes) -> bool:
 
 
 # ---------------------------------------------------------------- third parties that accept and never answer
+
 
 class Blackhole:
     """A TCP server that accepts and then says nothing (optionally a greeting first): a hung upstream.
@@ -246,7 +270,14 @@ HUNG = {
     "sms": ("sms_api_url", b"", "sms", 502, "SMS delivery failed", "sms_credits"),
     "discord": ("discord_api_url", b"", "discord", 502, "Discord delivery failed", None),
     "smtp-silent": ("smtp_port", b"", "email", 502, "Email delivery failed", "email_credits"),
-    "smtp-after-greeting": ("smtp_port", b"220 relay ESMTP\r\n", "email", 502, "Email delivery failed", "email_credits"),
+    "smtp-after-greeting": (
+        "smtp_port",
+        b"220 relay ESMTP\r\n",
+        "email",
+        502,
+        "Email delivery failed",
+        "email_credits",
+    ),
 }
 
 
@@ -255,8 +286,9 @@ async def test_hung_third_party_is_answered_within_its_timeout_and_refunded(make
     setting, greeting, channel, status, error, credit_field = HUNG[name]
     hole = await Blackhole(greeting).start()
     target = hole.port if setting == "smtp_port" else f"http://127.0.0.1:{hole.port}/siteverify"
-    server = await make_server(**contact_settings(fakes, turnstile_timeout=1.0, delivery_timeout=1.0,
-                                                  **{setting: target}))
+    server = await make_server(
+        **contact_settings(fakes, turnstile_timeout=1.0, delivery_timeout=1.0, **{setting: target})
+    )
     await server.load(base_document())
     try:
         started = time.monotonic()
@@ -274,8 +306,9 @@ async def test_hung_third_party_is_answered_within_its_timeout_and_refunded(make
 
 async def test_music_worker_that_accepts_and_never_answers_is_502_within_the_stall_timeout(make_server):
     hole = await Blackhole().start()
-    server = await make_server(music_upstream_url=f"http://127.0.0.1:{hole.port}", music_connect_timeout=1.0,
-                               music_stall_timeout=1.0)
+    server = await make_server(
+        music_upstream_url=f"http://127.0.0.1:{hole.port}", music_connect_timeout=1.0, music_stall_timeout=1.0
+    )
     await server.load(base_document())
     try:
         started = time.monotonic()
@@ -292,6 +325,7 @@ async def test_music_worker_that_accepts_and_never_answers_is_502_within_the_sta
 
 # ---------------------------------------------------------------- stores that hang instead of dying
 
+
 async def test_hung_stores_are_answered_in_bounded_time_and_recover(server, private_stores):
     """SIGSTOP: connections are accepted by the kernel but nothing answers, the worst case for a driver."""
     stores = private_stores
@@ -302,8 +336,8 @@ async def test_hung_stores_are_answered_in_bounded_time_and_recover(server, priv
     try:
         started = time.monotonic()
         page, ready, presence, sms = await asyncio.gather(
-            view(server), server.fetch("/readyz"), server.fetch("/api/v1/profiles/presence/u1"),
-            contact(server, "sms"))
+            view(server), server.fetch("/readyz"), server.fetch("/api/v1/profiles/presence/u1"), contact(server, "sms")
+        )
         elapsed = time.monotonic() - started
         assert page.code == 503 and page.headers["Retry-After"] == "5"
         assert ready.code == 503

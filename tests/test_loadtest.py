@@ -45,9 +45,26 @@ class CloudflareTestTurnstile(FakeTurnstile):
 async def run_locust(csv_prefix, host: str, *options: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEPGG_", "LOCUST_"))}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
-        "--host", host, "--csv", str(csv_prefix), "-t", f"{RUN_SECONDS}s", "--loglevel", "WARNING", *options,
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "loadtest" / "locustfile.py"),
+        "--headless",
+        "--host",
+        host,
+        "--csv",
+        str(csv_prefix),
+        "-t",
+        f"{RUN_SECONDS}s",
+        "--loglevel",
+        "WARNING",
+        *options,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), RUN_SECONDS + 25)
     except TimeoutError:
@@ -99,9 +116,12 @@ def test_sse_parser_handles_split_chunks_comments_and_retry_hints():
     ]
     messages = SseParser().feed(b'event: presence\ndata: {"a":1}\n\nretry: 5000\n\n')
     assert [(m.event, m.json() if m.data else None, m.retry) for m in messages] == [
-        ("presence", {"a": 1}, None), ("retry", None, 5000)]
-    assert sent_time({"status": "online", "activity": {"name": "Spotify", "type": 2, "details": "sent=1.5 seq=1"}}) \
-        is None  # only the load test's own activity carries a stamp
+        ("presence", {"a": 1}, None),
+        ("retry", None, 5000),
+    ]
+    assert (
+        sent_time({"status": "online", "activity": {"name": "Spotify", "type": 2, "details": "sent=1.5 seq=1"}}) is None
+    )  # only the load test's own activity carries a stamp
 
 
 async def test_seed_document_imports_and_matches_the_locust_hosts(make_config, clean_redis):
@@ -124,9 +144,15 @@ async def test_locustfile_runs_every_user_class_without_failures(make_server, fa
     turnstile = CloudflareTestTurnstile().start()
     upstream = Upstream().start()
     try:
-        server = await make_server(**contact_settings(
-            fakes, turnstile_verify_url=turnstile.verify_url, turnstile_secret=CLOUDFLARE_TEST_SECRET,
-            turnstile_sitekey=CLOUDFLARE_TEST_SITEKEY, music_upstream_url=upstream.url))
+        server = await make_server(
+            **contact_settings(
+                fakes,
+                turnstile_verify_url=turnstile.verify_url,
+                turnstile_secret=CLOUDFLARE_TEST_SECRET,
+                turnstile_sitekey=CLOUDFLARE_TEST_SITEKEY,
+                music_upstream_url=upstream.url,
+            )
+        )
         document = base_document()
         document["users"][0].update(sms_credits=1, email_credits=1)  # the second allowed send is a 402
         await server.load(document)
@@ -141,11 +167,38 @@ async def test_locustfile_runs_every_user_class_without_failures(make_server, fa
         sampler = asyncio.create_task(sample())
         out = tmp_path / "out"
         code, output = await run_locust(
-            out, server.url, "-u", "10", "-r", "10",
-            "--slugs", "alice", "--base-domain", "hep.gg", "--redis-url", store_urls.redis_url,
-            "--publish-interval", "0.5", "--music-kbps", "4000", "--wait-scale", "0.2", "--og-share", "0.5",
-            "--forwarded-for", "--page-weight", "2", "--sse-weight", "3", "--music-weight", "2",
-            "--contact-weight", "2", "--sse-hold-seconds", "3")
+            out,
+            server.url,
+            "-u",
+            "10",
+            "-r",
+            "10",
+            "--slugs",
+            "alice",
+            "--base-domain",
+            "hep.gg",
+            "--redis-url",
+            store_urls.redis_url,
+            "--publish-interval",
+            "0.5",
+            "--music-kbps",
+            "4000",
+            "--wait-scale",
+            "0.2",
+            "--og-share",
+            "0.5",
+            "--forwarded-for",
+            "--page-weight",
+            "2",
+            "--sse-weight",
+            "3",
+            "--music-weight",
+            "2",
+            "--contact-weight",
+            "2",
+            "--sse-hold-seconds",
+            "3",
+        )
         sampler.cancel()
         stats = read_stats(out)
         # Locust closed what it held at the stop: the server sees every SSE stream and music stream go.
@@ -168,10 +221,18 @@ async def test_locustfile_runs_every_user_class_without_failures(make_server, fa
         row = stats.get((kind, name))
         return int(row["Request Count"]) if row else 0
 
-    for kind, name in [("GET", "page"), ("GET", "og.png"), ("GET", "presence snapshot"),
-                       ("GET", "presence stream"), ("SSE", "first event"), ("SSE", "fan-out latency"),
-                       ("GET", "music"), ("MUSIC", "time to first byte"), ("MUSIC", "stream"),
-                       ("REDIS", "publish presence")]:
+    for kind, name in [
+        ("GET", "page"),
+        ("GET", "og.png"),
+        ("GET", "presence snapshot"),
+        ("GET", "presence stream"),
+        ("SSE", "first event"),
+        ("SSE", "fan-out latency"),
+        ("GET", "music"),
+        ("MUSIC", "time to first byte"),
+        ("MUSIC", "stream"),
+        ("REDIS", "publish presence"),
+    ]:
         assert count(kind, name) > 0, (kind, name, sorted(stats))
 
     # Three listeners reconnecting every 3 s: each closed its stream before opening the next.
@@ -191,8 +252,9 @@ async def test_locustfile_runs_every_user_class_without_failures(make_server, fa
 
     # Contact: sends that passed Turnstile (the fakes got them), and the expected refusals under their own names.
     delivered = sum(count("POST", f"contact {c}") for c in ("sms", "email", "discord"))
-    refused = [name for kind, name in stats if kind == "POST" and name.endswith(("[429 rate-limited]",
-                                                                                  "[402 out of credits]"))]
+    refused = [
+        name for kind, name in stats if kind == "POST" and name.endswith(("[429 rate-limited]", "[402 out of credits]"))
+    ]
     assert delivered > 0 and refused, sorted(stats)
     assert len(turnstile.requests) >= delivered
     assert all(r.form()["response"] == "XXXX.DUMMY.TOKEN.XXXX" for r in turnstile.requests)

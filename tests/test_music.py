@@ -15,14 +15,23 @@ from store.stats import read_stats
 
 ISRC = "USRC17607839"
 PATH = f"/api/v1/profiles/p1/music/{ISRC}"
-FORWARDED = ("Content-Type", "ETag", "Last-Modified", "X-Track-Title", "X-Track-Artist", "X-Track-Duration",
-             "X-Track-Album", "X-Track-Artwork")
+FORWARDED = (
+    "Content-Type",
+    "ETag",
+    "Last-Modified",
+    "X-Track-Title",
+    "X-Track-Artist",
+    "X-Track-Duration",
+    "X-Track-Album",
+    "X-Track-Artwork",
+)
 
 
 @pytest.fixture
 async def music_server(make_server, upstream):
-    server = await make_server(music_upstream_url=upstream.url, music_connect_timeout=1.0,
-                               music_stall_timeout=1.0, music_max_streams=50)
+    server = await make_server(
+        music_upstream_url=upstream.url, music_connect_timeout=1.0, music_stall_timeout=1.0, music_max_streams=50
+    )
     await server.load(base_document())
     return server
 
@@ -63,6 +72,7 @@ async def raw_get(port: int, path: str, headers: dict | None = None, timeout: fl
 
 
 # ---------------------------------------------------------------- happy path, headers, statuses
+
 
 async def test_get_streams_the_track_with_allow_listed_headers(music_server, upstream):
     before = PROXIED_BYTES._value.get()
@@ -122,6 +132,7 @@ async def test_upstream_status_is_passed_through(music_server, upstream, status)
 
 # ---------------------------------------------------------------- ranges
 
+
 async def test_range_is_forwarded_to_a_range_honouring_upstream(music_server, upstream):
     upstream.mode = "range"
     response = await music_server.fetch(PATH, headers={"Range": "bytes=1000-1999"})
@@ -131,20 +142,23 @@ async def test_range_is_forwarded_to_a_range_honouring_upstream(music_server, up
     assert upstream.requests[0]["headers"]["Range"] == "bytes=1000-1999"
 
 
-@pytest.mark.parametrize("header, first, last", [
-    ("bytes=0-1", 0, 1),  # Safari's probe
-    ("bytes=1000-1999", 1000, 1999),
-    ("bytes=299990-", 299990, 299999),
-    ("bytes=-10", 299990, 299999),
-    ("bytes=250000-999999999", 250000, 299999),
-])
+@pytest.mark.parametrize(
+    "header, first, last",
+    [
+        ("bytes=0-1", 0, 1),  # Safari's probe
+        ("bytes=1000-1999", 1000, 1999),
+        ("bytes=299990-", 299990, 299999),
+        ("bytes=-10", 299990, 299999),
+        ("bytes=250000-999999999", 250000, 299999),
+    ],
+)
 async def test_range_ignoring_upstream_is_served_as_206_by_the_proxy(music_server, upstream, header, first, last):
     response = await music_server.fetch(PATH, headers={"Range": header})
     assert response.code == 206
     assert response.headers["Content-Range"] == f"bytes {first}-{last}/{len(upstream.body)}"
     assert response.headers["Content-Length"] == str(last - first + 1)
     assert response.headers["Accept-Ranges"] == "bytes"
-    assert response.body == upstream.body[first:last + 1]
+    assert response.body == upstream.body[first : last + 1]
     assert upstream.requests[0]["headers"]["Range"] == header
 
 
@@ -173,16 +187,20 @@ async def test_malformed_or_multi_range_gets_the_whole_track(music_server, upstr
 
 # ---------------------------------------------------------------- 400 / 404
 
-@pytest.mark.parametrize("path", [
-    "/api/v1/profiles/p1/music/USRC1760783",  # 11 characters
-    "/api/v1/profiles/p1/music/USRC176078390",  # 13
-    "/api/v1/profiles/p1/music/USRC-1760783",
-    "/api/v1/profiles/p1/music/USRC17607839/x",
-    "/api/v1/profiles/p1/music/",
-    "/api/v1/profiles/p1/music",
-    "/api/v1/profiles//music/USRC17607839",
-    "/api/v1/profiles/music/USRC17607839",
-])
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/profiles/p1/music/USRC1760783",  # 11 characters
+        "/api/v1/profiles/p1/music/USRC176078390",  # 13
+        "/api/v1/profiles/p1/music/USRC-1760783",
+        "/api/v1/profiles/p1/music/USRC17607839/x",
+        "/api/v1/profiles/p1/music/",
+        "/api/v1/profiles/p1/music",
+        "/api/v1/profiles//music/USRC17607839",
+        "/api/v1/profiles/music/USRC17607839",
+    ],
+)
 async def test_malformed_requests_are_400_with_an_empty_body(music_server, upstream, path):
     for method in ("GET", "HEAD"):
         response = await music_server.fetch(path, method=method)
@@ -192,8 +210,9 @@ async def test_malformed_requests_are_400_with_an_empty_body(music_server, upstr
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize("change", ["missing", "private", "suspended", "expired", "owner_suspended",
-                                    "music_disabled", "no_music"])
+@pytest.mark.parametrize(
+    "change", ["missing", "private", "suspended", "expired", "owner_suspended", "music_disabled", "no_music"]
+)
 async def test_invisible_profile_or_no_music_key_is_404_with_an_empty_body(make_server, upstream, change):
     server = await make_server(music_upstream_url=upstream.url)
     document = base_document()
@@ -233,6 +252,7 @@ async def test_cors_preflight_allows_range(music_server):
 
 
 # ---------------------------------------------------------------- 502 and broken upstreams
+
 
 async def test_upstream_down_is_502(make_server):
     with socket.socket() as probe:  # a port with nobody listening
@@ -290,6 +310,7 @@ async def test_stall_mid_body_aborts_the_listener_connection(music_server, upstr
 
 
 # ---------------------------------------------------------------- flow control and disconnects
+
 
 async def open_stalled_listener(port: int, path: str = PATH) -> tuple[socket.socket, bytes]:
     """A raw client that sends the request, reads the headers and then stops reading."""
@@ -401,6 +422,7 @@ async def test_shutdown_lets_streams_finish_within_the_grace_then_stops_them(mus
 
 
 # ---------------------------------------------------------------- plays
+
 
 async def test_plays_count_once_per_get_from_byte_zero(music_server, upstream):
     await music_server.fetch(PATH)  # 1

@@ -19,8 +19,9 @@ AUTOPLAY_ARGS = ("--autoplay-policy=no-user-gesture-required", "--mute-audio")
 
 
 def sine_wav(seconds: float = 3.0, rate: int = 22050) -> bytes:
-    frames = b"".join(struct.pack("<h", int(12000 * math.sin(2 * math.pi * 440 * i / rate)))
-                      for i in range(int(seconds * rate)))
+    frames = b"".join(
+        struct.pack("<h", int(12000 * math.sin(2 * math.pi * 440 * i / rate))) for i in range(int(seconds * rate))
+    )
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)

@@ -41,6 +41,7 @@ NAME_BAND = (TEXT_LEFT, 0, TEXT_RIGHT, 630)  # the name is the only pure-white i
 
 # ---------------------------------------------------------------- the card
 
+
 async def test_card_is_a_1200x630_png_in_the_theme(app_server):
     await app_server.load(base_document())
     response = await app_server.fetch(OG)
@@ -53,8 +54,8 @@ async def test_card_is_a_1200x630_png_in_the_theme(app_server):
     assert image.size == (1200, 630)
     rgb = image.convert("RGB")
     for corner in ((3, 3), (1196, 3), (600, 40)):
-        assert near((0x0b, 0x0b, 0x10))(rgb.getpixel(corner)), corner
-    assert count(image, (0, 0, 1200, 630), near((0x7c, 0x3a, 0xed))) > 5000  # avatar circle + stripe
+        assert near((0x0B, 0x0B, 0x10))(rgb.getpixel(corner)), corner
+    assert count(image, (0, 0, 1200, 630), near((0x7C, 0x3A, 0xED))) > 5000  # avatar circle + stripe
     assert count(image, NAME_BAND, WHITE) > 500  # "Alice" drawn in white
 
 
@@ -85,21 +86,24 @@ async def test_no_presence_or_footer_and_premium_does_not_matter(app_server):
     assert app_server.services.og.renders == 1
 
 
-@pytest.mark.parametrize("name,bio", [
-    ("W" * 80, "x" * 600),
-    ("A " * 40, "word " * 120),
-    ("山田太郎の素晴らしいプロフィールページへようこそ、長い名前のテストです", "日本語の自己紹介。" * 40),
-    ("🎉🎸 Party 👩‍👩‍👧 time ✨", "Emoji 🧪 everywhere 🏳️‍🌈 and CJK 한국어 中文 mixed in. " * 8),
-    ("🎉🎸", "🎸"),  # nothing drawable: initials fall back, card still renders
-    ("quote ' and \" and \\ %[fx:1] %wx%h @/etc/passwd", "<b>markup</b> &amp; %% \\n"),
-])
+@pytest.mark.parametrize(
+    "name,bio",
+    [
+        ("W" * 80, "x" * 600),
+        ("A " * 40, "word " * 120),
+        ("山田太郎の素晴らしいプロフィールページへようこそ、長い名前のテストです", "日本語の自己紹介。" * 40),
+        ("🎉🎸 Party 👩‍👩‍👧 time ✨", "Emoji 🧪 everywhere 🏳️‍🌈 and CJK 한국어 中文 mixed in. " * 8),
+        ("🎉🎸", "🎸"),  # nothing drawable: initials fall back, card still renders
+        ("quote ' and \" and \\ %[fx:1] %wx%h @/etc/passwd", "<b>markup</b> &amp; %% \\n"),
+    ],
+)
 async def test_hard_text_renders(app_server, name, bio):
     await app_server.load(base_document(content={"display_name": name, "bio": bio, "avatar_url": None}))
     response = await app_server.fetch(OG)
     assert response.code == 200, response.body[:200]
     image = decode(response.body)
     assert image.size == (1200, 630)
-    assert count(image, (0, 0, 1200, 630), near((0x7c, 0x3a, 0xed))) > 5000
+    assert count(image, (0, 0, 1200, 630), near((0x7C, 0x3A, 0xED))) > 5000
     if name != "🎉🎸":
         assert count(image, NAME_BAND, WHITE) > 300
 
@@ -135,9 +139,17 @@ def test_owner_text_is_drawn_literally():
 
 # ---------------------------------------------------------------- errors
 
-@pytest.mark.parametrize("change", [
-    {"id": "missing"}, {"suspended": 1}, {"is_public": 0}, {"expires_at": "2001-01-01T00:00:00Z"}, "owner",
-])
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": "missing"},
+        {"suspended": 1},
+        {"is_public": 0},
+        {"expires_at": "2001-01-01T00:00:00Z"},
+        "owner",
+    ],
+)
 async def test_not_found(app_server, change):
     doc = base_document()
     if change == "owner":
@@ -160,8 +172,11 @@ async def test_not_found(app_server, change):
 
 async def test_odd_profile_ids_are_not_found(app_server):
     await app_server.load(base_document())
-    for path in ("/api/v1/profiles/%00/og.png", "/api/v1/profiles/" + "a" * 65 + "/og.png",
-                 "/api/v1/profiles/p1%27/og.png"):
+    for path in (
+        "/api/v1/profiles/%00/og.png",
+        "/api/v1/profiles/" + "a" * 65 + "/og.png",
+        "/api/v1/profiles/p1%27/og.png",
+    ):
         response = await app_server.fetch(path)
         assert response.code == 404 and response.body == b"Not found", path
 
@@ -204,6 +219,7 @@ async def test_a_dead_render_process_is_a_500_then_the_pool_recovers(app_server)
 
 
 # ---------------------------------------------------------------- caching
+
 
 async def test_etag_and_304(app_server):
     await app_server.load(base_document())
@@ -256,6 +272,7 @@ async def test_head(app_server):
 
 
 # ---------------------------------------------------------------- avatars
+
 
 class AvatarHost:
     """A real image host on 127.0.0.1 that counts what it is asked for."""
@@ -319,13 +336,15 @@ async def test_avatar_hosts_not_in_the_allow_list_are_never_contacted(make_serve
         await asyncio.sleep(0.25)
         response = await server.fetch(OG)
         assert response.code == 200
-        assert near((0x7c, 0x3a, 0xed))(avatar_centre(response.body))  # initials on the accent
+        assert near((0x7C, 0x3A, 0xED))(avatar_centre(response.body))  # initials on the accent
     assert avatar_host.requests == []
 
 
 async def test_an_allowed_avatar_is_drawn_and_fetched_once(make_server, avatar_host):
     server = await make_server(avatar_hosts="127.0.0.1", og_render_processes=1)
-    await server.load(base_document(content={"display_name": "Alice", "bio": "", "avatar_url": avatar_host.url("good.png")}))
+    await server.load(
+        base_document(content={"display_name": "Alice", "bio": "", "avatar_url": avatar_host.url("good.png")})
+    )
     responses = await asyncio.gather(*(server.fetch(OG) for _ in range(5)))
     assert all(r.code == 200 for r in responses)
     assert near((0, 200, 0), 6)(avatar_centre(responses[0].body))
@@ -333,14 +352,16 @@ async def test_an_allowed_avatar_is_drawn_and_fetched_once(make_server, avatar_h
     assert server.services.og.renders == 1
 
 
-@pytest.mark.parametrize("name", ["broken.png", "svg.png", "big.png", "big-chunked.png", "redirect.png", "missing-port"])
+@pytest.mark.parametrize(
+    "name", ["broken.png", "svg.png", "big.png", "big-chunked.png", "redirect.png", "missing-port"]
+)
 async def test_a_bad_avatar_falls_back_to_initials(make_server, avatar_host, name):
     server = await make_server(avatar_hosts="127.0.0.1", og_render_processes=1)
     url = "http://127.0.0.1:1/x.png" if name == "missing-port" else avatar_host.url(name)
     await server.load(base_document(content={"display_name": "Alice", "bio": "", "avatar_url": url}))
     response = await server.fetch(OG)
     assert response.code == 200
-    assert near((0x7c, 0x3a, 0xed))(avatar_centre(response.body))
+    assert near((0x7C, 0x3A, 0xED))(avatar_centre(response.body))
     assert count(decode(response.body), (80, 190, 340, 440), WHITE) > 300  # the initials "A"
 
 

@@ -21,8 +21,12 @@ import schemathesis
 import yaml
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.transport import Response
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
-                                               response_schema_conformance, status_code_conformance)
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
 from conftest import base_document
@@ -32,13 +36,27 @@ from presence.writer import write_presence
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
 SCHEMA = schemathesis.openapi.from_path(SPEC_PATH)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 ISRC = "USRC17607839"
-SNAPSHOT = {"status": "online", "activity": {"name": "Spotify", "type": 2, "details": "Song Title",
-                                            "state": "Artist Name", "startedAt": 1716900000000,
-                                            "endsAt": 1716900210000, "largeImage": "https://i.scdn.co/image/x",
-                                            "largeText": "Album Name"}}
+SNAPSHOT = {
+    "status": "online",
+    "activity": {
+        "name": "Spotify",
+        "type": 2,
+        "details": "Song Title",
+        "state": "Artist Name",
+        "startedAt": 1716900000000,
+        "endsAt": 1716900210000,
+        "largeImage": "https://i.scdn.co/image/x",
+        "largeText": "Album Name",
+    },
+}
 
 
 def as_schemathesis(response) -> Response:
@@ -47,10 +65,18 @@ def as_schemathesis(response) -> Response:
     for name, value in response.headers.get_all():
         headers.setdefault(name.lower(), []).append(value)
     request = response.request
-    sent = requests.Request(request.method, request.url, headers=dict(request.headers),
-                            data=request.body or None).prepare()
-    return Response(status_code=response.code, headers=headers, content=response.body or b"", request=sent,
-                    elapsed=response.request_time or 0.0, verify=True, message=response.reason or "")
+    sent = requests.Request(
+        request.method, request.url, headers=dict(request.headers), data=request.body or None
+    ).prepare()
+    return Response(
+        status_code=response.code,
+        headers=headers,
+        content=response.body or b"",
+        request=sent,
+        elapsed=response.request_time or 0.0,
+        verify=True,
+        message=response.reason or "",
+    )
 
 
 def conform(response, path: str, method: str, *, expect: int, **case) -> None:
@@ -67,6 +93,7 @@ def component_validator(name: str) -> jsonschema_rs.Validator:
 
 # ---------------------------------------------------------------- the document itself
 
+
 def test_openapi_yaml_is_valid_openapi_3_1():
     errors = [f"{e.instance_path}: {e.message}" for e in jsonschema_rs.validator_for(OPENAPI_31).iter_errors(SPEC)]
     assert errors == []
@@ -76,16 +103,25 @@ def test_openapi_yaml_is_valid_openapi_3_1():
 def test_every_route_of_the_server_is_documented():
     documented = {(op.ok().method.upper(), op.ok().path) for op in SCHEMA.get_all_operations()}
     expected = {
-        ("GET", "/"), ("GET", "/{shortid}"),
-        ("GET", "/api/v1/profiles/{profileID}/og.png"), ("HEAD", "/api/v1/profiles/{profileID}/og.png"),
-        ("GET", "/api/v1/profiles/presence/{userID}"), ("OPTIONS", "/api/v1/profiles/presence/{userID}"),
+        ("GET", "/"),
+        ("GET", "/{shortid}"),
+        ("GET", "/api/v1/profiles/{profileID}/og.png"),
+        ("HEAD", "/api/v1/profiles/{profileID}/og.png"),
+        ("GET", "/api/v1/profiles/presence/{userID}"),
+        ("OPTIONS", "/api/v1/profiles/presence/{userID}"),
         ("GET", "/api/v1/profiles/presence/{userID}/stream"),
         ("OPTIONS", "/api/v1/profiles/presence/{userID}/stream"),
-        ("GET", "/api/v1/profiles/{profileID}/music/{isrc}"), ("HEAD", "/api/v1/profiles/{profileID}/music/{isrc}"),
+        ("GET", "/api/v1/profiles/{profileID}/music/{isrc}"),
+        ("HEAD", "/api/v1/profiles/{profileID}/music/{isrc}"),
         ("OPTIONS", "/api/v1/profiles/{profileID}/music/{isrc}"),
-        *{(m, f"/api/v1/profiles/{{profileID}}/contact/{c}") for c in ("sms", "email", "discord")
-          for m in ("POST", "OPTIONS")},
-        ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+        *{
+            (m, f"/api/v1/profiles/{{profileID}}/contact/{c}")
+            for c in ("sms", "email", "discord")
+            for m in ("POST", "OPTIONS")
+        },
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
     }
     assert documented == expected
 
@@ -93,19 +129,31 @@ def test_every_route_of_the_server_is_documented():
 def test_error_envelope_schema_rejects_what_is_not_the_envelope():
     validator = component_validator("ErrorEnvelope")
     assert validator.is_valid({"ok": False, "error": "Not found"})
-    for bad in ({"ok": True, "error": "x"}, {"ok": False}, {"ok": False, "error": ""},
-                {"ok": False, "error": "x", "trace": "..."}):
+    for bad in (
+        {"ok": True, "error": "x"},
+        {"ok": False},
+        {"ok": False, "error": ""},
+        {"ok": False, "error": "x", "trace": "..."},
+    ):
         assert not validator.is_valid(bad), bad
 
 
 # ---------------------------------------------------------------- live server
 
+
 def contract_document() -> dict:
     """base_document (alice.hep.gg, owner u1 with everything) plus p2 whose owner set nothing up
     and has no credits: the 'not active' and 'out of credits' rows."""
     document = base_document()
-    document["users"].append({"id": "u2", "premium_until": None, "sms_credits": 0, "email_credits": 0,
-                              "sms": {"enabled": True, "key": "k2", "phone": "+15550199", "phone_verified": True}})
+    document["users"].append(
+        {
+            "id": "u2",
+            "premium_until": None,
+            "sms_credits": 0,
+            "email_credits": 0,
+            "sms": {"enabled": True, "key": "k2", "phone": "+15550199", "phone_verified": True},
+        }
+    )
     profile = json.loads(json.dumps(document["profiles"][0]))
     profile.update(id="p2", owner_id="u2", domain="bob.hep.gg")
     document["profiles"].append(profile)
@@ -114,18 +162,26 @@ def contract_document() -> dict:
 
 @pytest.fixture
 async def server(make_server, fakes, upstream):
-    server = await make_server(**contact_settings(fakes), music_upstream_url=upstream.url,
-                               music_connect_timeout=1.0, music_stall_timeout=1.0)
+    server = await make_server(
+        **contact_settings(fakes), music_upstream_url=upstream.url, music_connect_timeout=1.0, music_stall_timeout=1.0
+    )
     await server.load(contract_document())
     return server
 
 
 # ---------------------------------------------------------------- page
 
-@pytest.mark.parametrize("host, expect", [
-    ("alice.hep.gg", 200), ("ALICE.hep.gg:8888", 200), ("hep.gg", 302), ("example.com", 302),
-    ("nobody.hep.gg", 404),
-])
+
+@pytest.mark.parametrize(
+    "host, expect",
+    [
+        ("alice.hep.gg", 200),
+        ("ALICE.hep.gg:8888", 200),
+        ("hep.gg", 302),
+        ("example.com", 302),
+        ("nobody.hep.gg", 404),
+    ],
+)
 async def test_page(server, host, expect):
     response = await server.fetch("/", host=host)
     conform(response, "/", "GET", expect=expect, headers={"Host": host})
@@ -137,6 +193,7 @@ async def test_shortid_falls_through_with_404(server):
 
 
 # ---------------------------------------------------------------- og
+
 
 async def test_og_image_200_304_head_and_404(server):
     path = "/api/v1/profiles/{profileID}/og.png"
@@ -155,6 +212,7 @@ async def test_og_image_200_304_head_and_404(server):
 
 
 # ---------------------------------------------------------------- presence
+
 
 async def test_presence_snapshot_null_then_set_and_400s(server):
     path = "/api/v1/profiles/presence/{userID}"
@@ -197,8 +255,16 @@ async def test_presence_stream_first_event_conforms(server):
     assert status == 200
     assert headers["connection"] == ["keep-alive"]
     sent = requests.Request("GET", f"{server.url}/api/v1/profiles/presence/u1/stream").prepare()
-    response = Response(status_code=status, headers=headers, content=event, request=sent, elapsed=0.0,
-                        verify=True, message="OK", stream_cut_short=True)
+    response = Response(
+        status_code=status,
+        headers=headers,
+        content=event,
+        request=sent,
+        elapsed=0.0,
+        verify=True,
+        message="OK",
+        stream_cut_short=True,
+    )
     operation = SCHEMA["/api/v1/profiles/presence/{userID}/stream"]["GET"]
     operation.Case(path_parameters={"userID": "u1"}).validate_response(response, checks=CHECKS)
     assert event.startswith(b"event: presence\ndata: ")
@@ -240,8 +306,12 @@ async def test_music_success_range_and_head(server, upstream):
 
 
 async def test_music_errors_have_empty_bodies(server, upstream):
-    for profile_id, isrc, expect in (("p1", "USRC1760783", 400), ("p1", "USRC-1760783", 400),
-                                     ("nobody", ISRC, 404), ("p2", ISRC, 404)):
+    for profile_id, isrc, expect in (
+        ("p1", "USRC1760783", 400),
+        ("p1", "USRC-1760783", 400),
+        ("nobody", ISRC, 404),
+        ("p2", ISRC, 404),
+    ):
         response = await server.fetch(f"/api/v1/profiles/{profile_id}/music/{isrc}")
         conform(response, MUSIC, "GET", expect=expect, **music_case(profile_id, isrc))
         assert response.body == b""
@@ -262,8 +332,12 @@ async def test_music_upstream_status_passes_through(server, upstream):
 CONTACT = "/api/v1/profiles/{profileID}/contact/{channel}"
 FORMS = {
     "sms": {"message": "Hey, loved your site!", "turnstileToken": "good-token"},
-    "email": {"email": "visitor@example.com", "subject": "Hello", "message": "Great profile!",
-              "turnstileToken": "good-token"},
+    "email": {
+        "email": "visitor@example.com",
+        "subject": "Hello",
+        "message": "Great profile!",
+        "turnstileToken": "good-token",
+    },
     "discord": {"handle": "Jamie", "message": "Pinging you on Discord!", "turnstileToken": "good-token"},
 }
 _ip = iter(range(1, 10_000))
@@ -271,12 +345,22 @@ _ip = iter(range(1, 10_000))
 
 async def contact(server, channel: str, body, *, expect: int, profile_id: str = "p1", ip: str | None = None):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    response = await server.fetch(CONTACT.format(profileID=profile_id, channel=channel), method="POST", body=raw,
-                                  headers={"Content-Type": "application/json",
-                                           "X-Forwarded-For": ip or f"198.51.100.{next(_ip) % 250 + 1}"})
+    response = await server.fetch(
+        CONTACT.format(profileID=profile_id, channel=channel),
+        method="POST",
+        body=raw,
+        headers={"Content-Type": "application/json", "X-Forwarded-For": ip or f"198.51.100.{next(_ip) % 250 + 1}"},
+    )
     case_body = json.loads(raw) if raw.strip().startswith(b"{") else raw
-    conform(response, CONTACT.replace("{channel}", channel), "POST", expect=expect,
-            path_parameters={"profileID": profile_id}, body=case_body, media_type="application/json")
+    conform(
+        response,
+        CONTACT.replace("{channel}", channel),
+        "POST",
+        expect=expect,
+        path_parameters={"profileID": profile_id},
+        body=case_body,
+        media_type="application/json",
+    )
     return json.loads(response.body)
 
 
@@ -288,13 +372,15 @@ async def test_contact_success_and_each_error_class(server, fakes, channel):
     await contact(server, channel, {**FORMS[channel], "message": " "}, expect=400)
     await contact(server, channel, {**FORMS[channel], "turnstileToken": "refused"}, expect=400)
     body = await contact(server, channel, FORMS[channel], expect=400 if channel != "sms" else 402, profile_id="p2")
-    assert body["error"] in ("This email contact form is not active", "This Discord contact form is not active",
-                             "The owner is out of SMS credits")
+    assert body["error"] in (
+        "This email contact form is not active",
+        "This Discord contact form is not active",
+        "The owner is out of SMS credits",
+    )
     await contact(server, channel, FORMS[channel], expect=404, profile_id="nobody")
     await contact(server, channel, json.dumps({**FORMS[channel], "message": "x" * 17_000}).encode(), expect=413)
     response = await server.fetch(CONTACT.format(profileID="p1", channel=channel), method="OPTIONS")
-    conform(response, CONTACT.replace("{channel}", channel), "OPTIONS", expect=204,
-            path_parameters={"profileID": "p1"})
+    conform(response, CONTACT.replace("{channel}", channel), "OPTIONS", expect=204, path_parameters={"profileID": "p1"})
 
 
 async def test_contact_429_has_retry_after(server):
@@ -315,6 +401,7 @@ async def test_contact_delivery_failures(server, fakes):
 
 
 # ---------------------------------------------------------------- operations and the API fallback
+
 
 async def test_health_ready_metrics(server):
     for path in ("/healthz", "/readyz", "/metrics"):

@@ -81,8 +81,15 @@ async def test_visibility_rules(app_server):
     ]
     doc["users"].append({"id": "u2", "suspended": True})
     await app_server.load(doc)
-    expected = {"alice.hep.gg": 200, "private.hep.gg": 404, "banned.hep.gg": 404, "old.hep.gg": 404,
-                "later.hep.gg": 200, "owner-banned.hep.gg": 404, "custom-private.example": 302}
+    expected = {
+        "alice.hep.gg": 200,
+        "private.hep.gg": 404,
+        "banned.hep.gg": 404,
+        "old.hep.gg": 404,
+        "later.hep.gg": 200,
+        "owner-banned.hep.gg": 404,
+        "custom-private.example": 302,
+    }
     for host, code in expected.items():
         response = await app_server.fetch("/", host=host)
         assert (host, response.code) == (host, code)
@@ -94,9 +101,10 @@ HOSTILE = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
 async def test_owner_content_is_escaped(app_server):
     doc = base_document()
     doc["profiles"][0]["content"] = {
-        "display_name": HOSTILE, "bio": HOSTILE + "</style><style>body{display:none}",
-        "avatar_url": "https://img.example/a.png?x=\"><script>alert(3)</script>",
-        "links": [{"label": HOSTILE, "url": "https://example.com/?q=\"><script>alert(4)</script>"}],
+        "display_name": HOSTILE,
+        "bio": HOSTILE + "</style><style>body{display:none}",
+        "avatar_url": 'https://img.example/a.png?x="><script>alert(3)</script>',
+        "links": [{"label": HOSTILE, "url": 'https://example.com/?q="><script>alert(4)</script>'}],
         "music": [{"isrc": "USRC17607839", "title": HOSTILE, "artist": HOSTILE}],
     }
     await app_server.load(doc)
@@ -113,10 +121,15 @@ async def test_unsafe_links_and_theme_values_are_refused_by_import(app_server):
     from store.importer import import_document
 
     doc = base_document()
-    doc["profiles"][0]["content"]["links"] = [{"label": "x", "url": "javascript:alert(1)"},
-                                              {"label": "y", "url": "data:text/html,<script>"}]
-    doc["profiles"][0]["theme"] = {"accent": "red;}</style><script>", "background": "url(javascript:x)",
-                                   "font": "Comic Sans'; }"}
+    doc["profiles"][0]["content"]["links"] = [
+        {"label": "x", "url": "javascript:alert(1)"},
+        {"label": "y", "url": "data:text/html,<script>"},
+    ]
+    doc["profiles"][0]["theme"] = {
+        "accent": "red;}</style><script>",
+        "background": "url(javascript:x)",
+        "font": "Comic Sans'; }",
+    }
     report = await import_document(app_server.services.db, doc)
     assert not report.ok
     text = "\n".join(report.errors)
@@ -128,10 +141,18 @@ async def test_unsafe_links_and_theme_values_are_refused_by_import(app_server):
 async def test_stored_bad_values_never_reach_the_page(app_server):
     """Defence in depth: a document written around the importer still renders safely."""
     await app_server.load(base_document())
-    await app_server.services.db.profiles.update_one({"_id": "p1"}, {"$set": {
-        "theme.accent": "red}</style><script>alert(1)</script>",
-        "content.links": [{"label": "evil", "url": "javascript:alert(1)"}, {"label": "ok", "url": "https://ok.example/"}],
-    }})
+    await app_server.services.db.profiles.update_one(
+        {"_id": "p1"},
+        {
+            "$set": {
+                "theme.accent": "red}</style><script>alert(1)</script>",
+                "content.links": [
+                    {"label": "evil", "url": "javascript:alert(1)"},
+                    {"label": "ok", "url": "https://ok.example/"},
+                ],
+            }
+        },
+    )
     app_server.services.sites.invalidate()
     html = (await app_server.fetch("/", host="alice.hep.gg")).body.decode()
     assert "javascript:" not in html and "<script>alert" not in html
@@ -201,10 +222,16 @@ async def _stats(server):
 async def test_views_dedup_per_ip_and_user_agent_and_skip_bots(app_server):
     await app_server.load(base_document())
     for _ in range(3):
-        await app_server.fetch("/", host="alice.hep.gg", headers={"User-Agent": BROWSER_UA, "Referer": "https://x.example/"})
+        await app_server.fetch(
+            "/", host="alice.hep.gg", headers={"User-Agent": BROWSER_UA, "Referer": "https://x.example/"}
+        )
     await app_server.fetch("/", host="alice.hep.gg", headers={"User-Agent": BROWSER_UA + " other"})
-    for bot in ("Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)", "Twitterbot/1.0",
-                "facebookexternalhit/1.1", "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"):
+    for bot in (
+        "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+        "Twitterbot/1.0",
+        "facebookexternalhit/1.1",
+        "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+    ):
         response = await app_server.fetch("/", host="alice.hep.gg", headers={"User-Agent": bot})
         assert response.code == 200
     stats = await _stats(app_server)
@@ -217,13 +244,17 @@ async def test_spoofed_forwarded_for_is_ignored_unless_from_trusted_proxy(make_s
     untrusted = await make_server()
     await untrusted.load(base_document())
     for i in range(3):
-        await untrusted.fetch("/", host="alice.hep.gg", headers={"User-Agent": BROWSER_UA, "X-Forwarded-For": f"10.0.0.{i}"})
+        await untrusted.fetch(
+            "/", host="alice.hep.gg", headers={"User-Agent": BROWSER_UA, "X-Forwarded-For": f"10.0.0.{i}"}
+        )
     assert (await _stats(untrusted))["views"] == 1
 
     trusted = await make_server(trusted_proxies=("127.0.0.1/32",), mongo_db=untrusted.services.config.mongo_db + "b")
     await trusted.load(base_document())
     for i in range(3):
-        await trusted.fetch("/", host="alice.hep.gg", headers={"User-Agent": BROWSER_UA, "X-Forwarded-For": f"10.0.0.{i}"})
+        await trusted.fetch(
+            "/", host="alice.hep.gg", headers={"User-Agent": BROWSER_UA, "X-Forwarded-For": f"10.0.0.{i}"}
+        )
     assert (await _stats(trusted))["views"] == 3
 
 
@@ -232,6 +263,7 @@ async def test_views_survive_a_redis_outage(make_server, store_urls):
     await server.load(base_document())
     good_redis = server.services.stats.redis
     import redis.asyncio as aioredis
+
     server.services.stats.redis = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     await server.fetch("/", host="alice.hep.gg", headers={"User-Agent": BROWSER_UA})
     await server.services.stats.flush()
@@ -263,8 +295,12 @@ async def test_health_and_readiness(make_server):
 
 
 async def test_api_routes_answer_cors_on_any_host(app_server):
-    response = await app_server.fetch("/api/v1/unknown", host="alice.hep.gg", method="OPTIONS",
-                                      headers={"Origin": "https://alice.hep.gg", "Access-Control-Request-Method": "POST"})
+    response = await app_server.fetch(
+        "/api/v1/unknown",
+        host="alice.hep.gg",
+        method="OPTIONS",
+        headers={"Origin": "https://alice.hep.gg", "Access-Control-Request-Method": "POST"},
+    )
     assert response.code == 204
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     response = await app_server.fetch("/api/v1/unknown", host="my-site.example")

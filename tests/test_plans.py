@@ -15,8 +15,12 @@ T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
 
 def owner_doc(premium_until=None, slots=(), approved=True) -> dict:
-    return {"_id": "u1", "premium_until": premium_until, "approved": approved,
-            "slots": [{"expires_at": s} for s in slots]}
+    return {
+        "_id": "u1",
+        "premium_until": premium_until,
+        "approved": approved,
+        "slots": [{"expires_at": s} for s in slots],
+    }
 
 
 def profile(pid: str, day: int, public=1, held_at=None) -> dict:
@@ -39,7 +43,9 @@ def test_decide_unpublishes_newest_first_and_republishes_oldest_held_first():
     lapsed = Owner.from_doc(owner_doc(premium_until=T0 - timedelta(seconds=1)))
     changes = decide(lapsed, [profile("a", 1), profile("b", 3), profile("c", 2)], T0)
     assert [(c.profile_id, c.action, c.reason) for c in changes] == [
-        ("b", "unpublish", "premium lapsed"), ("c", "unpublish", "premium lapsed")]
+        ("b", "unpublish", "premium lapsed"),
+        ("c", "unpublish", "premium lapsed"),
+    ]
     premium = Owner.from_doc(owner_doc(premium_until=T0 + timedelta(days=30)))
     held = [profile("a", 1), profile("b", 3, 0, T0), profile("c", 2, 0, T0), profile("m", 1, 0)]
     assert [(c.profile_id, c.action) for c in decide(premium, held, T0)] == [("c", "republish")]
@@ -50,8 +56,10 @@ async def _load_owner(server, *, premium_until, profiles: int, slots=()):
     doc["users"][0]["premium_until"] = premium_until
     doc["users"][0]["slots"] = [{"expires_at": s} for s in slots]
     first = doc["profiles"][0]
-    doc["profiles"] = [dict(first, id=f"p{i}", domain=f"site{i}.hep.gg", created_at=f"2026-01-0{i}T00:00:00Z")
-                       for i in range(1, profiles + 1)]
+    doc["profiles"] = [
+        dict(first, id=f"p{i}", domain=f"site{i}.hep.gg", created_at=f"2026-01-0{i}T00:00:00Z")
+        for i in range(1, profiles + 1)
+    ]
     await server.load(doc)
     return doc
 
@@ -86,14 +94,17 @@ async def test_lapse_with_two_and_three_profiles_then_restore(make_server):
     assert await _reconcile(server, T0 + timedelta(days=1)) == [("p3", "republish")]
     assert await _published(server) == ["p1", "p3"]
     assert (await server.fetch("/", host="site3.hep.gg")).code == 200
-    await server.services.db.users.update_one({"_id": "u1"}, {"$push": {"slots": {"expires_at": T0 + timedelta(days=30)}}})
+    await server.services.db.users.update_one(
+        {"_id": "u1"}, {"$push": {"slots": {"expires_at": T0 + timedelta(days=30)}}}
+    )
     assert await _reconcile(server, T0 + timedelta(days=1)) == [("p2", "republish")]  # a bought slot: p2 too
 
 
 async def test_bought_slot_expiring_and_premium_with_slots(make_server):
     server = await make_server(reconcile_interval=0)
-    await _load_owner(server, premium_until="2026-07-01T00:00:00Z", profiles=4,
-                      slots=["2026-06-10T00:00:00Z", "2026-06-20T00:00:00Z"])
+    await _load_owner(
+        server, premium_until="2026-07-01T00:00:00Z", profiles=4, slots=["2026-06-10T00:00:00Z", "2026-06-20T00:00:00Z"]
+    )
     assert await _reconcile(server, T0) == []  # 2 premium + 2 slots
     assert await _reconcile(server, datetime(2026, 6, 11, tzinfo=timezone.utc)) == [("p4", "unpublish")]
     changes = await _reconcile(server, datetime(2026, 7, 2, tzinfo=timezone.utc))  # premium and 2nd slot gone
@@ -115,8 +126,9 @@ async def test_manual_unpublish_is_never_republished(make_server):
 async def test_two_reconcilers_at_once_change_each_profile_once(make_server):
     server = await make_server(reconcile_interval=0)
     await _load_owner(server, premium_until="2020-01-01T00:00:00Z", profiles=3)
-    results = await asyncio.gather(*(run_once(server.services.db, server.services.redis, T0) for _ in range(2)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(run_once(server.services.db, server.services.redis, T0) for _ in range(2)), return_exceptions=True
+    )
     outcomes = sorted(type(r).__name__ for r in results)
     assert outcomes == ["ReconcilerBusy", "list"]
     applied = next(r for r in results if isinstance(r, list))
@@ -142,11 +154,15 @@ def test_reconcile_command_prints_changes(tmp_path, store_urls):
     doc["profiles"].append(dict(doc["profiles"][0], id="p2", domain="b.hep.gg", created_at="2026-02-01T00:00:00Z"))
     path = tmp_path / "doc.json"
     path.write_text(json.dumps(doc))
-    env = {"HEPGG_MONGO_URI": store_urls.mongo_uri, "HEPGG_REDIS_URL": store_urls.redis_url,
-           "HEPGG_MONGO_DB": f"cli_reconcile_{tmp_path.name}"}
+    env = {
+        "HEPGG_MONGO_URI": store_urls.mongo_uri,
+        "HEPGG_REDIS_URL": store_urls.redis_url,
+        "HEPGG_MONGO_DB": f"cli_reconcile_{tmp_path.name}",
+    }
     assert run_cli("import", str(path), env=env).returncode == 0
     out = run_cli("reconcile", "--now", "2026-06-02T00:00:00Z", env=env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["changes"] == [
-        {"profile": "p2", "owner": "u1", "action": "unpublish", "reason": "premium lapsed"}]
+        {"profile": "p2", "owner": "u1", "action": "unpublish", "reason": "premium lapsed"}
+    ]
     assert json.loads(run_cli("reconcile", "--now", "2026-06-02T00:00:00Z", env=env).stdout)["changes"] == []

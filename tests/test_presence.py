@@ -12,10 +12,19 @@ import redis.asyncio as aioredis
 from presence.writer import clear_presence, write_presence
 from presence_client import SSEClient
 
-SPOTIFY = {"status": "online", "activity": {
-    "name": "Spotify", "type": 2, "details": "Song Title", "state": "Artist Name",
-    "startedAt": 1716900000000, "endsAt": 1716900210000,
-    "largeImage": "https://i.scdn.co/image/abc", "largeText": "Album Name"}}
+SPOTIFY = {
+    "status": "online",
+    "activity": {
+        "name": "Spotify",
+        "type": 2,
+        "details": "Song Title",
+        "state": "Artist Name",
+        "startedAt": 1716900000000,
+        "endsAt": 1716900210000,
+        "largeImage": "https://i.scdn.co/image/abc",
+        "largeText": "Album Name",
+    },
+}
 
 
 @pytest.fixture
@@ -60,8 +69,15 @@ async def test_snapshot_returns_what_the_writer_stored(app_server, redis_client)
     assert json.loads(response.body)["data"]["presence"] is None
 
 
-@pytest.mark.parametrize("path", ["/api/v1/profiles/presence//stream", "/api/v1/profiles/presence/%20/stream",
-                                  "/api/v1/profiles/presence/", "/api/v1/profiles/presence/%20"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/profiles/presence//stream",
+        "/api/v1/profiles/presence/%20/stream",
+        "/api/v1/profiles/presence/",
+        "/api/v1/profiles/presence/%20",
+    ],
+)
 async def test_blank_user_id_is_400(app_server, path):
     response = await app_server.fetch(path)
     assert response.code == 400
@@ -142,8 +158,9 @@ async def hub_clients(redis_client) -> list[str]:
 async def test_one_pubsub_connection_subscribed_only_while_listened(app_server, redis_client):
     hub = app_server.services.presence.hub
     await wait_for(lambda: hub.connected.is_set())
-    clients = [await SSEClient.open(app_server.port, f"/api/v1/profiles/presence/user{i % 5}/stream")
-               for i in range(40)]
+    clients = [
+        await SSEClient.open(app_server.port, f"/api/v1/profiles/presence/user{i % 5}/stream") for i in range(40)
+    ]
     try:
         for client in clients:
             assert await client.event() is None
@@ -159,6 +176,7 @@ async def test_one_pubsub_connection_subscribed_only_while_listened(app_server, 
 
         async def unsubscribed():
             return "presence:user0" not in set(await redis_client.pubsub_channels("presence:*"))
+
         await wait_for(unsubscribed)
         assert len(await hub_clients(redis_client)) == 1
     finally:
@@ -168,6 +186,7 @@ async def test_one_pubsub_connection_subscribed_only_while_listened(app_server, 
 
     async def none_left():
         return not await redis_client.pubsub_channels("presence:*")
+
     await wait_for(none_left)
 
 

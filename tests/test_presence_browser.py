@@ -9,13 +9,13 @@ import pytest
 
 from conftest import CHROMIUM, base_document, launch_chromium, run_cli
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")]
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")]
 
 
 @pytest.fixture
 async def browser_page():
     from playwright.async_api import async_playwright
+
     async with async_playwright() as playwright:
         browser = await launch_chromium(playwright)
         try:
@@ -33,13 +33,34 @@ async def test_card_changes_live_after_presence_set(app_server, browser_page, st
     await page.wait_for_function("document.querySelector('#presence .status-text').textContent === 'Offline'")
 
     result = await asyncio.to_thread(
-        run_cli, "presence", "set", "u1", "--redis-url", store_urls.redis_url, "--status", "dnd",
-        "--activity-name", "Apple Music", "--type", "2", "--details", "Digital Love", "--state", "Daft Punk",
-        "--started-at", "1716900000000", "--ends-at", "9999999999999", "--large-image", "spotify:cover123")
+        run_cli,
+        "presence",
+        "set",
+        "u1",
+        "--redis-url",
+        store_urls.redis_url,
+        "--status",
+        "dnd",
+        "--activity-name",
+        "Apple Music",
+        "--type",
+        "2",
+        "--details",
+        "Digital Love",
+        "--state",
+        "Daft Punk",
+        "--started-at",
+        "1716900000000",
+        "--ends-at",
+        "9999999999999",
+        "--large-image",
+        "spotify:cover123",
+    )
     assert result.returncode == 0, result.stderr
     await page.wait_for_function(
         "document.querySelector('#presence .presence-activity').textContent === 'Listening to Apple Music'",
-        timeout=10_000)
+        timeout=10_000,
+    )
     assert await page.locator("#presence .status-text").text_content() == "Do Not Disturb"
     assert "status-dnd" in await page.locator("#presence .status-dot").get_attribute("class")
     assert await page.locator("#presence .presence-details").text_content() == "Digital Love"
@@ -55,15 +76,34 @@ async def test_card_changes_live_after_presence_set(app_server, browser_page, st
         result = await asyncio.to_thread(run_cli, "presence", "set", "u1", "--redis-url", store_urls.redis_url, *args)
         assert result.returncode == 0, result.stderr
         await page.wait_for_function(
-            "text => document.querySelector('#presence .presence-activity').textContent === text", arg=activity_text)
+            "text => document.querySelector('#presence .presence-activity').textContent === text", arg=activity_text
+        )
 
-    await presence_set_and_wait("brb <b>tea</b>", "--status", "idle", "--type", "4",
-                                "--activity-name", "Custom Status", "--state", "brb <b>tea</b>")
+    await presence_set_and_wait(
+        "brb <b>tea</b>",
+        "--status",
+        "idle",
+        "--type",
+        "4",
+        "--activity-name",
+        "Custom Status",
+        "--state",
+        "brb <b>tea</b>",
+    )
     assert await page.locator("#presence .presence-activity b").count() == 0  # text, never markup
     assert not await page.locator("#presence .presence-progress").is_visible()
 
-    await presence_set_and_wait("Playing Chess", "--status", "online", "--type", "0",
-                                "--activity-name", "Chess", "--started-at", "1716900000000")
+    await presence_set_and_wait(
+        "Playing Chess",
+        "--status",
+        "online",
+        "--type",
+        "0",
+        "--activity-name",
+        "Chess",
+        "--started-at",
+        "1716900000000",
+    )
     assert (await page.locator("#presence .presence-elapsed").text_content()).endswith(" elapsed")
 
 

@@ -13,32 +13,38 @@ from presence_client import SSEClient
 HEAD = b"Host: example.test\r\nAccept: text/event-stream\r\n\r\n"
 
 
-@pytest.mark.parametrize("data, expected", [
-    (b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\n" + HEAD, (b"u1", True)),
-    (b"GET /api/v1/profiles/presence/u1/stream HTTP/1.0\r\n" + HEAD, (b"u1", False)),
-    (b"GET /api/v1/profiles/presence/a%20b%2F/stream?x=1 HTTP/1.1\r\n" + HEAD, (b"a b/", True)),
-    (b"GET /api/v1/profiles/presence//stream HTTP/1.1\r\n" + HEAD, (b"", True)),  # the handler rejects it
-])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\n" + HEAD, (b"u1", True)),
+        (b"GET /api/v1/profiles/presence/u1/stream HTTP/1.0\r\n" + HEAD, (b"u1", False)),
+        (b"GET /api/v1/profiles/presence/a%20b%2F/stream?x=1 HTTP/1.1\r\n" + HEAD, (b"a b/", True)),
+        (b"GET /api/v1/profiles/presence//stream HTTP/1.1\r\n" + HEAD, (b"", True)),  # the handler rejects it
+    ],
+)
 def test_parse_takes_complete_bodiless_stream_gets(data, expected):
     user_id, chunked, length = parse_stream_request(data + b"GET / HTTP/1.1\r\n")
     assert (user_id, chunked) == expected
     assert length == data.index(b"\r\n\r\n") + 4
 
 
-@pytest.mark.parametrize("data", [
-    b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\nHost: x\r\n",  # incomplete
-    b"POST /api/v1/profiles/presence/u1/stream HTTP/1.1\r\n" + HEAD,
-    b"GET /api/v1/profiles/presence/u1 HTTP/1.1\r\n" + HEAD,
-    b"GET /api/v1/profiles/presence/u1/stream/ HTTP/1.1\r\n" + HEAD,
-    b"GET /api/v1/profiles/presence/a/b/stream HTTP/1.1\r\n" + HEAD,
-    b"GET /api/v1/profiles/presence/u1/stream HTTP/2.0\r\n" + HEAD,
-    b"GET  /api/v1/profiles/presence/u1/stream HTTP/1.1\r\n" + HEAD,
-    b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-    b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
-    b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
-    b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\nNo colon here\r\n\r\n",
-    b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\nX: a\x00b\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\nHost: x\r\n",  # incomplete
+        b"POST /api/v1/profiles/presence/u1/stream HTTP/1.1\r\n" + HEAD,
+        b"GET /api/v1/profiles/presence/u1 HTTP/1.1\r\n" + HEAD,
+        b"GET /api/v1/profiles/presence/u1/stream/ HTTP/1.1\r\n" + HEAD,
+        b"GET /api/v1/profiles/presence/a/b/stream HTTP/1.1\r\n" + HEAD,
+        b"GET /api/v1/profiles/presence/u1/stream HTTP/2.0\r\n" + HEAD,
+        b"GET  /api/v1/profiles/presence/u1/stream HTTP/1.1\r\n" + HEAD,
+        b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+        b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\nNo colon here\r\n\r\n",
+        b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+    ],
+)
 def test_parse_leaves_everything_else_to_tornado(data):
     assert parse_stream_request(data) is None
 
@@ -59,7 +65,9 @@ def taken(app_server):
     server.first_look = original
 
 
-async def raw_request(port: int, parts: list[bytes], pause: float = 0.0) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def raw_request(
+    port: int, parts: list[bytes], pause: float = 0.0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     for part in parts:
         writer.write(part)
@@ -76,7 +84,9 @@ async def first_event(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 
 async def test_whole_request_is_taken_and_streams_like_the_routed_handler(app_server, taken):
-    reader, writer = await raw_request(app_server.port, [b"GET /api/v1/profiles/presence/fp1/stream HTTP/1.1\r\n" + HEAD])
+    reader, writer = await raw_request(
+        app_server.port, [b"GET /api/v1/profiles/presence/fp1/stream HTTP/1.1\r\n" + HEAD]
+    )
     try:
         await asyncio.sleep(0.2)  # the request is in the kernel before the accept runs
         head, body = await first_event(reader)
@@ -100,7 +110,9 @@ async def test_request_arriving_in_pieces_is_served_by_tornado(app_server, taken
 
 
 async def test_invalid_user_id_still_gets_the_routed_400(app_server, taken):
-    reader, writer = await raw_request(app_server.port, [b"GET /api/v1/profiles/presence/%20/stream HTTP/1.1\r\n" + HEAD])
+    reader, writer = await raw_request(
+        app_server.port, [b"GET /api/v1/profiles/presence/%20/stream HTTP/1.1\r\n" + HEAD]
+    )
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
@@ -127,6 +139,7 @@ async def test_fast_path_streams_count_and_shed_like_routed_ones(make_server):
 
 async def test_silent_connection_goes_to_tornado_after_the_wait(app_server, taken, monkeypatch):
     import runtime.http_server
+
     monkeypatch.setattr(runtime.http_server, "FIRST_BYTES_WAIT", 0.1)
     reader, writer = await asyncio.open_connection("127.0.0.1", app_server.port)
     try:

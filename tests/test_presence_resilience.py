@@ -72,8 +72,13 @@ def _restart_valkey(stores: EmbeddedStores) -> None:
     argv = proc.args
     port = int(argv[argv.index("--port") + 1])
     time.sleep(0.3)
-    new = subprocess.Popen(argv, cwd=stores.data_dir / "valkey", stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    new = subprocess.Popen(
+        argv,
+        cwd=stores.data_dir / "valkey",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     stores._procs[0] = (name, new)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

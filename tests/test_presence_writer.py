@@ -23,31 +23,42 @@ async def redis_client(store_urls, clean_redis):
 
 
 def test_valid_snapshot_is_normalised_with_writer_timestamp():
-    clean = validate_snapshot({"activity": {"type": 2, "name": "Spotify", "startedAt": 1, "endsAt": 2,
-                                            "details": None}, "status": "online",
-                               "updatedAt": "1999-01-01T00:00:00Z"}, NOW)
-    assert clean == {"status": "online", "activity": {"name": "Spotify", "type": 2, "startedAt": 1, "endsAt": 2},
-                     "updatedAt": "2026-05-29T12:00:00.123Z"}
+    clean = validate_snapshot(
+        {
+            "activity": {"type": 2, "name": "Spotify", "startedAt": 1, "endsAt": 2, "details": None},
+            "status": "online",
+            "updatedAt": "1999-01-01T00:00:00Z",
+        },
+        NOW,
+    )
+    assert clean == {
+        "status": "online",
+        "activity": {"name": "Spotify", "type": 2, "startedAt": 1, "endsAt": 2},
+        "updatedAt": "2026-05-29T12:00:00.123Z",
+    }
     assert list(clean) == ["status", "activity", "updatedAt"]
 
 
-@pytest.mark.parametrize("snapshot, message", [
-    ({"status": "busy"}, "status must be one of online, idle, dnd, offline"),
-    ({}, "status must be one of"),
-    ("online", "snapshot must be an object"),
-    ({"status": "online", "mood": "happy"}, "unknown field(s): mood"),
-    ({"status": "online", "activity": []}, "activity must be an object"),
-    ({"status": "online", "activity": {"name": "x"}}, "activity.type is required"),
-    ({"status": "online", "activity": {"type": 6}}, "activity.type must be an integer from 0 to 5"),
-    ({"status": "online", "activity": {"type": True}}, "activity.type must be an integer from 0 to 5"),
-    ({"status": "online", "activity": {"type": "2"}}, "activity.type must be an integer from 0 to 5"),
-    ({"status": "online", "activity": {"type": 0, "name": 5}}, "activity.name must be a string"),
-    ({"status": "online", "activity": {"type": 0, "details": "x" * 513}}, "activity.details must be at most 512"),
-    ({"status": "online", "activity": {"type": 0, "startedAt": 1.5}}, "activity.startedAt must be a Unix epoch"),
-    ({"status": "online", "activity": {"type": 0, "endsAt": -1}}, "activity.endsAt must be a Unix epoch"),
-    ({"status": "online", "activity": {"type": 0, "startedAt": 10, "endsAt": 5}}, "endsAt must not be before"),
-    ({"status": "online", "activity": {"type": 0, "url": "x"}}, "unknown field(s): url"),
-])
+@pytest.mark.parametrize(
+    "snapshot, message",
+    [
+        ({"status": "busy"}, "status must be one of online, idle, dnd, offline"),
+        ({}, "status must be one of"),
+        ("online", "snapshot must be an object"),
+        ({"status": "online", "mood": "happy"}, "unknown field(s): mood"),
+        ({"status": "online", "activity": []}, "activity must be an object"),
+        ({"status": "online", "activity": {"name": "x"}}, "activity.type is required"),
+        ({"status": "online", "activity": {"type": 6}}, "activity.type must be an integer from 0 to 5"),
+        ({"status": "online", "activity": {"type": True}}, "activity.type must be an integer from 0 to 5"),
+        ({"status": "online", "activity": {"type": "2"}}, "activity.type must be an integer from 0 to 5"),
+        ({"status": "online", "activity": {"type": 0, "name": 5}}, "activity.name must be a string"),
+        ({"status": "online", "activity": {"type": 0, "details": "x" * 513}}, "activity.details must be at most 512"),
+        ({"status": "online", "activity": {"type": 0, "startedAt": 1.5}}, "activity.startedAt must be a Unix epoch"),
+        ({"status": "online", "activity": {"type": 0, "endsAt": -1}}, "activity.endsAt must be a Unix epoch"),
+        ({"status": "online", "activity": {"type": 0, "startedAt": 10, "endsAt": 5}}, "endsAt must not be before"),
+        ({"status": "online", "activity": {"type": 0, "url": "x"}}, "unknown field(s): url"),
+    ],
+)
 async def test_bad_snapshot_is_rejected_and_nothing_written(redis_client, snapshot, message):
     with pytest.raises(SnapshotError) as info:
         await write_presence(redis_client, "w1", snapshot)
@@ -75,16 +86,45 @@ async def test_write_is_one_transaction_of_set_and_publish(redis_client):
 
 def test_cli_set_and_clear(store_urls, clean_redis):
     url = store_urls.redis_url
-    result = run_cli("presence", "set", "cli-user", "--redis-url", url, "--status", "online",
-                     "--activity-name", "Spotify", "--type", "2", "--details", "Song", "--state", "Artist",
-                     "--started-at", "1716900000000", "--ends-at", "1716900210000",
-                     "--large-image", "spotify:abc", "--large-text", "Album")
+    result = run_cli(
+        "presence",
+        "set",
+        "cli-user",
+        "--redis-url",
+        url,
+        "--status",
+        "online",
+        "--activity-name",
+        "Spotify",
+        "--type",
+        "2",
+        "--details",
+        "Song",
+        "--state",
+        "Artist",
+        "--started-at",
+        "1716900000000",
+        "--ends-at",
+        "1716900210000",
+        "--large-image",
+        "spotify:abc",
+        "--large-text",
+        "Album",
+    )
     assert result.returncode == 0, result.stderr
     written = json.loads(result.stdout)
-    assert written["activity"] == {"name": "Spotify", "type": 2, "details": "Song", "state": "Artist",
-                                   "startedAt": 1716900000000, "endsAt": 1716900210000,
-                                   "largeImage": "spotify:abc", "largeText": "Album"}
+    assert written["activity"] == {
+        "name": "Spotify",
+        "type": 2,
+        "details": "Song",
+        "state": "Artist",
+        "startedAt": 1716900000000,
+        "endsAt": 1716900210000,
+        "largeImage": "spotify:abc",
+        "largeText": "Album",
+    }
     import redis
+
     client = redis.Redis.from_url(url, decode_responses=True)
     try:
         assert json.loads(client.get("presence:cli-user")) == written
@@ -96,16 +136,20 @@ def test_cli_set_and_clear(store_urls, clean_redis):
         client.close()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--status", "busy"], "status must be one of"),
-    (["--status", "online", "--type", "9"], "activity.type must be an integer from 0 to 5"),
-    (["--status", "online", "--type", "0", "--started-at", "soon"], "--started-at must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--status", "busy"], "status must be one of"),
+        (["--status", "online", "--type", "9"], "activity.type must be an integer from 0 to 5"),
+        (["--status", "online", "--type", "0", "--started-at", "soon"], "--started-at must be a whole number"),
+    ],
+)
 def test_cli_rejects_bad_snapshot(store_urls, clean_redis, args, message):
     result = run_cli("presence", "set", "cli-bad", "--redis-url", store_urls.redis_url, *args)
     assert result.returncode == 1
     assert message in result.stderr and "nothing was written" in result.stderr
     import redis
+
     client = redis.Redis.from_url(store_urls.redis_url)
     try:
         assert client.get("presence:cli-bad") is None

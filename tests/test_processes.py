@@ -21,9 +21,23 @@ def test_forked_workers_share_one_socket_and_stores(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEPGG_", "PROMETHEUS_"))}
     log_path = tmp_path / "server.log"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--processes", "2",
-                             "--port", str(port), "--data-dir", str(tmp_path / "data")],
-                            cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "hepgg_server.py"),
+            "serve",
+            "--processes",
+            "2",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and log_path.read_text().count("ready") < 2:
@@ -35,8 +49,10 @@ def test_forked_workers_share_one_socket_and_stores(tmp_path):
         assert run_cli("seed-demo", "--data-dir", str(tmp_path / "data")).returncode == 0
         time.sleep(2.5)  # profile cache bound
         for i in range(20):  # distinct visitors; SO_REUSEPORT spreads them over both workers
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={
-                "Host": "demo.localhost", "User-Agent": f"Mozilla/5.0 visitor-{i}"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/",
+                headers={"Host": "demo.localhost", "User-Agent": f"Mozilla/5.0 visitor-{i}"},
+            )
             assert urllib.request.urlopen(request, timeout=10).status == 200
         time.sleep(2.5)  # view flush
         log = log_path.read_text()
@@ -82,11 +98,21 @@ class ServeProcess:
         self.port = free_port()
         self.log_path = tmp_path / f"{name}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HEPGG_", "PROMETHEUS_"))}
-        env.update(HEPGG_MONGO_URI=store_urls.mongo_uri, HEPGG_REDIS_URL=store_urls.redis_url,
-                   HEPGG_MONGO_DB=f"shared_{tmp_path.name}", HEPGG_PORT=str(self.port), HEPGG_LOG_LEVEL="warning")
+        env.update(
+            HEPGG_MONGO_URI=store_urls.mongo_uri,
+            HEPGG_REDIS_URL=store_urls.redis_url,
+            HEPGG_MONGO_DB=f"shared_{tmp_path.name}",
+            HEPGG_PORT=str(self.port),
+            HEPGG_LOG_LEVEL="warning",
+        )
         env.update({f"HEPGG_{k.upper()}": v for k, v in options.items()})
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "hepgg_server.py"), "serve"], cwd=ROOT, env=env,
-                                     stdout=self.log_path.open("w"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "hepgg_server.py"), "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log_path.open("w"),
+            stderr=subprocess.STDOUT,
+        )
         wait_until_serving(self.proc, self.port)
 
     def stop(self) -> int:

@@ -30,22 +30,29 @@ from test_openapi import SNAPSHOT, contract_document
 
 ROOT = Path(__file__).resolve().parent.parent
 ST = Path(sys.executable).with_name("st")
-CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"
-          "response_schema_conformance,negative_data_rejection")
+CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"
+    "response_schema_conformance,negative_data_rejection"
+)
 MAX_EXAMPLES = 25
 TIME_BUDGET = 90  # seconds the st run may take; the test fails past it
 
 
 @pytest.fixture
 async def fuzz_server(make_server, fakes, upstream):
-    server = await make_server(**contact_settings(fakes, trusted_proxies=()), music_upstream_url=upstream.url,
-                               music_connect_timeout=1.0, music_stall_timeout=1.0)
+    server = await make_server(
+        **contact_settings(fakes, trusted_proxies=()),
+        music_upstream_url=upstream.url,
+        music_connect_timeout=1.0,
+        music_stall_timeout=1.0,
+    )
     await server.load(contract_document())
     await write_presence(server.services.redis, "u1", SNAPSHOT)
     # Every generated request comes from 127.0.0.1: a roomier burst bucket lets the fuzzer reach
     # validation, Turnstile and delivery (test_openapi.py meets the spec's 429).
     server.services.contact.limiter = ContactLimiter(
-        server.services.redis, Rules(burst=Rule("burst", 300, MINUTE), daily=Rule("daily", 3000, DAY)))
+        server.services.redis, Rules(burst=Rule("burst", 300, MINUTE), daily=Rule("daily", 3000, DAY))
+    )
     return server
 
 
@@ -53,20 +60,45 @@ async def fuzz_server(make_server, fakes, upstream):
 async def test_schemathesis_finds_no_server_error_and_no_contract_violation(fuzz_server, tmp_path):
     dead_proxy = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY")}
-    env.update(HTTP_PROXY=dead_proxy, HTTPS_PROXY=dead_proxy, ALL_PROXY=dead_proxy, NO_PROXY="127.0.0.1",
-               PYTHONHASHSEED="0")
+    env.update(
+        HTTP_PROXY=dead_proxy, HTTPS_PROXY=dead_proxy, ALL_PROXY=dead_proxy, NO_PROXY="127.0.0.1", PYTHONHASHSEED="0"
+    )
     command = [
-        str(ST), "--config-file", str(ROOT / "tests" / "schemathesis.toml"), "run", str(ROOT / "openapi.yaml"),
-        "--url", fuzz_server.url, "--checks", CHECKS, "--phases", "examples,coverage,fuzzing",
-        "--max-examples", str(MAX_EXAMPLES), "--seed", "20260101", "--generation-deterministic",
-        "--max-redirects", "0", "--request-timeout", "10",
-        "--workers", "1", "--no-color", "--warnings", "off",
-        "--report", "junit", "--report-dir", str(tmp_path / "report"),
+        str(ST),
+        "--config-file",
+        str(ROOT / "tests" / "schemathesis.toml"),
+        "run",
+        str(ROOT / "openapi.yaml"),
+        "--url",
+        fuzz_server.url,
+        "--checks",
+        CHECKS,
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        "20260101",
+        "--generation-deterministic",
+        "--max-redirects",
+        "0",
+        "--request-timeout",
+        "10",
+        "--workers",
+        "1",
+        "--no-color",
+        "--warnings",
+        "off",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path / "report"),
     ]
-    process = await asyncio.create_subprocess_exec(*command, cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.STDOUT)
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     output, _ = await asyncio.wait_for(process.communicate(), TIME_BUDGET + 45)
     text = output.decode(errors="replace")
-    print(text[text.find("SUMMARY"):])  # shown with -s: operations, phases, cases generated
+    print(text[text.find("SUMMARY") :])  # shown with -s: operations, phases, cases generated
     assert process.returncode == 0, text[-20_000:]
     assert "No issues found" in text, text[-5_000:]

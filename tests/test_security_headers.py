@@ -44,6 +44,7 @@ async def page(server, host="alice.hep.gg"):
 
 # ---------------------------------------------------------------- the profile page
 
+
 async def test_page_policy_allows_only_what_the_page_loads(app_server):
     await app_server.load(with_content(avatar_url="https://cdn.avatars.example/u/alice.png?s=128"))
     response = await page(app_server)
@@ -62,8 +63,11 @@ async def test_page_policy_allows_only_what_the_page_loads(app_server):
 
 
 async def test_inline_style_is_allowed_by_its_exact_hash_and_nothing_else_is_inline(app_server):
-    await app_server.load(base_document(theme={"accent": "#ff0066", "background": {"from": "#000000", "to": "#222244",
-                                                                                    "angle": 90}, "font": "Mono"}))
+    await app_server.load(
+        base_document(
+            theme={"accent": "#ff0066", "background": {"from": "#000000", "to": "#222244", "angle": 90}, "font": "Mono"}
+        )
+    )
     response = await page(app_server)
     html = response.body.decode()
     styles = re.findall(r"<style>(.*?)</style>", html, re.S)
@@ -78,10 +82,18 @@ async def test_inline_style_is_allowed_by_its_exact_hash_and_nothing_else_is_inl
 async def test_policy_lists_exactly_the_avatar_origin_of_each_profile(app_server):
     doc = base_document(toggles={"presence": False})
     doc["profiles"][0]["content"]["avatar_url"] = "https://IMG.one.example:8443/a.png"
-    second = {**doc["profiles"][0], "id": "p2", "domain": "bob.hep.gg",
-              "content": {**doc["profiles"][0]["content"], "avatar_url": "http://img.two.example/b.png"}}
-    third = {**doc["profiles"][0], "id": "p3", "domain": "carol.hep.gg",
-             "content": {**doc["profiles"][0]["content"], "avatar_url": None}}
+    second = {
+        **doc["profiles"][0],
+        "id": "p2",
+        "domain": "bob.hep.gg",
+        "content": {**doc["profiles"][0]["content"], "avatar_url": "http://img.two.example/b.png"},
+    }
+    third = {
+        **doc["profiles"][0],
+        "id": "p3",
+        "domain": "carol.hep.gg",
+        "content": {**doc["profiles"][0]["content"], "avatar_url": None},
+    }
     doc["profiles"] += [second, third]
     doc["users"][0]["slots"] = [{"expires_at": "2099-01-01T00:00:00Z"}]
     await app_server.load(doc)
@@ -111,8 +123,13 @@ async def test_turnstile_origin_only_when_a_form_renders_the_widget(make_server)
 
 async def test_avatar_written_around_the_importer_cannot_inject_into_the_policy(app_server):
     await app_server.load(base_document())
-    for avatar in ("https://evil.example;script-src *", "https://evil.example 'unsafe-inline'",
-                   "javascript:alert(1)", "data:image/svg+xml,<svg onload=alert(1)>", {"$ne": None}):
+    for avatar in (
+        "https://evil.example;script-src *",
+        "https://evil.example 'unsafe-inline'",
+        "javascript:alert(1)",
+        "data:image/svg+xml,<svg onload=alert(1)>",
+        {"$ne": None},
+    ):
         await app_server.services.db.profiles.update_one({"_id": "p1"}, {"$set": {"content.avatar_url": avatar}})
         app_server.services.sites.invalidate()
         response = await page(app_server)
@@ -123,21 +140,29 @@ async def test_avatar_written_around_the_importer_cannot_inject_into_the_policy(
 
 # ---------------------------------------------------------------- other HTML answers
 
-@pytest.mark.parametrize("host,path,code", [
-    ("nobody.hep.gg", "/", 404),          # unmatched subdomain
-    ("alice.hep.gg", "/abc123", 404),     # the uploader's short id
-    ("alice.hep.gg", "/a/b/c", 404),      # no route at all: the application's default handler
-    ("hep.gg", "/", 302),                 # apex -> dashboard
-    ("custom.example", "/", 302),         # unmatched custom domain -> hep.gg
-])
+
+@pytest.mark.parametrize(
+    "host,path,code",
+    [
+        ("nobody.hep.gg", "/", 404),  # unmatched subdomain
+        ("alice.hep.gg", "/abc123", 404),  # the uploader's short id
+        ("alice.hep.gg", "/a/b/c", 404),  # no route at all: the application's default handler
+        ("hep.gg", "/", 302),  # apex -> dashboard
+        ("custom.example", "/", 302),  # unmatched custom domain -> hep.gg
+    ],
+)
 async def test_error_and_redirect_pages_get_the_closed_policy(app_server, host, path, code):
     await app_server.load(base_document())
     response = await app_server.fetch(path, host=host)
     assert response.code == code
     assert_common(response)
     assert response.headers["X-Frame-Options"] == "DENY"
-    assert csp_of(response) == {"default-src": ["'none'"], "base-uri": ["'none'"], "form-action": ["'none'"],
-                                "frame-ancestors": ["'none'"]}
+    assert csp_of(response) == {
+        "default-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'none'"],
+        "frame-ancestors": ["'none'"],
+    }
     if code == 404:
         assert response.headers["Content-Type"] == "text/html; charset=utf-8"
         assert b"Traceback" not in response.body
@@ -159,11 +184,14 @@ async def test_og_card_and_its_404(app_server):
         assert csp_of(response) == NON_DOCUMENT
 
 
-@pytest.mark.parametrize("path,code", [
-    ("/api/v1/profiles/presence/u1", 200),
-    ("/api/v1/profiles/presence/%20", 400),
-    ("/api/v1/nothing/here", 404),
-])
+@pytest.mark.parametrize(
+    "path,code",
+    [
+        ("/api/v1/profiles/presence/u1", 200),
+        ("/api/v1/profiles/presence/%20", 400),
+        ("/api/v1/nothing/here", 404),
+    ],
+)
 async def test_api_json(app_server, path, code):
     await app_server.load(base_document())
     response = await app_server.fetch(path)

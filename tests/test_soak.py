@@ -81,8 +81,9 @@ class Load:
 
     async def pages(self, until: float) -> None:
         while time.monotonic() < until:
-            response = await self.fetch("page", "/", headers={"Host": "alice.hep.gg", "User-Agent": BROWSER_UA,
-                                                              "X-Forwarded-For": self.ip()})
+            response = await self.fetch(
+                "page", "/", headers={"Host": "alice.hep.gg", "User-Agent": BROWSER_UA, "X-Forwarded-For": self.ip()}
+            )
             self.views += response.code == 200
 
     async def music(self, until: float, body: bytes) -> None:
@@ -91,14 +92,20 @@ class Load:
             self.plays += response.code == 200 and response.body == body
 
     async def contacts(self, until: float) -> None:
-        forms = [("sms", {"message": "soak", "turnstileToken": "good-soak"}),
-                 ("discord", {"handle": "Soak", "message": "soak", "turnstileToken": "good-soak"})]
+        forms = [
+            ("sms", {"message": "soak", "turnstileToken": "good-soak"}),
+            ("discord", {"handle": "Soak", "message": "soak", "turnstileToken": "good-soak"}),
+        ]
         for channel, form in itertools.cycle(forms):
             if time.monotonic() >= until:
                 return
-            response = await self.fetch(f"contact-{channel}", f"/api/v1/profiles/p1/contact/{channel}",
-                                        method="POST", body=json.dumps(form),
-                                        headers={"Content-Type": "application/json", "X-Forwarded-For": self.ip()})
+            response = await self.fetch(
+                f"contact-{channel}",
+                f"/api/v1/profiles/p1/contact/{channel}",
+                method="POST",
+                body=json.dumps(form),
+                headers={"Content-Type": "application/json", "X-Forwarded-For": self.ip()},
+            )
             if channel == "sms" and response.code == 200:
                 self.sms_sent += 1
             await asyncio.sleep(1.0)
@@ -141,8 +148,11 @@ class Load:
     async def run(self, seconds: float, track: bytes) -> None:
         until = time.monotonic() + seconds
         await asyncio.gather(
-            self.sse(until), self.presence_writer(until), self.contacts(until),
-            *(self.pages(until) for _ in range(3)), *(self.music(until, track) for _ in range(2)),
+            self.sse(until),
+            self.presence_writer(until),
+            self.contacts(until),
+            *(self.pages(until) for _ in range(3)),
+            *(self.music(until, track) for _ in range(2)),
         )
 
     def server_errors(self) -> dict:
@@ -151,8 +161,11 @@ class Load:
 
 async def metric(http: AsyncHTTPClient, base: str, name: str) -> float:
     body = (await http.fetch(base + "/metrics")).body.decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
 
 
 async def test_mixed_soak_leaves_nothing_behind(store_urls, fakes, tmp_path):
@@ -165,14 +178,47 @@ async def test_mixed_soak_leaves_nothing_behind(store_urls, fakes, tmp_path):
     report = await import_document(db, document)
     assert report.ok, report.errors
     port = free_port()
-    argv = [sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--port", str(port), "--processes", "1",
-            "--data-dir", str(tmp_path / "data"), "--mongo-uri", store_urls.mongo_uri,
-            "--redis-url", store_urls.redis_url, "--mongo-db", db_name, "--trusted-proxies", "127.0.0.1/32",
-            "--music-upstream-url", upstream.url, "--turnstile-verify-url", fakes.turnstile.verify_url,
-            "--turnstile-secret", FakeTurnstile.secret, "--sms-api-url", fakes.sms.url,
-            "--smtp-port", str(fakes.smtp.port), "--discord-api-url", fakes.discord.url,
-            "--discord-bot-token", "bot-token", "--og-render-processes", "1", "--view-flush-interval", "0.5",
-            "--sse-ping-interval", "5", "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        str(ROOT / "hepgg_server.py"),
+        "serve",
+        "--port",
+        str(port),
+        "--processes",
+        "1",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--mongo-uri",
+        store_urls.mongo_uri,
+        "--redis-url",
+        store_urls.redis_url,
+        "--mongo-db",
+        db_name,
+        "--trusted-proxies",
+        "127.0.0.1/32",
+        "--music-upstream-url",
+        upstream.url,
+        "--turnstile-verify-url",
+        fakes.turnstile.verify_url,
+        "--turnstile-secret",
+        FakeTurnstile.secret,
+        "--sms-api-url",
+        fakes.sms.url,
+        "--smtp-port",
+        str(fakes.smtp.port),
+        "--discord-api-url",
+        fakes.discord.url,
+        "--discord-bot-token",
+        "bot-token",
+        "--og-render-processes",
+        "1",
+        "--view-flush-interval",
+        "0.5",
+        "--sse-ping-interval",
+        "5",
+        "--log-level",
+        "warning",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -184,13 +230,13 @@ async def test_mixed_soak_leaves_nothing_behind(store_urls, fakes, tmp_path):
         async def settled() -> dict:
             """Numbers once the load has stopped and the server let go of it."""
             for _ in range(100):
-                if await metric(probe, base, 'hepgg_open_streams{') == 0:
+                if await metric(probe, base, "hepgg_open_streams{") == 0:
                     break
                 await asyncio.sleep(0.1)
             await asyncio.sleep(2.0)  # closes and the last view flush
             numbers = proc_numbers(proc.pid)
             numbers["tasks"] = await metric(probe, base, "hepgg_asyncio_tasks")
-            numbers["open_streams"] = await metric(probe, base, 'hepgg_open_streams{')
+            numbers["open_streams"] = await metric(probe, base, "hepgg_open_streams{")
             return numbers
 
         await load.run(WARMUP_SECONDS, upstream.body)
@@ -202,12 +248,21 @@ async def test_mixed_soak_leaves_nothing_behind(store_urls, fakes, tmp_path):
 
         stats = await read_stats(db, "p1")
         credits = (await db.users.find_one({"_id": "u1"}))["sms_credits"]
-        summary = {"soak_seconds": round(soak_time, 1), "warm": warm, "after": after,
-                   "rss_growth_kib": (after["rss"] - warm["rss"]) // 1024, "requests": sum(load.codes.values()),
-                   "codes": {f"{k} {c}": n for (k, c), n in sorted(load.codes.items())},
-                   "views_sent": load.views, "views_stored": stats["views"], "plays_sent": load.plays,
-                   "plays_stored": stats["plays"], "sms_sent": load.sms_sent, "sms_credits_left": credits,
-                   "sse_blocks_received": load.sse_events}
+        summary = {
+            "soak_seconds": round(soak_time, 1),
+            "warm": warm,
+            "after": after,
+            "rss_growth_kib": (after["rss"] - warm["rss"]) // 1024,
+            "requests": sum(load.codes.values()),
+            "codes": {f"{k} {c}": n for (k, c), n in sorted(load.codes.items())},
+            "views_sent": load.views,
+            "views_stored": stats["views"],
+            "plays_sent": load.plays,
+            "plays_stored": stats["plays"],
+            "sms_sent": load.sms_sent,
+            "sms_credits_left": credits,
+            "sse_blocks_received": load.sse_events,
+        }
         print("SOAK", json.dumps(summary))
         (tmp_path / "soak.json").write_text(json.dumps(summary, indent=1))
 

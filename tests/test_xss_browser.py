@@ -68,8 +68,10 @@ class Visitor:
             report = await page.evaluate(REPORT)
             assert dialogs == [] and report["flags"] == [] and errors == [], (dialogs, report, errors)
             assert report["handlers"] == [] and report["foreign"] == 0, report
-            assert all(src and (src.startswith("/_static/") or src.startswith("https://challenges.cloudflare.com/"))
-                       for src in report["scripts"]), report["scripts"]
+            assert all(
+                src and (src.startswith("/_static/") or src.startswith("https://challenges.cloudflare.com/"))
+                for src in report["scripts"]
+            ), report["scripts"]
             if not bypass_csp:
                 assert report["csp"] == [] and csp_console == [], (report["csp"], csp_console)
             await check(page)
@@ -84,6 +86,7 @@ class Visitor:
 @pytest.fixture
 async def visitor():
     from playwright.async_api import async_playwright
+
     async with async_playwright() as playwright:
         browser = await launch_chromium(playwright, RESOLVER)
         try:
@@ -95,23 +98,30 @@ async def visitor():
 # ---------------------------------------------------------------- accepted values, through import
 
 NAME = "<script>window.__xss_1=1</script>"
-BIO = ("\"><img src=x onerror=\"window.__xss_2=1\"> '><svg onload=window.__xss_3=1> "
-       "</p><script>alert(4)</script> <style>*{display:none}</style>")
-LABEL = "\" onmouseover=\"window.__xss_5=1\" '><b onfocus=alert(6)>"
-LINK_QUERY = "https://x.example/?q=\"><script>window.__xss_7=1</script>"
+BIO = (
+    '"><img src=x onerror="window.__xss_2=1"> \'><svg onload=window.__xss_3=1> '
+    "</p><script>alert(4)</script> <style>*{display:none}</style>"
+)
+LABEL = '" onmouseover="window.__xss_5=1" \'><b onfocus=alert(6)>'
+LINK_QUERY = 'https://x.example/?q="><script>window.__xss_7=1</script>'
 LINK_QUOTE = "https://x.example/' onfocus='window.__xss_8=1' autofocus='"
-MAILTO = "mailto:a@x.example?subject=\"><script>window.__xss_9=1</script>"
-AVATAR = "https://img.example/a.png?\"onerror=\"window.__xss_10=1"
+MAILTO = 'mailto:a@x.example?subject="><script>window.__xss_9=1</script>'
+AVATAR = 'https://img.example/a.png?"onerror="window.__xss_10=1'
 TITLE = "</figcaption><script>window.__xss_11=1</script>"
-ARTIST = "<iframe srcdoc=\"<script>parent.__xss_12=1</script>\"></iframe>"
+ARTIST = '<iframe srcdoc="<script>parent.__xss_12=1</script>"></iframe>'
 
 
 def hostile_document(template: str) -> dict:
     doc = base_document(template=template)
     doc["profiles"][0]["content"] = {
-        "display_name": NAME, "bio": BIO, "avatar_url": AVATAR,
-        "links": [{"label": LABEL, "url": LINK_QUERY}, {"label": "quote", "url": LINK_QUOTE},
-                  {"label": "mail", "url": MAILTO}],
+        "display_name": NAME,
+        "bio": BIO,
+        "avatar_url": AVATAR,
+        "links": [
+            {"label": LABEL, "url": LINK_QUERY},
+            {"label": "quote", "url": LINK_QUOTE},
+            {"label": "mail", "url": MAILTO},
+        ],
         "music": [{"isrc": "USRC17607839", "title": TITLE, "artist": ARTIST}],
     }
     return doc
@@ -140,10 +150,18 @@ async def test_imported_payloads_run_nothing_and_read_literally(app_server, visi
 
 # ---------------------------------------------------------------- refused values: the importer, then MongoDB
 
-BAD_URLS = ["javascript:window.__xss_20=1", "JaVaScRiPt:window.__xss_21=1", " javascript:window.__xss_22=1",
-            "java\tscript:window.__xss_23=1", "javascript&colon;window.__xss_24=1",
-            "data:text/html,<script>window.__xss_25=1</script>", "vbscript:msgbox(26)", "//evil.example/",
-            "https:window.__xss_27=1", "\x01javascript:window.__xss_28=1"]
+BAD_URLS = [
+    "javascript:window.__xss_20=1",
+    "JaVaScRiPt:window.__xss_21=1",
+    " javascript:window.__xss_22=1",
+    "java\tscript:window.__xss_23=1",
+    "javascript&colon;window.__xss_24=1",
+    "data:text/html,<script>window.__xss_25=1</script>",
+    "vbscript:msgbox(26)",
+    "//evil.example/",
+    "https:window.__xss_27=1",
+    "\x01javascript:window.__xss_28=1",
+]
 
 BAD_THEMES = [
     {"accent": "red;}</style><script>window.__xss_30=1</script><style>"},
@@ -181,15 +199,22 @@ def test_importer_refuses_unsafe_urls_and_theme_values():
 async def test_refused_values_written_straight_to_mongodb_run_nothing(app_server, visitor):
     await app_server.load(base_document())
     db, url = app_server.services.db, f"http://alice.hep.gg:{app_server.port}/"
-    await db.profiles.update_one({"_id": "p1"}, {"$set": {
-        "template": "../base",
-        "content.avatar_url": "javascript:window.__xss_40=1",
-        "content.links": [{"label": f"bad{i}", "url": u} for i, u in enumerate(BAD_URLS)]
-                         + [{"label": "ok", "url": "https://ok.example/"}, {"label": {"$x": 1}, "url": None}],
-        "content.music": [{"isrc": '"><script>window.__xss_41=1</script>', "title": "t"},
-                          {"isrc": "USRC17607839", "title": "<script>window.__xss_42=1</script>", "artist": 7}],
-        "content.display_name": {"$gt": ""},
-    }})
+    await db.profiles.update_one(
+        {"_id": "p1"},
+        {
+            "$set": {
+                "template": "../base",
+                "content.avatar_url": "javascript:window.__xss_40=1",
+                "content.links": [{"label": f"bad{i}", "url": u} for i, u in enumerate(BAD_URLS)]
+                + [{"label": "ok", "url": "https://ok.example/"}, {"label": {"$x": 1}, "url": None}],
+                "content.music": [
+                    {"isrc": '"><script>window.__xss_41=1</script>', "title": "t"},
+                    {"isrc": "USRC17607839", "title": "<script>window.__xss_42=1</script>", "artist": 7},
+                ],
+                "content.display_name": {"$gt": ""},
+            }
+        },
+    )
     app_server.services.sites.invalidate()
 
     async def links_are_safe(page):
@@ -216,23 +241,26 @@ async def test_refused_values_written_straight_to_mongodb_run_nothing(app_server
 
 # ---------------------------------------------------------------- bidi overrides and invisible characters
 
+
 @pytest.mark.browser
 @needs_browser
 async def test_bidi_overrides_and_invisible_characters_are_removed_and_text_isolated(app_server, visitor):
     doc = base_document()
-    doc["profiles"][0]["content"].update({
-        "display_name": "Alice\u202egnp.exe\u2066\u200b\ufeff",  # RLO: would show "Aliceexe.png"
-        "bio": "first\u202d line\u2069 \u2067rtl\u061c\u2060 and a coder \U0001F469\u200d\U0001F4BB",
-        "links": [{"label": "\u202epaypal.com\u202c", "url": "https://example.com/"}],
-        "music": [{"isrc": "USRC17607839", "title": "\u202eeltit", "artist": "\u200bartist\u200b"}],
-    })
+    doc["profiles"][0]["content"].update(
+        {
+            "display_name": "Alice\u202egnp.exe\u2066\u200b\ufeff",  # RLO: would show "Aliceexe.png"
+            "bio": "first\u202d line\u2069 \u2067rtl\u061c\u2060 and a coder \U0001f469\u200d\U0001f4bb",
+            "links": [{"label": "\u202epaypal.com\u202c", "url": "https://example.com/"}],
+            "music": [{"isrc": "USRC17607839", "title": "\u202eeltit", "artist": "\u200bartist\u200b"}],
+        }
+    )
     await app_server.load(doc)  # accepted: such names are legal, they are made harmless at render
 
     async def check(page):
         assert await page.locator("h1.name").text_content() == "Alicegnp.exe"
         assert await page.title() == "Alicegnp.exe"
         assert await page.locator("h1.name").get_attribute("dir") == "auto"
-        assert await page.locator("p.bio").text_content() == "first line rtl and a coder \U0001F469\u200d\U0001F4BB"
+        assert await page.locator("p.bio").text_content() == "first line rtl and a coder \U0001f469\u200d\U0001f4bb"
         assert await page.locator("p.bio").get_attribute("dir") == "auto"
         assert await page.locator("a.link bdi").text_content() == "paypal.com"
         assert await page.locator(".track-title").text_content() == "eltit"

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 
-
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -50,9 +49,11 @@ def top_frames(folded: Path, limit: int = 15) -> dict:
         for f in set(frames):
             incl[f] += n
     pct = lambda c: round(100 * c / total, 1) if total else 0.0  # noqa: E731
-    return {"samples": total,
-            "self": [(f, pct(c)) for f, c in own.most_common(limit)],
-            "inclusive": [(f, pct(c)) for f, c in incl.most_common(limit)]}
+    return {
+        "samples": total,
+        "self": [(f, pct(c)) for f, c in own.most_common(limit)],
+        "inclusive": [(f, pct(c)) for f, c in incl.most_common(limit)],
+    }
 
 
 def print_table(title: str, table: dict) -> None:

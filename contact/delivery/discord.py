@@ -65,11 +65,17 @@ class DiscordSender:
 
     def _request(self, channel_id: str, payload: dict, timeout: float) -> HTTPRequest:
         return HTTPRequest(
-            f"{self.api_url}/channels/{quote(channel_id, safe='')}/messages", method="POST",
+            f"{self.api_url}/channels/{quote(channel_id, safe='')}/messages",
+            method="POST",
             body=json.dumps(payload),
-            headers={"Authorization": f"Bot {self.bot_token}", "User-Agent": USER_AGENT,
-                     "Content-Type": "application/json"},
-            connect_timeout=timeout, request_timeout=timeout, follow_redirects=False,
+            headers={
+                "Authorization": f"Bot {self.bot_token}",
+                "User-Agent": USER_AGENT,
+                "Content-Type": "application/json",
+            },
+            connect_timeout=timeout,
+            request_timeout=timeout,
+            follow_redirects=False,
         )
 
     async def send(self, channel_id: str, payload: dict) -> None:
@@ -81,8 +87,12 @@ class DiscordSender:
                 return
             except HTTPClientError as exc:
                 wait = _retry_after(exc) if exc.code == 429 else None
-                if attempt == 1 and wait is not None and 0 <= wait <= MAX_RETRY_WAIT \
-                        and time.monotonic() + wait + 0.1 < deadline:
+                if (
+                    attempt == 1
+                    and wait is not None
+                    and 0 <= wait <= MAX_RETRY_WAIT
+                    and time.monotonic() + wait + 0.1 < deadline
+                ):
                     log.info("discord rate-limited; retrying once in %.2fs", wait)
                     await asyncio.sleep(wait)
                     continue

@@ -57,8 +57,7 @@ class SmtpSettings:
         return self.envelope_from.rpartition("@")[2] or "localhost"
 
 
-def build_message(settings: SmtpSettings, to: str, reply_to: str, subject: str, text: str,
-                  domain: str) -> EmailMessage:
+def build_message(settings: SmtpSettings, to: str, reply_to: str, subject: str, text: str, domain: str) -> EmailMessage:
     msg = EmailMessage(policy=SMTP_POLICY)
     msg["From"] = settings.sender
     msg["To"] = to

@@ -22,10 +22,17 @@ class SmsSender:
 
     async def send(self, key: str, phone: str, text: str) -> None:
         request = HTTPRequest(
-            self.url, method="POST", body=json.dumps({"to": phone, "body": text}),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json",
-                     "Accept": "application/json"},
-            connect_timeout=self.timeout, request_timeout=self.timeout, follow_redirects=False,
+            self.url,
+            method="POST",
+            body=json.dumps({"to": phone, "body": text}),
+            headers={
+                "Authorization": f"Bearer {key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            connect_timeout=self.timeout,
+            request_timeout=self.timeout,
+            follow_redirects=False,
         )
         try:
             await self.http.fetch(request)
