@@ -6,6 +6,7 @@
     python hepgg_server.py seed-demo                 the demo owner and profile (demo.localhost)
     python hepgg_server.py stats PROFILE_ID          views and plays as JSON
     python hepgg_server.py reconcile [--now ISO]     apply plan limits, print what changed
+    python hepgg_server.py presence set|clear ...    write or clear a Discord presence snapshot
 
 Every option is also read from HEPGG_<OPTION> and from --config FILE (TOML).
 main() is a pipeline: parse → config → logging → the command.
@@ -14,19 +15,11 @@ main() is a pipeline: parse → config → logging → the command.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 
-if sys.argv[1:2] == ["serve"] and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-    # Before anything imports prometheus_client: every worker writes its metrics to files here
-    # so /metrics (served by any worker) reports the sum over all of them. Removed by serve().
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hepgg-metrics-")
-
-from presence import cli as presence_cli  # noqa: E402
-from runtime import cli  # noqa: E402
-from runtime.config import ConfigError, add_arguments, load_config  # noqa: E402
-from runtime.logs import setup_logging  # noqa: E402
+from presence import cli as presence_cli
+from runtime.config import ConfigError, add_arguments, load_config
+from runtime.logs import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,10 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level if args.command == "serve" else "warning")
+    # The commands' modules are imported here, not at the top: `serve` must set up its metrics
+    # directory before anything imports prometheus_client (runtime/metrics_dir.py).
     if args.command == "serve":
-        from runtime.serve import serve
+        from runtime.metrics_dir import metrics_directory
 
-        return serve(config)
+        with metrics_directory() as metrics_dir:
+            from runtime.serve import serve
+
+            return serve(config, metrics_dir)
+    from runtime import cli
+
     if args.command == "import":
         return cli.cmd_import(config, args.file)
     if args.command == "seed-demo":
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "reconcile":
         return cli.cmd_reconcile(config, args.now)
     if args.command == "presence":
-        return presence_cli.run(config, args)
+        return cli.cmd_presence(config, args)
     raise AssertionError(args.command)
 
 

@@ -7,6 +7,8 @@ server's pass-through, which is cleaned of the owner's address first.
 
 from __future__ import annotations
 
+from store.outages import RETRY_AFTER_SECONDS
+
 CHANNEL_NAMES = {"sms": "SMS", "email": "email", "discord": "Discord"}
 
 
@@ -41,7 +43,7 @@ class Unavailable(ContactError):
     message = "Contact forms are temporarily unavailable, please try again later"
 
     def __init__(self):
-        super().__init__(headers={"Retry-After": "5"})  # a store is down; as handlers/base.py STORE_RETRY_AFTER
+        super().__init__(headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # a store is down
 
 
 class InvalidInput(ContactError):

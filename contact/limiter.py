@@ -27,8 +27,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from runtime.client_ip import rate_limit_subject
-from runtime.metrics import LIMITER_DECISIONS
+from common.client_ip import rate_limit_subject
+from common.metrics import LIMITER_DECISIONS
 
 SCRIPT = (Path(__file__).with_name("limiter.lua")).read_text()
 

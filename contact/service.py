@@ -7,6 +7,9 @@ The limiter runs before the body is even parsed, so abuse is rejected at the
 cost of one Redis round trip; a send that passed the limiter spends its tokens
 whatever happens next. Credits are taken before delivery and given back when
 delivery fails.
+
+Built by runtime/services.py with the few things it needs (the site directory,
+the clock, the limiter, Turnstile, the credits and the three senders).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from contact import owner_setup
 from contact.credits import Credits, CreditsUnavailable, CREDIT_FIELDS
 from contact.delivery.discord import FAILED as DISCORD_FAILED, DiscordSender, embed_payload
-from contact.delivery.email import FAILED as EMAIL_FAILED, EmailSender, SmtpSettings
+from contact.delivery.email import FAILED as EMAIL_FAILED, EmailSender
 from contact.delivery.sms import FAILED as SMS_FAILED, SmsSender
 from contact.errors import (
     AntiSpamFailed,
@@ -29,11 +32,14 @@ from contact.errors import (
     Throttled,
     Unavailable,
 )
-from contact.limiter import ContactLimiter, LimiterUnavailable, Rules
+from contact.limiter import ContactLimiter, LimiterUnavailable
 from contact.turnstile import Turnstile
 from contact.validation import ContactForm, parse_form
-from runtime.metrics import DELIVERIES
+from common.metrics import DELIVERIES
+from store.clock import Clock
+from store.outages import STORE_OUTAGES
 from store.records import ID_PATTERN, Site
+from store.sites import SiteDirectory
 
 log = logging.getLogger("hepgg.contact")
 
@@ -43,7 +49,8 @@ FAILED = {"sms": SMS_FAILED, "email": EMAIL_FAILED, "discord": DISCORD_FAILED}
 
 @dataclass
 class ContactService:
-    services: object
+    sites: SiteDirectory
+    clock: Clock
     limiter: ContactLimiter
     turnstile: Turnstile
     credits: Credits
@@ -92,11 +99,11 @@ class ContactService:
         if not ID_PATTERN.match(profile_id):
             raise ProfileNotFound()
         try:
-            site = await self.services.sites.by_id(profile_id)
-        except Exception as exc:  # the profile store is down: fail closed, not 500
+            site = await self.sites.by_id(profile_id)
+        except STORE_OUTAGES as exc:  # the profile store is down: fail closed (a bug is not an outage)
             log.error("profile lookup failed: %s", type(exc).__name__)
             raise Unavailable() from None
-        if site is None or not site.is_visible(self.services.clock.now()):
+        if site is None or not site.is_visible(self.clock.now()):
             raise ProfileNotFound()
         return site
 
@@ -113,32 +120,3 @@ class ContactService:
         await self.discord.send(recipient.channel_id, payload)
         return {"queued": True}
 
-
-async def start(services, rules: Rules | None = None) -> None:
-    """Build this feature's long-lived objects, attach them to `services`, register on_close."""
-    config = services.config
-    http = services.http  # Turnstile, SMS and Discord share the process's short-request client
-    email = EmailSender(
-        SmtpSettings(
-            config.smtp_host,
-            config.smtp_port,
-            config.smtp_user,
-            config.smtp_password,
-            config.smtp_from,
-            config.delivery_timeout,
-        )
-    )
-    services.contact = ContactService(
-        services=services,
-        limiter=ContactLimiter(services.redis, rules),
-        turnstile=Turnstile(http, config.turnstile_verify_url, config.turnstile_secret, config.turnstile_timeout),
-        credits=Credits(services.db),
-        sms=SmsSender(http, config.sms_api_url, config.delivery_timeout),
-        email=email,
-        discord=DiscordSender(http, config.discord_api_url, config.discord_bot_token, config.delivery_timeout),
-    )
-
-    async def stop() -> None:
-        await email.close()
-
-    services.on_close(stop)

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import tornado.web
 from pymongo.errors import ConnectionFailure as MongoUnreachable, ExecutionTimeout as MongoTimeout
 from redis.exceptions import ConnectionError as RedisUnreachable, TimeoutError as RedisTimeout
 from tornado.iostream import StreamClosedError
 
+from handlers.services import Services
 from render.security import COMMON_HEADERS, DOCUMENT_HEADERS, NON_DOCUMENT_CSP, STATIC_DOCUMENT_CSP
-
-if TYPE_CHECKING:
-    from runtime.services import Services
 
 log = logging.getLogger("hepgg.handlers")
 
@@ -35,14 +33,10 @@ STORE_RETRY_AFTER = "5"  # seconds; a restarting store is usually back within a 
 
 
 class BaseHandler(tornado.web.RequestHandler):
-    services: "Services"
+    services: Services
 
-    def initialize(self, services: "Services") -> None:
+    def initialize(self, services: Services) -> None:
         self.services = services
-
-    @property
-    def config(self):
-        return self.services.config
 
     @property
     def client_ip(self) -> str:

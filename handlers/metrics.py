@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from handlers.base import BaseHandler
-from runtime.metrics import ASYNCIO_TASKS, exposition
+from common.metrics import ASYNCIO_TASKS, exposition
 
 
 class MetricsHandler(BaseHandler):
     def get(self) -> None:
         ASYNCIO_TASKS.set(len(asyncio.all_tasks()))  # a leak check for the soak test and operators
-        body, content_type = exposition()
+        body, content_type = exposition(self.services.metrics_dir)
         self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-store")
         self.finish(body)

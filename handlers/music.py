@@ -17,7 +17,7 @@ from handlers.base import ApiHandler
 from music import ranges
 from music.relay import COMPLETE, LISTENER_GONE, STOPPED, UPSTREAM_FAILED, Relay
 from music.service import REVOKED, SHUTTING_DOWN, MusicService, OpenStream
-from runtime.metrics import OPEN_STREAMS
+from common.metrics import OPEN_STREAMS
 
 _MUSIC_STREAMS = OPEN_STREAMS.labels(kind="music")  # bound once: labels() per request costs a lookup and a lock
 from store.records import ID_PATTERN, ISRC_PATTERN

@@ -44,7 +44,7 @@ class ProfilePageHandler(PageHandler):
         key = ("page", origin, site.shows_presence(now), site.shows_powered_by(now))
         rendered = site.memo.get(key)
         if rendered is None:
-            settings = PageSettings(self.config.public_origin, self.config.turnstile_sitekey)
+            settings = PageSettings(self.services.settings.public_origin, self.services.settings.turnstile_sitekey)
             context = page_context(site, settings, now, origin)
             rendered = (
                 context["content_security_policy"],
@@ -58,16 +58,16 @@ class ProfilePageHandler(PageHandler):
         # Lower-cased, port stripped; "alice.hep.gg." (the FQDN form) names the same host as the
         # profile lookup already knows, so the apex and slot checks must see it the same way.
         host = self.request.host_name.rstrip(".")
-        config = self.config
-        if host == config.base_domain or host in config.exempt_domains:
-            self.redirect(config.dashboard_url)
+        settings = self.services.settings
+        if host == settings.base_domain or host in settings.exempt_domains:
+            self.redirect(settings.dashboard_url)
             return
         now = self.services.clock.now()
         site = await self.services.sites.by_host(host)
         if site is None or not site.is_visible(now):
-            if host.endswith("." + config.base_domain):
+            if host.endswith("." + settings.base_domain):
                 raise tornado.web.HTTPError(404)
-            self.redirect(f"https://{config.base_domain}/")  # unmatched custom domain
+            self.redirect(f"https://{settings.base_domain}/")  # unmatched custom domain
             return
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")

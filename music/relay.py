@@ -41,7 +41,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.iostream import StreamClosedError
 
 from music.ranges import ByteRange, resolve
-from runtime.metrics import PROXIED_BYTES
+from common.metrics import PROXIED_BYTES
 
 log = logging.getLogger("hepgg.music")
 

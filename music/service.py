@@ -1,13 +1,13 @@
 """Process-wide music service: the long-stream curl client, the open streams, revocation and drain.
 
-One `CurlAsyncHTTPClient` instance of our own (`force_instance`), sized by
-`--music-max-streams`: Tornado's shared client has 10 slots, and a music stream
-holds its slot for the whole track. One ticker (not one timer per stream)
-re-checks, every quarter of the profile-cache TTL, that each open stream's
-profile is still visible and its owner still has an enabled music key, and
-stops the streams that lost it: revoking music access silences playing audio
-within the cache bound. On shutdown, streams may finish within the grace; the
-rest are stopped.
+Built by runtime/services.py with its own `CurlAsyncHTTPClient` (`force_instance`),
+sized by `--music-max-streams`: Tornado's shared client has 10 slots, and a music
+stream holds its slot for the whole track. One loop (`watch_revocations`, not one
+timer per stream) re-checks, every quarter of the profile-cache TTL, that each
+open stream's profile is still visible and its owner still has an enabled music
+key, and stops the streams that lost it: revoking music access silences playing
+audio within the cache bound. On shutdown, streams may finish within the grace;
+the rest are stopped.
 """
 
 from __future__ import annotations
@@ -15,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 
-from music.relay import Relay
-from runtime.tasks import cancel_and_wait, raise_if_cancelling
+from common.tasks import raise_if_cancelling
+from music.ranges import ByteRange
+from music.relay import Relay, Sink
+from store.clock import Clock
+from store.sites import SiteDirectory
 
 log = logging.getLogger("hepgg.music")
 
@@ -34,26 +38,47 @@ class OpenStream:
     relay: Relay
 
 
+@dataclass(frozen=True)
+class MusicSettings:
+    upstream_url: str  # the music worker's base URL
+    connect_timeout: float
+    stall_timeout: float
+    chunk_bytes: int
+    high_water: int
+    profile_cache_ttl: float  # revocation is checked every quarter of it (within 0.05-1 s)
+
+    @property
+    def revocation_interval(self) -> float:
+        return min(1.0, max(0.05, self.profile_cache_ttl / 4))
+
+
 @dataclass
 class MusicService:
-    services: object
     client: CurlAsyncHTTPClient
+    sites: SiteDirectory
+    clock: Clock
+    settings: MusicSettings
     streams: set[OpenStream] = field(default_factory=set)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
-    _ticker: asyncio.Task | None = None
 
     def __post_init__(self) -> None:
         self._idle.set()
 
-    @property
-    def config(self):
-        return self.services.config
-
     def track_url(self, isrc: str) -> str:
-        return f"{self.config.music_upstream_url.rstrip('/')}/tracks/{isrc}"
+        return f"{self.settings.upstream_url.rstrip('/')}/tracks/{isrc}"
 
-    def relay(self, *, url: str, method: str, music_key: str, range_header, wanted, sink, on_commit) -> Relay:
-        config = self.config
+    def relay(
+        self,
+        *,
+        url: str,
+        method: str,
+        music_key: str,
+        range_header: str | None,
+        wanted: ByteRange | None,
+        sink: Sink,
+        on_commit: Callable[[int], None],
+    ) -> Relay:
+        settings = self.settings
         return Relay(
             self.client,
             url,
@@ -62,10 +87,10 @@ class MusicService:
             range_header,
             wanted,
             sink,
-            connect_timeout=config.music_connect_timeout,
-            stall_timeout=config.music_stall_timeout,
-            chunk_bytes=config.music_chunk_bytes,
-            high_water=config.music_high_water,
+            connect_timeout=settings.connect_timeout,
+            stall_timeout=settings.stall_timeout,
+            chunk_bytes=settings.chunk_bytes,
+            high_water=settings.high_water,
             on_commit=on_commit,
         )
 
@@ -80,11 +105,9 @@ class MusicService:
 
     # ------------------------------------------------------------ revocation
 
-    def start(self) -> None:
-        self._ticker = asyncio.create_task(self._watch(), name="music-revocation")
-
-    async def _watch(self) -> None:
-        interval = min(1.0, max(0.05, self.config.profile_cache_ttl / 4))
+    async def watch_revocations(self) -> None:
+        """The loop the runtime runs in the background while the worker lives."""
+        interval = self.settings.revocation_interval
         while True:
             await asyncio.sleep(interval)
             if self.streams:
@@ -99,10 +122,10 @@ class MusicService:
         by_profile: dict[str, list[OpenStream]] = defaultdict(list)
         for stream in list(self.streams):
             by_profile[stream.profile_id].append(stream)
-        now = self.services.clock.now()
+        now = self.clock.now()
         stopped = 0
         for profile_id, streams in by_profile.items():
-            site = await self.services.sites.by_id(profile_id)  # cached: one lookup per profile per TTL
+            site = await self.sites.by_id(profile_id)  # cached: one lookup per profile per TTL
             if site is not None and site.is_visible(now) and site.owner.music_key:
                 continue
             for stream in streams:
@@ -129,17 +152,4 @@ class MusicService:
                     log.error("%d music streams did not stop", len(self.streams))
 
     async def close(self) -> None:
-        if self._ticker is not None:
-            await cancel_and_wait(self._ticker)
-            self._ticker = None
         self.client.close()
-
-
-async def start(services) -> None:
-    """Build the music client and attach it to `services`; register drain and close."""
-    client = CurlAsyncHTTPClient(force_instance=True, max_clients=services.config.music_max_streams)
-    music = MusicService(services, client)
-    music.start()
-    services.music = music
-    services.on_close(music.close)
-    services.on_drain(music.drain)

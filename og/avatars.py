@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pycurl
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from store.singleflight import SingleFlight
+from common.singleflight import SingleFlight
 
 log = logging.getLogger("hepgg.og")
 

@@ -4,18 +4,18 @@ The key is a hash of everything drawn (render/og_card.CardInput.cache_key), so
 it doubles as the ETag, and a changed profile (name, bio, theme, domain,
 avatar bytes) simply has a new key: nothing needs invalidating, and the old
 card ages out of the LRU. Concurrent requests for one missing key await the
-same render.
+same render (common/singleflight.py): one visitor hanging up never cancels it for the others.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
+from common.metrics import OG_RENDER_SECONDS
+from common.singleflight import SingleFlight
 from render.og_card import CardInput
-from runtime.metrics import OG_RENDER_SECONDS
 
 
 class CardCache:
@@ -24,7 +24,7 @@ class CardCache:
         self.max_bytes = max_bytes
         self._cards: OrderedDict[str, bytes] = OrderedDict()
         self._bytes = 0
-        self._inflight: dict[str, asyncio.Future] = {}
+        self._flights: SingleFlight[bytes] = SingleFlight()
         self.renders = 0  # cold renders started (tests assert single-flight with it)
 
     def peek(self, key: str) -> bytes | None:
@@ -37,18 +37,7 @@ class CardCache:
         png = self.peek(key)
         if png is not None:
             return png
-        pending = self._inflight.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._fill(key, card))
-            self._inflight[key] = pending
-            pending.add_done_callback(lambda done: self._settled(key, done))
-        # shield: one visitor hanging up must not cancel the render others wait for
-        return await asyncio.shield(pending)
-
-    def _settled(self, key: str, done: asyncio.Future) -> None:
-        self._inflight.pop(key, None)
-        if not done.cancelled():
-            done.exception()  # retrieved here too, in case every waiter went away
+        return await self._flights.run(key, lambda: self._fill(key, card))
 
     async def _fill(self, key: str, card: CardInput) -> bytes:
         self.renders += 1

@@ -1,14 +1,16 @@
 """Process-wide OG service: the render pool, the card cache and the avatar fetcher.
 
-`start(services)` builds it once per server worker, warms the render
-processes (and checks the font files, since wand silently substitutes a
-missing font) before traffic arrives, and registers its shutdown.
+Built once per server worker by runtime/services.py, which awaits `start()`:
+it warms the render processes (and checks the font files, since wand silently
+substitutes a missing font) before traffic arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+
+from tornado.httpclient import AsyncHTTPClient
 
 from og.avatars import AvatarFetcher
 from og.cards import CardCache
@@ -33,7 +35,7 @@ SAMPLE = CardInput(
 
 
 class OgService:
-    def __init__(self, *, processes: int, avatar_hosts: tuple[str, ...], http):
+    def __init__(self, *, processes: int, avatar_hosts: tuple[str, ...], http: AsyncHTTPClient):
         self.pool = RenderPool(processes)
         self.avatars = AvatarFetcher(avatar_hosts, http)
         self.cards = CardCache(self._render)
@@ -77,10 +79,3 @@ class OgService:
     async def close(self) -> None:
         await self.pool.close()
 
-
-async def start(services) -> None:
-    config = services.config
-    og = OgService(processes=config.og_render_processes, avatar_hosts=config.avatar_hosts, http=services.http)
-    services.on_close(og.close)  # registered first: a failed warm-up still stops the workers
-    await og.start()
-    services.og = og

@@ -6,22 +6,23 @@
 
 Both run the same pipeline as `presence.writer` against the configured Redis
 (on embedded defaults: the running server's Valkey, or one started for the
-command). A bad snapshot is refused with a message on stderr, exit status 1,
-and nothing written.
+command; runtime/cli.py resolves it and hands `run` a client). A bad snapshot is
+refused with a message on stderr, exit status 1, and nothing written.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from presence.snapshot import PRESENCE_TTL, SnapshotError
 from presence.writer import clear_presence, write_presence
-from runtime.embedded import EmbeddedStores
 
 _ACTIVITY_FLAGS = (  # flag, snapshot field, type
     ("activity-name", "name", str),
@@ -35,7 +36,10 @@ _ACTIVITY_FLAGS = (  # flag, snapshot field, type
 )
 
 
-def add_parser(commands, add_arguments) -> None:
+def add_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+) -> None:
     """Register the `presence` subcommand on the top-level parser."""
     presence = commands.add_parser(
         "presence",
@@ -57,8 +61,9 @@ def add_parser(commands, add_arguments) -> None:
     clear_cmd.add_argument("user_id", metavar="USER_ID")
 
 
-def snapshot_from_args(args: argparse.Namespace) -> dict:
-    activity: dict = {}
+def snapshot_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The snapshot the flags describe; SnapshotError for a flag that is not what it must be."""
+    activity: dict[str, Any] = {}
     for flag, field, kind in _ACTIVITY_FLAGS:
         value = getattr(args, field)
         if value is None:
@@ -69,30 +74,14 @@ def snapshot_from_args(args: argparse.Namespace) -> dict:
             except ValueError:
                 raise SnapshotError(f"--{flag} must be a whole number, got {value!r}") from None
         activity[field] = value
-    snapshot: dict = {"status": args.status}
+    snapshot: dict[str, Any] = {"status": args.status}
     if activity:
         snapshot["activity"] = activity
     return snapshot
 
 
-def run(config, args: argparse.Namespace) -> int:
-    try:
-        snapshot = snapshot_from_args(args) if args.presence_action == "set" else None
-    except SnapshotError as exc:
-        print(f"error: {exc}; nothing was written", file=sys.stderr)
-        return 1
-    # Only Redis is needed: do not start an embedded MongoDB for this.
-    stores = EmbeddedStores(config.data_dir, want_mongo=False, want_redis=config.redis_url == "embedded")
-    endpoints = stores.start()
-    redis_url = endpoints.redis_url if config.redis_url == "embedded" else config.redis_url
-    try:
-        return asyncio.run(_run(redis_url, config.redis_sharded_pubsub, args, snapshot))
-    finally:
-        stores.stop()
-
-
-async def _run(redis_url: str, sharded: bool, args: argparse.Namespace, snapshot: dict | None) -> int:
-    redis = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
+async def run(redis: Redis, sharded: bool, args: argparse.Namespace, snapshot: dict[str, Any] | None) -> int:
+    """Write or clear the snapshot; prints what was done, or the error (exit status 1)."""
     try:
         if args.presence_action == "set":
             written = await write_presence(redis, args.user_id, snapshot, ttl=args.ttl, sharded=sharded)
@@ -104,8 +93,6 @@ async def _run(redis_url: str, sharded: bool, args: argparse.Namespace, snapshot
     except SnapshotError as exc:
         print(f"error: {exc}; nothing was written", file=sys.stderr)
         return 1
-    except aioredis.RedisError as exc:
+    except RedisError as exc:
         print(f"error: Redis: {exc}", file=sys.stderr)
         return 1
-    finally:
-        await redis.aclose()

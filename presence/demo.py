@@ -3,6 +3,7 @@
 A newcomer opening the demo profile sees the card change every few seconds:
 listening (progress bar), playing (elapsed ticker), a custom status, watching.
 With several workers only the one holding a short Redis lease writes.
+The runtime runs `DemoPresence.run` in the background.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import logging
 import os
 import time
 
+from typing import Any
+
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from common.tasks import raise_if_cancelling
 from presence.writer import write_presence
-from runtime.tasks import cancel_and_wait, raise_if_cancelling
 
 log = logging.getLogger("hepgg.presence")
 
@@ -23,7 +27,7 @@ DEMO_USER = "demo-owner"
 LEASE_KEY = "presence-demo-lease"
 
 
-def demo_snapshots(now_ms: int) -> list[dict]:
+def demo_snapshots(now_ms: int) -> list[dict[str, Any]]:
     return [
         {
             "status": "online",
@@ -74,15 +78,11 @@ def demo_snapshots(now_ms: int) -> list[dict]:
 
 
 class DemoPresence:
-    def __init__(self, redis, *, interval: float = 8.0, sharded: bool = False):
+    def __init__(self, redis: Redis, *, interval: float = 8.0, sharded: bool = False):
         self.redis = redis
         self.interval = interval
         self.sharded = sharded
-        self._task: asyncio.Task | None = None
         self._token = f"{os.getpid()}"
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
 
     async def _holds_lease(self) -> bool:
         ttl_ms = int(self.interval * 3000)
@@ -93,7 +93,7 @@ class DemoPresence:
             return True
         return False
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         step = 0
         while True:
             try:
@@ -105,7 +105,3 @@ class DemoPresence:
                 raise_if_cancelling()
                 log.warning("demo presence: %s", exc)
             await asyncio.sleep(self.interval)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)

@@ -36,8 +36,8 @@ from redis.exceptions import RedisError
 
 from presence.pubsub import PubSubConnection, PubSubError, pack
 from presence.stream import HEAD_CHUNKED, HEAD_PLAIN, NULL_PAYLOAD, PING, Event, Listener, presence_event, retry_hint
-from runtime.metrics import OPEN_STREAMS
-from runtime.tasks import cancel_and_wait, raise_if_cancelling
+from common.metrics import OPEN_STREAMS
+from common.tasks import cancel_and_wait, raise_if_cancelling
 
 log = logging.getLogger("hepgg.presence")
 

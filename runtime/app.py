@@ -9,12 +9,13 @@ import tornado.web
 from handlers import all_routes
 from handlers.base import StaticHandler
 from handlers.page import NotFoundPageHandler
+from handlers.services import Services
 from runtime.logs import access_logger
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_app(services) -> tornado.web.Application:
+def make_app(services: Services, *, json_logs: bool = False) -> tornado.web.Application:
     routes = [(pattern, handler, {"services": services}) for pattern, handler in all_routes()]
     return tornado.web.Application(
         routes,
@@ -28,5 +29,5 @@ def make_app(services) -> tornado.web.Application:
         compiled_template_cache=True,
         static_hash_cache=True,
         xsrf_cookies=False,  # no cookies, no sessions: forms are protected by Turnstile and rate limits
-        log_function=access_logger(services.config.json_logs),
+        log_function=access_logger(json_logs),
     )

@@ -1,49 +1,58 @@
-"""The maintenance commands: import, seed-demo, stats (and later ones).
+"""The maintenance commands: import, seed-demo, stats, reconcile and presence set/clear.
 
 Each runs against the same stores as `serve`: on embedded defaults it attaches
 to a running server's embedded stores (see runtime/embedded.py) or starts its
-own for the duration of the command.
+own for the duration of the command. They need the stores only (`Stores`), never
+the serving features.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
+from common.lifecycle import Lifecycle
+from presence import cli as presence_cli
+from presence.snapshot import SnapshotError
+from runtime.config import Config
 from runtime.embedded import resolve_store_urls
-from runtime.services import Services, build_services
+from runtime.reconciler import ReconcilerBusy, run_once
+from runtime.services import Stores, make_redis, open_stores
 from store.importer import import_document
+from store.records import parse_time
 from store.stats import read_stats
 
 
 @contextlib.asynccontextmanager
-async def _services(config) -> AsyncIterator[Services]:
-    stores, mongo_uri, redis_url = await asyncio.to_thread(resolve_store_urls, config)
+async def _stores(config: Config) -> AsyncIterator[Stores]:
+    embedded, mongo_uri, redis_url = await asyncio.to_thread(resolve_store_urls, config)
     try:
-        services = await build_services(config, mongo_uri, redis_url, background=False)
+        lifecycle = Lifecycle()
         try:
-            yield services
+            yield await open_stores(config, mongo_uri, redis_url, lifecycle)
         finally:
-            await services.close()
+            await lifecycle.close()
     finally:
-        await asyncio.to_thread(stores.stop)
+        await asyncio.to_thread(embedded.stop)
 
 
-def run_command(config, command: Callable[[Services], Awaitable[int]]) -> int:
+def run_command(config: Config, command: Callable[[Stores], Awaitable[int]]) -> int:
     async def main() -> int:
-        async with _services(config) as services:
-            return await command(services)
+        async with _stores(config) as stores:
+            return await command(stores)
 
     return asyncio.run(main())
 
 
-async def _import(services: Services, data: Any) -> int:
-    report = await import_document(services.db, data)
+async def _import(stores: Stores, data: Any) -> int:
+    report = await import_document(stores.db, data)
     if not report.ok:
         for error in report.errors:
             print(f"error: {error}", file=sys.stderr)
@@ -53,16 +62,16 @@ async def _import(services: Services, data: Any) -> int:
     return 0
 
 
-def cmd_import(config, path: str) -> int:
+def cmd_import(config: Config, path: str) -> int:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         print(f"error: cannot read {path}: {exc}", file=sys.stderr)
         return 1
-    return run_command(config, lambda services: _import(services, data))
+    return run_command(config, lambda stores: _import(stores, data))
 
 
-def demo_document(now: datetime | None = None) -> dict:
+def demo_document(now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(timezone.utc)
     return {
         "users": [
@@ -116,29 +125,27 @@ def demo_document(now: datetime | None = None) -> dict:
     }
 
 
-def cmd_seed_demo(config) -> int:
-    code = run_command(config, lambda services: _import(services, demo_document()))
+def cmd_seed_demo(config: Config) -> int:
+    code = run_command(config, lambda stores: _import(stores, demo_document()))
     if code == 0:
         print(f"demo profile: http://demo.localhost:{config.port}/", file=sys.stderr)
     return code
 
 
-def cmd_stats(config, profile_id: str) -> int:
-    async def stats(services: Services) -> int:
-        print(json.dumps(await read_stats(services.db, profile_id)))
+def cmd_stats(config: Config, profile_id: str) -> int:
+    async def stats(stores: Stores) -> int:
+        print(json.dumps(await read_stats(stores.db, profile_id)))
         return 0
 
     return run_command(config, stats)
 
 
-def cmd_reconcile(config, now: str | None) -> int:
-    from runtime.reconciler import ReconcilerBusy, run_once
-    from store.records import parse_time
-
-    async def reconcile(services: Services) -> int:
-        at = parse_time(now) if now else services.clock.now()
+def cmd_reconcile(config: Config, now: str | None) -> int:
+    async def reconcile(stores: Stores) -> int:
+        at = parse_time(now) if now else None
+        at = at or stores.clock.now()
         try:
-            changes = await run_once(services.db, services.redis, at)
+            changes = await run_once(stores.db, stores.redis, at)
         except ReconcilerBusy:
             print("another reconciler is running; nothing done", file=sys.stderr)
             return 3
@@ -146,3 +153,25 @@ def cmd_reconcile(config, now: str | None) -> int:
         return 0
 
     return run_command(config, reconcile)
+
+
+def cmd_presence(config: Config, args: argparse.Namespace) -> int:
+    """`presence set|clear`: only Redis is needed, so no embedded MongoDB is started for it."""
+    try:
+        snapshot = presence_cli.snapshot_from_args(args) if args.presence_action == "set" else None
+    except SnapshotError as exc:
+        print(f"error: {exc}; nothing was written", file=sys.stderr)
+        return 1
+    embedded, _, redis_url = resolve_store_urls(config, need_mongo=False)
+    try:
+
+        async def main() -> int:
+            redis = make_redis(redis_url)
+            try:
+                return await presence_cli.run(redis, config.redis_sharded_pubsub, args, snapshot)
+            finally:
+                await redis.aclose()
+
+        return asyncio.run(main())
+    finally:
+        embedded.stop()

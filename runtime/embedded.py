@@ -14,31 +14,31 @@ them, even when it is killed with SIGKILL; on a clean stop they get SIGTERM
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from common.process import die_with_parent
+from runtime.config import Config
 
 log = logging.getLogger("hepgg.embedded")
-
-_PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedStartError(RuntimeError):
     pass
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _child_setup() -> None:  # runs in the child between fork and exec
+    die_with_parent()
     os.setpgrp()  # a Ctrl-C in the terminal reaches us, and we stop the children in order
 
 
@@ -48,7 +48,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, name: str, log_path: Path, timeout: float) -> None:
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, log_path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -72,8 +72,8 @@ class EmbeddedStores:
         self.data_dir = Path(data_dir).resolve()
         self.want_mongo = want_mongo
         self.want_redis = want_redis
-        self._lock_file = None
-        self._procs: list[tuple[str, subprocess.Popen]] = []
+        self._lock_file: IO[str] | None = None
+        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.endpoints = EmbeddedEndpoints(None, None)
         self.owner = False  # True when this process started the servers
 
@@ -124,7 +124,7 @@ class EmbeddedStores:
             time.sleep(0.05)
         raise EmbeddedStartError(f"{self.data_dir} is locked by another process but has no usable embedded.json")
 
-    def _spawn(self, name: str, argv: list[str], cwd: Path) -> tuple[subprocess.Popen, Path]:
+    def _spawn(self, name: str, argv: list[str], cwd: Path) -> tuple[subprocess.Popen[bytes], Path]:
         log_path = cwd / f"{name}.log"
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
@@ -133,7 +133,7 @@ class EmbeddedStores:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_child_setup,
                 close_fds=True,
             )
         self._procs.append((name, proc))
@@ -217,18 +217,22 @@ class EmbeddedStores:
     def __enter__(self) -> EmbeddedEndpoints:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
-def resolve_store_urls(config) -> tuple[EmbeddedStores, str, str]:
-    """Start or attach to whatever embedded servers the config asks for."""
-    stores = EmbeddedStores(
-        config.data_dir,
-        want_mongo=config.mongo_uri == "embedded",
-        want_redis=config.redis_url == "embedded",
-    )
+def resolve_store_urls(config: Config, *, need_mongo: bool = True) -> tuple[EmbeddedStores, str, str]:
+    """Start or attach to whatever embedded servers the config asks for; returns them and both URLs.
+
+    The one way every command finds its stores. `need_mongo=False` (presence set/clear) starts no
+    embedded MongoDB; the MongoDB URL is then the configured one, unused.
+    """
+    want_mongo = need_mongo and config.mongo_uri == "embedded"
+    stores = EmbeddedStores(config.data_dir, want_mongo=want_mongo, want_redis=config.redis_url == "embedded")
     endpoints = stores.start()
-    mongo_uri = endpoints.mongo_uri if config.mongo_uri == "embedded" else config.mongo_uri
+    mongo_uri = endpoints.mongo_uri if want_mongo else config.mongo_uri
     redis_url = endpoints.redis_url if config.redis_url == "embedded" else config.redis_url
+    assert mongo_uri is not None and redis_url is not None  # start() filled what was wanted
     return stores, mongo_uri, redis_url

@@ -12,13 +12,15 @@ idle timeout then applies; one sweep timer serves all waiting connections.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
 from handlers.presence import PresenceFastPath
+from handlers.services import Services
 from runtime.app import make_app
 
 FIRST_BYTES_WAIT = 10.0  # seconds; Tornado's own idle timeout starts after this
@@ -71,8 +73,8 @@ class FirstLookHTTPServer(HTTPServer):
         await super().close_all_connections()
 
 
-def make_http_server(services, **params) -> HTTPServer:
+def make_http_server(services: Services, *, json_logs: bool = False, **params: Any) -> HTTPServer:
     """The app's HTTPServer (`params` as for tornado's), with the SSE stream fast path."""
-    server = FirstLookHTTPServer(make_app(services), **params)
+    server = FirstLookHTTPServer(make_app(services, json_logs=json_logs), **params)
     server.first_look = PresenceFastPath(services)
     return server

@@ -13,10 +13,16 @@ import random
 import secrets
 from datetime import datetime
 
+from collections.abc import Callable
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
-from runtime.tasks import raise_if_cancelling, start_background
+from common.tasks import raise_if_cancelling
+from store.clock import Clock
 from store.plans import PlanChange, reconcile_all
+from store.sites import SiteDirectory
 
 log = logging.getLogger("hepgg.reconciler")
 
@@ -29,7 +35,12 @@ class ReconcilerBusy(Exception):
     """Another process holds the lock."""
 
 
-async def run_once(db, redis: Redis, now: datetime, on_change=None) -> list[PlanChange]:
+async def run_once(
+    db: AsyncDatabase[dict[str, Any]],
+    redis: Redis,
+    now: datetime,
+    on_change: Callable[[PlanChange], None] | None = None,
+) -> list[PlanChange]:
     token = secrets.token_hex(16)
     if not await redis.set(LOCK_KEY, token, nx=True, px=LOCK_TTL_MS):
         raise ReconcilerBusy()
@@ -50,25 +61,16 @@ async def run_once(db, redis: Redis, now: datetime, on_change=None) -> list[Plan
     return changes
 
 
-async def run_forever(services) -> None:
-    interval = services.config.reconcile_interval
+async def run_forever(
+    db: AsyncDatabase[dict[str, Any]], redis: Redis, clock: Clock, sites: SiteDirectory, interval: float
+) -> None:
+    """Reconcile every `interval` seconds (jittered), dropping changed profiles from the site cache."""
     while True:
         await asyncio.sleep(interval * random.uniform(0.8, 1.2))  # jitter: workers don't line up
         try:
-            await run_once(
-                services.db,
-                services.redis,
-                services.clock.now(),
-                on_change=lambda c: services.sites.invalidate(profile_id=c.profile_id),
-            )
+            await run_once(db, redis, clock.now(), on_change=lambda c: sites.invalidate(profile_id=c.profile_id))
         except ReconcilerBusy:
             pass
         except Exception:
             raise_if_cancelling()
             log.exception("plan reconciler run failed; will retry")
-
-
-def start(services) -> None:
-    if services.config.reconcile_interval <= 0:
-        return
-    start_background(services, run_forever(services), "plan-reconciler")

@@ -10,7 +10,6 @@ Workers die with the parent (PR_SET_PDEATHSIG), so nothing outlives a crash.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import logging
 import os
@@ -19,12 +18,18 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 from tornado.netutil import bind_sockets
 
-from runtime import metrics
-from runtime.http_server import make_http_server
+from common import metrics
+from common.process import die_with_parent
+from runtime.config import Config
 from runtime.embedded import resolve_store_urls
+from runtime.http_server import make_http_server
 from runtime.services import build_services
 
 log = logging.getLogger("hepgg.serve")
@@ -40,7 +45,8 @@ def raise_fd_limit() -> int:
     return hard
 
 
-def serve(config) -> int:
+def serve(config: Config, metrics_dir: str | None = None) -> int:
+    """Run until SIGTERM/SIGINT; `metrics_dir` is where workers write metrics (runtime/metrics_dir.py)."""
     log.info("file descriptor limit %d", raise_fd_limit())
     stores, mongo_uri, redis_url = resolve_store_urls(config)
     try:
@@ -53,15 +59,60 @@ def serve(config) -> int:
             "yes" if stores.owner else "no",
         )
         processes = config.processes or os.cpu_count() or 1
+        worker = Worker(config, sockets, mongo_uri, redis_url, metrics_dir)
         if processes == 1:
-            return run_loop(config, run_worker(config, sockets, mongo_uri, redis_url))
-        return _supervise(config, sockets, mongo_uri, redis_url, processes)
+            return run_loop(config, worker.run())
+        return _supervise(worker, processes)
     finally:
         stores.stop()
-        metrics.remove_files()
 
 
-def loop_factory(choice: str):
+@dataclass(frozen=True)
+class Worker:
+    """What one worker process needs to serve: the settings, the bound sockets, the stores' URLs."""
+
+    config: Config
+    sockets: list[socket.socket]
+    mongo_uri: str
+    redis_url: str
+    metrics_dir: str | None
+
+    async def run(self) -> int:
+        """Build the services, serve until SIGTERM/SIGINT, drain, close."""
+        config = self.config
+        services = await build_services(config, self.mongo_uri, self.redis_url, metrics_dir=self.metrics_dir)
+        # Everything built so far lives as long as the worker: keep it out of the collector's generations, so
+        # the collections triggered by per-chunk/per-connect allocations do not walk it again and again.
+        gc.collect()
+        gc.freeze()
+        server = make_http_server(
+            services,
+            json_logs=config.json_logs,
+            max_body_size=MAX_BODY_BYTES,
+            idle_connection_timeout=75,
+            body_timeout=30,
+        )
+        server.add_sockets(self.sockets)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        log.info("worker %d ready", os.getpid())
+        try:
+            await stop.wait()
+            log.info("worker %d shutting down", os.getpid())
+            server.stop()  # stop accepting; in-flight requests go on
+            await services.lifecycle.drain(config.shutdown_grace)  # draining: /readyz 503, streams shed
+            try:
+                await asyncio.wait_for(server.close_all_connections(), timeout=max(1.0, config.shutdown_grace))
+            except TimeoutError:
+                log.warning("connections still open after %.0fs grace; closing them", config.shutdown_grace)
+        finally:
+            await services.lifecycle.close()  # flushes batched writes
+        return 0
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event loop class for `--event-loop` (None: asyncio's own). uvloop is optional (`pip install .[fast]`)."""
     if choice == "asyncio":
         return None
@@ -76,39 +127,11 @@ def loop_factory(choice: str):
     return uvloop.new_event_loop
 
 
-def run_loop(config, main) -> int:
+def run_loop(config: Config, main: Coroutine[Any, Any, int]) -> int:
     factory = loop_factory(config.event_loop)
     log.info("event loop: %s", "uvloop" if factory else "asyncio")
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
-
-
-async def run_worker(config, sockets, mongo_uri: str, redis_url: str) -> int:
-    services = await build_services(config, mongo_uri, redis_url)
-    # Everything built so far lives as long as the worker: keep it out of the collector's generations, so
-    # the collections triggered by per-chunk/per-connect allocations do not walk it again and again.
-    gc.collect()
-    gc.freeze()
-    server = make_http_server(services, max_body_size=MAX_BODY_BYTES, idle_connection_timeout=75, body_timeout=30)
-    server.add_sockets(sockets)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    log.info("worker %d ready", os.getpid())
-    try:
-        await stop.wait()
-        log.info("worker %d shutting down", os.getpid())
-        server.stop()  # stop accepting; in-flight requests go on
-        services.draining = True
-        await services.shutdown_streams(config.shutdown_grace)
-        try:
-            await asyncio.wait_for(server.close_all_connections(), timeout=max(1.0, config.shutdown_grace))
-        except asyncio.TimeoutError:
-            log.warning("connections still open after %.0fs grace; closing them", config.shutdown_grace)
-    finally:
-        await services.close()  # flushes batched writes
-    return 0
 
 
 def _reap_one(children: dict[int, int]) -> tuple[int, int] | None:
@@ -119,7 +142,7 @@ def _reap_one(children: dict[int, int]) -> tuple[int, int] | None:
     return None
 
 
-def _supervise(config, sockets, mongo_uri: str, redis_url: str, processes: int) -> int:
+def _supervise(worker: Worker, processes: int) -> int:
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
 
@@ -128,10 +151,10 @@ def _supervise(config, sockets, mongo_uri: str, redis_url: str, processes: int) 
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the supervisor
+            die_with_parent()  # nothing outlives the supervisor
             code = 1
             try:
-                code = run_loop(config, run_worker(config, sockets, mongo_uri, redis_url))
+                code = run_loop(worker.config, worker.run())
             except BaseException:
                 log.exception("worker crashed")
             finally:
@@ -139,7 +162,7 @@ def _supervise(config, sockets, mongo_uri: str, redis_url: str, processes: int) 
                 os._exit(code)
         children[pid] = index
 
-    def request_stop(signum, _frame) -> None:
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
         for pid in list(children):
@@ -161,7 +184,7 @@ def _supervise(config, sockets, mongo_uri: str, redis_url: str, processes: int) 
             continue
         pid, status = exited
         index = children.pop(pid)
-        metrics.worker_exited(pid)
+        metrics.worker_exited(pid, worker.metrics_dir)
         if stopping:
             continue
         code = os.waitstatus_to_exitcode(status)
@@ -172,7 +195,7 @@ def _supervise(config, sockets, mongo_uri: str, redis_url: str, processes: int) 
             request_stop(signal.SIGTERM, None)
             continue
         spawn(index)
-    for sock in sockets:
+    for sock in worker.sockets:
         sock.close()
     return 0
 

@@ -1,30 +1,47 @@
-"""Everything a worker process shares between requests, built once and closed once.
+"""The composition root: every long-lived object of a worker, built here once and closed once.
 
-Handlers receive this object through their route tuple and see it as typed
-attributes; nothing reaches for globals. Each feature adds its long-lived
-service here (render pool, music client, presence hub, limiter...), with its
-start in `build_services` and its stop in `Services.close`, in reverse order.
+`build_services` connects to the stores, builds each feature's service with just
+what that feature needs (the contact service gets the site directory, the clock,
+the limiter, Turnstile, the credits and the senders; never this module's
+objects), starts the background loops through `start_background`, and registers
+every closer and drainer on one `Lifecycle`. Closers run last-in first-out, so
+what was started last stops first and the stores close last. Handlers get the
+result, a typed `Services` (handlers/services.py).
+
+CLI commands need only the stores: `open_stores`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
-from tornado.curl_httpclient import CurlAsyncHTTPClient
 from pymongo.asynchronous.database import AsyncDatabase
+from tornado.curl_httpclient import CurlAsyncHTTPClient
 
-import contact.service
-import music.service
-import og.service
-import presence.service
+from common.client_ip import TrustedProxies
+from common.lifecycle import Lifecycle
+from common.tasks import start_background
+from contact.credits import Credits
+from contact.delivery.discord import DiscordSender
+from contact.delivery.email import EmailSender, SmtpSettings
+from contact.delivery.sms import SmsSender
+from contact.limiter import ContactLimiter
+from contact.service import ContactService
+from contact.turnstile import Turnstile
+from handlers.services import HandlerSettings, Services
+from music.service import MusicService, MusicSettings
+from og.service import OgService
+from presence.demo import DemoPresence
+from presence.hub import PresenceHub
+from presence.service import PresenceService, hub_connection_params
+from presence.ticker import keepalive
 from runtime import reconciler
-from runtime.client_ip import TrustedProxies
-from store import changes
+from runtime.config import Config
+from store.changes import ChangeWatcher
 from store.clock import Clock
 from store.mongo import connect, ensure_indexes
 from store.sites import SiteDirectory
@@ -34,66 +51,17 @@ log = logging.getLogger("hepgg.services")
 
 SHORT_REQUEST_MAX_BODY = 4 * 1024 * 1024  # no short third-party answer is larger (avatars cap at 2 MiB)
 
+__all__ = ["Services", "Stores", "build_services", "make_redis", "open_stores"]
 
-@dataclass
-class Services:
-    config: Any
-    clock: Clock
-    mongo: AsyncMongoClient
-    db: AsyncDatabase
+
+@dataclass(frozen=True)
+class Stores:
+    """The store connections alone: what the CLI commands work with."""
+
+    mongo: AsyncMongoClient[dict[str, Any]]
+    db: AsyncDatabase[dict[str, Any]]
     redis: aioredis.Redis
-    sites: SiteDirectory
-    stats: StatsWriter
-    trusted_proxies: TrustedProxies
-    http: CurlAsyncHTTPClient  # short requests (Turnstile, SMS, Discord, avatars); music has its own
-    draining: bool = False
-    change_watcher: Any = None  # store/changes.py, when the server follows change streams
-    # Feature services, attached by each feature's service.start(services).
-    og: Any = None  # og/service.py: the OG card renderer (process pool + cache)
-    music: Any = None  # music/service.py: the long-stream curl client and proxy settings
-    contact: Any = None  # contact/service.py: limiter, Turnstile, credits, delivery
-    presence: Any = None  # presence/service.py: the process-wide SSE hub
-    # Stop callbacks, run last-in first-out by close().
-    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    # Called with the grace period when the server stops accepting (SSE: retry hint + close; music: finish).
-    _drainers: list[Callable[[float], Awaitable[None]]] = field(default_factory=list)
-
-    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
-        self._closers.append(closer)
-
-    def on_drain(self, drainer: Callable[[float], Awaitable[None]]) -> None:
-        self._drainers.append(drainer)
-
-    async def shutdown_streams(self, grace: float) -> None:
-        results = await asyncio.gather(*(drainer(grace) for drainer in self._drainers), return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                log.error("error while draining streams: %r", result)
-
-    async def ping_mongo(self) -> None:
-        await self.mongo.admin.command("ping")
-
-    async def ping_redis(self) -> None:
-        await self.redis.ping()
-
-    async def close(self, timeout_each: float = 30.0) -> list[str]:
-        """Run the closers last-in first-out; returns the names of any that failed or hung.
-
-        Each gets `timeout_each` seconds, so one stuck closer cannot keep a worker from exiting on SIGTERM.
-        """
-        failed = []
-        while self._closers:
-            closer = self._closers.pop()
-            name = getattr(closer, "__qualname__", repr(closer))
-            try:
-                await asyncio.wait_for(closer(), timeout_each)
-            except asyncio.TimeoutError:
-                log.error("closing %s took over %.0fs; moving on", name, timeout_each)
-                failed.append(name)
-            except Exception:
-                log.exception("error while closing %s", name)
-                failed.append(name)
-        return failed
+    clock: Clock
 
 
 def make_redis(url: str) -> aioredis.Redis:
@@ -107,44 +75,163 @@ def make_redis(url: str) -> aioredis.Redis:
     )
 
 
-async def build_services(
-    config, mongo_uri: str, redis_url: str, *, clock: Clock | None = None, background: bool = True
-) -> Services:
-    """Connect to the stores and start the process-wide workers.
-
-    `background=False` (CLI commands) skips the periodic tasks a server runs.
-    """
+async def open_stores(
+    config: Config, mongo_uri: str, redis_url: str, lifecycle: Lifecycle, *, clock: Clock | None = None
+) -> Stores:
+    """Connect to MongoDB and Redis (closed by `lifecycle`) and make sure the indexes exist."""
     mongo, db = connect(mongo_uri, config.mongo_db)
     redis = make_redis(redis_url)
-    services = Services(
-        config=config,
-        clock=clock or Clock(),
-        mongo=mongo,
-        db=db,
-        redis=redis,
-        sites=SiteDirectory(db, ttl=config.profile_cache_ttl),
-        stats=StatsWriter(db, redis, interval=config.view_flush_interval),
-        trusted_proxies=TrustedProxies(config.trusted_proxies),
-        http=CurlAsyncHTTPClient(force_instance=True, max_clients=64, max_body_size=SHORT_REQUEST_MAX_BODY),
-    )
 
     async def close_stores() -> None:
-        services.http.close()
         await redis.aclose()
         await mongo.close()
 
-    services.on_close(close_stores)
+    lifecycle.on_close(close_stores)
+    await ensure_indexes(db)
+    return Stores(mongo, db, redis, clock or Clock())
+
+
+async def build_services(
+    config: Config,
+    mongo_uri: str,
+    redis_url: str,
+    *,
+    clock: Clock | None = None,
+    metrics_dir: str | None = None,
+) -> Services:
+    """Connect to the stores, build every feature and start the worker's background loops."""
+    lifecycle = Lifecycle()
     try:
-        await ensure_indexes(db)
-        if background:
-            services.stats.start()
-            reconciler.start(services)
-            changes.start(services)
-        services.on_close(services.stats.stop)  # flushes pending views/plays
-        if background:  # CLI commands need none of the serving features
-            for feature in (og.service, music.service, contact.service, presence.service):
-                await feature.start(services)
+        return await _build(config, mongo_uri, redis_url, lifecycle, clock, metrics_dir)
     except BaseException:
-        await services.close()
+        await lifecycle.close()
         raise
-    return services
+
+
+async def _build(
+    config: Config,
+    mongo_uri: str,
+    redis_url: str,
+    lifecycle: Lifecycle,
+    clock: Clock | None,
+    metrics_dir: str | None,
+) -> Services:
+    stores = await open_stores(config, mongo_uri, redis_url, lifecycle, clock=clock)
+    db, redis, clock = stores.db, stores.redis, stores.clock
+
+    # Turnstile, SMS, Discord and avatars share one client for short requests; music has its own.
+    http = CurlAsyncHTTPClient(force_instance=True, max_clients=64, max_body_size=SHORT_REQUEST_MAX_BODY)
+
+    async def close_http() -> None:
+        http.close()
+
+    lifecycle.on_close(close_http)
+
+    sites = SiteDirectory(db, ttl=config.profile_cache_ttl)
+    stats = StatsWriter(db, redis, interval=config.view_flush_interval)
+    stats.start()
+    lifecycle.on_close(stats.stop)  # flushes pending views/plays (it is asked to stop, never cancelled)
+    if config.reconcile_interval > 0:
+        loop = reconciler.run_forever(db, redis, clock, sites, config.reconcile_interval)
+        start_background(lifecycle, loop, "plan-reconciler")
+    change_watcher = ChangeWatcher(db, sites)
+    start_background(lifecycle, change_watcher.run(), "change-watcher")
+
+    og = await _start_og(config, http, lifecycle)
+    music = _start_music(config, sites, clock, lifecycle)
+    contact = _start_contact(config, http, stores, sites, lifecycle)
+    presence = _start_presence(config, redis, lifecycle)
+    settings = HandlerSettings(
+        base_domain=config.base_domain,
+        exempt_domains=config.exempt_domains,
+        dashboard_url=config.dashboard_url,
+        public_origin=config.public_origin,
+        turnstile_sitekey=config.turnstile_sitekey,
+    )
+    return Services(
+        settings=settings,
+        clock=clock,
+        mongo=stores.mongo,
+        db=db,
+        redis=redis,
+        sites=sites,
+        stats=stats,
+        trusted_proxies=TrustedProxies(config.trusted_proxies),
+        og=og,
+        music=music,
+        contact=contact,
+        presence=presence,
+        lifecycle=lifecycle,
+        change_watcher=change_watcher,
+        metrics_dir=metrics_dir,
+    )
+
+
+async def _start_og(config: Config, http: CurlAsyncHTTPClient, lifecycle: Lifecycle) -> OgService:
+    og = OgService(processes=config.og_render_processes, avatar_hosts=config.avatar_hosts, http=http)
+    lifecycle.on_close(og.close)  # registered first: a failed warm-up still stops the workers
+    await og.start()
+    return og
+
+
+def _start_music(config: Config, sites: SiteDirectory, clock: Clock, lifecycle: Lifecycle) -> MusicService:
+    client = CurlAsyncHTTPClient(force_instance=True, max_clients=config.music_max_streams)
+    settings = MusicSettings(
+        upstream_url=config.music_upstream_url,
+        connect_timeout=config.music_connect_timeout,
+        stall_timeout=config.music_stall_timeout,
+        chunk_bytes=config.music_chunk_bytes,
+        high_water=config.music_high_water,
+        profile_cache_ttl=config.profile_cache_ttl,
+    )
+    music = MusicService(client, sites, clock, settings)
+    lifecycle.on_close(music.close)
+    start_background(lifecycle, music.watch_revocations(), "music-revocation")  # stops before the client closes
+    lifecycle.on_drain(music.drain)
+    return music
+
+
+def _start_contact(
+    config: Config, http: CurlAsyncHTTPClient, stores: Stores, sites: SiteDirectory, lifecycle: Lifecycle
+) -> ContactService:
+    email = EmailSender(
+        SmtpSettings(
+            config.smtp_host,
+            config.smtp_port,
+            config.smtp_user,
+            config.smtp_password,
+            config.smtp_from,
+            config.delivery_timeout,
+        )
+    )
+    lifecycle.on_close(email.close)
+    return ContactService(
+        sites=sites,
+        clock=stores.clock,
+        limiter=ContactLimiter(stores.redis),
+        turnstile=Turnstile(http, config.turnstile_verify_url, config.turnstile_secret, config.turnstile_timeout),
+        credits=Credits(stores.db),
+        sms=SmsSender(http, config.sms_api_url, config.delivery_timeout),
+        email=email,
+        discord=DiscordSender(http, config.discord_api_url, config.discord_bot_token, config.delivery_timeout),
+    )
+
+
+def _start_presence(config: Config, redis: aioredis.Redis, lifecycle: Lifecycle) -> PresenceService:
+    params, use_ssl = hub_connection_params(redis)
+    hub = PresenceHub(
+        redis,
+        params,
+        use_ssl=use_ssl,
+        sharded=config.redis_sharded_pubsub,
+        max_buffer=config.sse_max_buffer,
+        max_streams=config.sse_max_streams,
+    )
+    hub.start()
+    lifecycle.on_close(hub.close)
+    start_background(lifecycle, keepalive(hub, config.sse_ping_interval), "presence-keepalive")  # stops first
+    lifecycle.on_drain(hub.drain)
+    if config.demo_presence:
+        demo = DemoPresence(redis, sharded=config.redis_sharded_pubsub)
+        start_background(lifecycle, demo.run(), "presence-demo")
+    return PresenceService(redis, hub)

@@ -5,7 +5,7 @@ profile or owner change reaches every process's SiteDirectory within
 milliseconds instead of the TTL. Where it does not (a standalone mongod), the
 watcher logs once and the TTL remains the bound. A broken stream is reopened
 with backoff; after a gap, everything cached is dropped since changes may have
-been missed.
+been missed. The runtime runs `ChangeWatcher.run` in the background.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 
 from pymongo.errors import OperationFailure, PyMongoError
 
-from runtime.tasks import raise_if_cancelling, start_background
+from common.tasks import raise_if_cancelling
 from store.records import CREDIT_FIELDS
 from store.sites import SiteDirectory
 
@@ -81,8 +81,3 @@ def _only_uncached_fields(change: dict) -> bool:
     changed = set(description.get("updatedFields") or {}) | set(description.get("removedFields") or [])
     return bool(changed) and changed <= UNCACHED_USER_FIELDS
 
-
-def start(services) -> None:
-    watcher = ChangeWatcher(services.db, services.sites)
-    services.change_watcher = watcher
-    start_background(services, watcher.run(), "change-watcher")

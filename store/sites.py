@@ -16,7 +16,7 @@ from typing import Awaitable, Callable
 from pymongo.asynchronous.database import AsyncDatabase
 
 from store.records import Owner, Profile, Site
-from store.singleflight import SingleFlight
+from common.singleflight import SingleFlight
 
 
 class SiteDirectory:

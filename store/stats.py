@@ -29,8 +29,8 @@ from pymongo.errors import BulkWriteError
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
-from runtime.client_ip import rate_limit_subject
-from runtime.metrics import STATS_FLUSHED
+from common.client_ip import rate_limit_subject
+from common.metrics import STATS_FLUSHED
 
 log = logging.getLogger("hepgg.stats")
 

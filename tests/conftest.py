@@ -31,10 +31,11 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse  # noqa: E402
 from tornado.httpserver import HTTPServer  # noqa: E402
 from tornado.netutil import bind_sockets  # noqa: E402
 
-from runtime.http_server import make_http_server  # noqa: E402
-from runtime.config import load_config  # noqa: E402
+from handlers.services import Services  # noqa: E402
+from runtime.config import Config, load_config  # noqa: E402
 from runtime.embedded import EmbeddedStores  # noqa: E402
-from runtime.services import Services, build_services  # noqa: E402
+from runtime.http_server import make_http_server  # noqa: E402
+from runtime.services import build_services  # noqa: E402
 from store.importer import import_document  # noqa: E402
 
 # fixtures: `fakes` (contact third parties), `private_stores`, `upstream` (a local music worker)
@@ -90,7 +91,8 @@ def clean_redis(store_urls):
 class TestServer:
     """The app on 127.0.0.1:<random port>, and a fetch helper that never raises on HTTP errors."""
 
-    def __init__(self, services: Services, server: HTTPServer, port: int):
+    def __init__(self, config: Config, services: Services, server: HTTPServer, port: int):
+        self.config = config
         self.services = services
         self.http_server = server
         self.port = port
@@ -115,20 +117,20 @@ class TestServer:
         self.services.sites.invalidate()
 
 
-async def start_test_server(config, **build_kwargs) -> TestServer:
+async def start_test_server(config: Config, **build_kwargs: Any) -> TestServer:
     services = await build_services(config, config.mongo_uri, config.redis_url, **build_kwargs)
     sockets = bind_sockets(0, "127.0.0.1")
     server = make_http_server(services, max_body_size=1024 * 1024)
     server.add_sockets(sockets)
-    return TestServer(services, server, sockets[0].getsockname()[1])
+    return TestServer(config, services, server, sockets[0].getsockname()[1])
 
 
 async def stop_test_server(test_server: TestServer) -> None:
     """Stop like a worker on SIGTERM; a step that hangs fails the test with its name."""
     test_server.http_server.stop()
-    await asyncio.wait_for(test_server.services.shutdown_streams(0.5), 15)
+    await asyncio.wait_for(test_server.services.lifecycle.drain(0.5), 15)
     await asyncio.wait_for(test_server.http_server.close_all_connections(), 15)
-    failed = await test_server.services.close(timeout_each=15)
+    failed = await test_server.services.lifecycle.close(timeout_each=15)
     assert not failed, f"closers failed or hung: {failed}"
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import base_document
 from contact_fakes import contact_settings
-from runtime.client_ip import TrustedProxies, rate_limit_subject
+from common.client_ip import TrustedProxies, rate_limit_subject
 from store.stats import read_stats, view_dedup_key
 from test_contact import DISCORD, PATH
 
@@ -124,7 +124,7 @@ async def test_view_dedup_cannot_be_dodged_with_any_client_header_or_ipv6_rotati
         await untrusted.fetch("/", host="alice.hep.gg", headers={"User-Agent": BROWSER_UA, header: f"10.0.0.{i}"})
     assert await views(untrusted) == 1
 
-    proxied = await make_server(trusted_proxies=("127.0.0.1/32",), mongo_db=untrusted.services.config.mongo_db + "b")
+    proxied = await make_server(trusted_proxies=("127.0.0.1/32",), mongo_db=untrusted.config.mongo_db + "b")
     await proxied.load(base_document())
     for spelling in ("2001:db8:5:5::1", "2001:db8:5:5::2", "2001:DB8:5:5:0:0:0:3", "[2001:db8:5:5::4]:80"):
         await proxied.fetch("/", host="alice.hep.gg", headers={"User-Agent": BROWSER_UA, "X-Forwarded-For": spelling})

@@ -67,7 +67,7 @@ async def test_two_servers_sharing_redis_still_pass_exactly_three(make_server, f
 async def test_serve_process_with_two_workers_and_a_test_server_share_the_limits(make_server, fakes):
     local = await make_server(**contact_settings(fakes, trusted_proxies=()))
     await local.load(base_document())
-    config = local.services.config
+    config = local.config
     port = free_port()
     argv = [
         sys.executable,

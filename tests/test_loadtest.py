@@ -125,16 +125,18 @@ def test_sse_parser_handles_split_chunks_comments_and_retry_hints():
 
 
 async def test_seed_document_imports_and_matches_the_locust_hosts(make_config, clean_redis):
-    from runtime.services import build_services
+    from common.lifecycle import Lifecycle
+    from runtime.services import open_stores
 
     config = make_config()
-    services = await build_services(config, config.mongo_uri, config.redis_url)
+    lifecycle = Lifecycle()
     try:
+        stores = await open_stores(config, config.mongo_uri, config.redis_url, lifecycle)
         document = loadtest_document(3, "hep.gg", "lt-", "worker-key", "USRC17607839", 100)
-        report = await import_document(services.db, document)
+        report = await import_document(stores.db, document)
         assert report.ok, report.errors
     finally:
-        await services.close(timeout_each=15)
+        assert not await lifecycle.close(timeout_each=15)
     assert [p["domain"] for p in document["profiles"]] == host_list("", "hep.gg", "", "lt-", 3)
     assert host_list("a, b", "Hep.GG.", "Shop.Example") == ["a.hep.gg", "b.hep.gg", "shop.example"]
 

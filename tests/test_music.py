@@ -10,7 +10,7 @@ import pytest
 
 from conftest import base_document
 from music_upstream import TRACK_HEADERS
-from runtime.metrics import OPEN_STREAMS, PROXIED_BYTES
+from common.metrics import OPEN_STREAMS, PROXIED_BYTES
 from store.stats import read_stats
 
 ISRC = "USRC17607839"
@@ -333,7 +333,7 @@ async def wait_until(predicate, timeout: float = 5.0) -> None:
 
 async def test_stalled_listener_pauses_the_upstream_and_memory_stays_bounded(music_server, upstream):
     upstream.mode = "stream"  # 256 MiB on offer
-    config = music_server.services.config
+    config = music_server.config
     rss_before = rss_bytes()
     sock, head = await open_stalled_listener(music_server.port)
     assert head.startswith(b"HTTP/1.1 200")
@@ -388,7 +388,7 @@ async def test_listener_disconnect_while_the_upstream_is_silent_closes_it(music_
 
 
 async def test_a_draining_server_refuses_new_streams_with_an_empty_503(music_server, upstream):
-    music_server.services.draining = True  # what SIGTERM sets before the grace period
+    music_server.services.lifecycle.draining = True  # what SIGTERM sets before the grace period
     response = await music_server.fetch(PATH)
     assert (response.code, response.body) == (503, b"")
     assert upstream.requests == []  # refused before any upstream work
@@ -399,7 +399,7 @@ async def test_revoking_the_music_key_stops_playing_audio(music_server, upstream
     sock, _ = await open_stalled_listener(music_server.port)
     await wait_until(lambda: upstream.sent > 0)
     await music_server.services.db.users.update_one({"_id": "u1"}, {"$set": {"music.enabled": False}})
-    ttl = music_server.services.config.profile_cache_ttl
+    ttl = music_server.config.profile_cache_ttl
     started = asyncio.get_running_loop().time()
     await asyncio.wait_for(upstream.closed.wait(), 5)
     assert asyncio.get_running_loop().time() - started < ttl * 1.5 + 0.2
@@ -414,7 +414,7 @@ async def test_shutdown_lets_streams_finish_within_the_grace_then_stops_them(mus
     sock, _ = await open_stalled_listener(music_server.port)
     await wait_until(lambda: upstream.sent > 0)
     started = asyncio.get_running_loop().time()
-    await music_server.services.shutdown_streams(0.5)
+    await music_server.services.lifecycle.drain(0.5)
     assert 0.45 < asyncio.get_running_loop().time() - started < 3
     assert not music_server.services.music.streams
     await asyncio.wait_for(upstream.closed.wait(), 3)

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 
 from conftest import base_document
 from handlers.page import PAGE_VARIANTS_KEPT
-from store.clock import Clock
 
 
 def record_calls(monkeypatch, obj, name: str) -> list:
@@ -36,7 +35,7 @@ async def test_published_profile_renders_with_head_tags(app_server):
     assert response.headers["Cache-Control"] == "no-store"
     html = response.body.decode()
     og = re.search(r'<meta property="og:image" content="([^"]+)"', html).group(1)
-    assert og.startswith(f"{app_server.services.config.public_origin}/api/v1/profiles/p1/og.png")
+    assert og.startswith(f"{app_server.config.public_origin}/api/v1/profiles/p1/og.png")
     assert f'<meta name="twitter:image" content="{og}">' in html
     assert '<meta name="twitter:card" content="summary_large_image">' in html
     assert '<meta property="og:title" content="Alice">' in html
@@ -193,7 +192,7 @@ async def test_a_rendered_page_is_reused_until_the_clock_ends_premium(app_server
     site = await app_server.services.sites.by_host("alice.hep.gg")
     assert len(site.memo) == 1 and b'class="presence"' in first
 
-    app_server.services.clock = Clock(offset=timedelta(days=2))
+    app_server.services.clock.offset = timedelta(days=2)
     lapsed = (await app_server.fetch("/", host="alice.hep.gg")).body.decode()
     assert await app_server.services.sites.by_host("alice.hep.gg") is site  # not a new lookup: the clock did it
     assert 'class="presence"' not in lapsed and "Powered by Hep.gg" in lapsed
@@ -249,7 +248,7 @@ async def test_spoofed_forwarded_for_is_ignored_unless_from_trusted_proxy(make_s
         )
     assert (await _stats(untrusted))["views"] == 1
 
-    trusted = await make_server(trusted_proxies=("127.0.0.1/32",), mongo_db=untrusted.services.config.mongo_db + "b")
+    trusted = await make_server(trusted_proxies=("127.0.0.1/32",), mongo_db=untrusted.config.mongo_db + "b")
     await trusted.load(base_document())
     for i in range(3):
         await trusted.fetch(

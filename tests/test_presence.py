@@ -207,7 +207,7 @@ async def test_spread_listeners_get_only_their_user(app_server, redis_client):
 async def test_drain_sheds_streams_with_a_retry_hint(app_server):
     client = await SSEClient.open(app_server.port, "/api/v1/profiles/presence/u1/stream")
     await client.event()
-    await app_server.services.shutdown_streams(1.0)
+    await app_server.services.lifecycle.drain(1.0)
     block = await client.block()
     assert block.startswith("retry: ") and 1000 <= int(block.split()[1]) <= 15000
     assert await client.block() is None  # the body ended

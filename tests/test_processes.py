@@ -74,7 +74,7 @@ async def test_view_dedup_and_reconciler_lock_are_global_across_servers(make_ser
     from store.stats import read_stats
 
     first = await make_server(reconcile_interval=0)
-    second = await make_server(reconcile_interval=0, mongo_db=first.services.config.mongo_db)
+    second = await make_server(reconcile_interval=0, mongo_db=first.config.mongo_db)
     await first.load(base_document())
     headers = {"User-Agent": "Mozilla/5.0 same visitor"}
     assert (await first.fetch("/", host="alice.hep.gg", headers=headers)).code == 200

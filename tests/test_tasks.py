@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from runtime.tasks import cancel_and_wait, raise_if_cancelling, start_background
-
-
-class Closers:
-    def __init__(self):
-        self.closers = []
-
-    def on_close(self, closer):
-        self.closers.append(closer)
+from common.lifecycle import Lifecycle
+from common.tasks import cancel_and_wait, raise_if_cancelling, start_background
 
 
 async def driver_call():
@@ -35,10 +28,10 @@ async def retrying_loop(guarded: bool, attempts: list, running: list | None = No
 
 
 async def test_a_guarded_loop_stops_when_its_cancel_is_swallowed():
-    services, attempts = Closers(), []
-    task = start_background(services, retrying_loop(True, attempts), "guarded")
+    lifecycle, attempts = Lifecycle(), []
+    task = start_background(lifecycle, retrying_loop(True, attempts), "guarded")
     await asyncio.sleep(0.05)
-    [stop] = services.closers
+    [stop] = lifecycle.closers
     assert stop.__qualname__ == "stop guarded"
     await asyncio.wait_for(stop(), 2)
     assert task.cancelled() and attempts == [1]
@@ -46,10 +39,10 @@ async def test_a_guarded_loop_stops_when_its_cancel_is_swallowed():
 
 async def test_an_unguarded_loop_would_retry_forever():
     """The failure the guard prevents (so the test above can fail)."""
-    services, attempts, running = Closers(), [], [True]
-    task = start_background(services, retrying_loop(False, attempts, running), "unguarded")
+    lifecycle, attempts, running = Lifecycle(), [], [True]
+    task = start_background(lifecycle, retrying_loop(False, attempts, running), "unguarded")
     await asyncio.sleep(0.05)
-    [stop] = services.closers
+    [stop] = lifecycle.closers
     try:
         done, _ = await asyncio.wait([asyncio.ensure_future(stop())], timeout=0.3)
         assert not done and not task.done()

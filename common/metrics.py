@@ -2,12 +2,15 @@
 
 Gauges declare how forked workers' values combine (multiprocess_mode), so the
 /metrics endpoint can aggregate across workers (see handlers/metrics.py).
+
+Multiprocess mode is prometheus_client's own choice, made when it is first
+imported, from PROMETHEUS_MULTIPROC_DIR: `serve` creates that directory and
+sets the variable before anything imports this module (runtime/metrics_dir.py),
+then hands the same directory to `exposition` and `worker_exited`. This module
+reads no environment itself.
 """
 
 from __future__ import annotations
-
-import os
-import shutil
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,9 +22,6 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess
-
-# Set by hepgg_server.py for `serve` before prometheus_client was imported.
-MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 OPEN_STREAMS = Gauge("hepgg_open_streams", "Open long-lived responses", ["kind"], multiprocess_mode="livesum")
 PROXIED_BYTES = Counter("hepgg_music_proxied_bytes", "Audio bytes sent to listeners")
@@ -38,21 +38,16 @@ ASYNCIO_TASKS = Gauge(
 STATS_FLUSHED = Counter("hepgg_stats_flushed", "View/play events written to MongoDB", ["kind"])
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text format, summed over all workers when they write to a shared directory."""
-    if MULTIPROC_DIR:
+def exposition(multiproc_dir: str | None) -> tuple[bytes, str]:
+    """The text format; summed over all workers when they write to the shared `multiproc_dir`."""
+    if multiproc_dir:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=MULTIPROC_DIR)
+        multiprocess.MultiProcessCollector(registry, path=multiproc_dir)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def worker_exited(pid: int) -> None:
+def worker_exited(pid: int, multiproc_dir: str | None) -> None:
     """Drop a dead worker's live gauges (its counters stay in the sum)."""
-    if MULTIPROC_DIR:
-        multiprocess.mark_process_dead(pid, MULTIPROC_DIR)
-
-
-def remove_files() -> None:
-    if MULTIPROC_DIR:
-        shutil.rmtree(MULTIPROC_DIR, ignore_errors=True)
+    if multiproc_dir:
+        multiprocess.mark_process_dead(pid, multiproc_dir)

@@ -16,6 +16,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from common.lifecycle import Lifecycle
+
 
 def raise_if_cancelling() -> None:
     """Re-raise a cancellation of the current task that a library call turned into an error."""
@@ -24,7 +26,7 @@ def raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
-async def cancel_and_wait(*tasks: asyncio.Task, again_after: float = 0.5) -> None:
+async def cancel_and_wait(*tasks: asyncio.Task[Any], again_after: float = 0.5) -> None:
     """Cancel `tasks` and wait for them, cancelling again any that swallowed the cancel."""
     pending = {task for task in tasks if not task.done()}
     while pending:
@@ -33,13 +35,17 @@ async def cancel_and_wait(*tasks: asyncio.Task, again_after: float = 0.5) -> Non
         _, pending = await asyncio.wait(pending, timeout=again_after)
 
 
-def start_background(services, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
-    """Run `coro` as a task named `name` until the services close (then cancel it and wait for it)."""
+def start_background(lifecycle: Lifecycle, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """Run `coro` as a task named `name` until the worker closes (then cancel it and wait for it).
+
+    The one way to start a long-lived loop: the task has an owner that cancels it, and its
+    closer carries its name, so a loop that will not stop is named in the log.
+    """
     task = asyncio.create_task(coro, name=name)
 
     async def stop() -> None:
         await cancel_and_wait(task)
 
-    stop.__qualname__ = f"stop {name}"  # how Services.close names a closer that hangs
-    services.on_close(stop)
+    stop.__qualname__ = f"stop {name}"  # how Lifecycle.close names a closer that hangs
+    lifecycle.on_close(stop)
     return task

@@ -1,0 +1,70 @@
+"""What a worker's handlers are given: every long-lived object, each under its own type.
+
+Built once per worker by the composition root (runtime/services.py) and passed to
+every handler through its route tuple; `BaseHandler.initialize` only stores it.
+A handler reaches a feature as `self.services.contact`, a `ContactService`, so a
+reader (and mypy) can follow `self.services.contact.send(...)` to its definition.
+The type lives here, beside its users, rather than in runtime/, so that imports
+point one way: runtime builds it, handlers read it, features know nothing of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
+
+from common.client_ip import TrustedProxies
+from common.lifecycle import Lifecycle
+from contact.service import ContactService
+from music.service import MusicService
+from og.service import OgService
+from presence.service import PresenceService
+from store.changes import ChangeWatcher
+from store.clock import Clock
+from store.sites import SiteDirectory
+from store.stats import StatsWriter
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    """The options handlers read (the rest of the configuration stays with the runtime)."""
+
+    base_domain: str  # the apex; profile slots are <slug>.<base_domain>
+    exempt_domains: tuple[str, ...]  # roots that always go to the dashboard
+    dashboard_url: str
+    public_origin: str  # scheme://host[:port] for absolute URLs (og:image)
+    turnstile_sitekey: str
+
+
+@dataclass
+class Services:
+    settings: HandlerSettings
+    clock: Clock
+    mongo: AsyncMongoClient[dict[str, Any]]
+    db: AsyncDatabase[dict[str, Any]]
+    redis: Redis
+    sites: SiteDirectory  # cached profile + owner lookups
+    stats: StatsWriter  # batched views and plays
+    trusted_proxies: TrustedProxies
+    og: OgService  # the card renderer: process pool, card cache, avatar fetcher
+    music: MusicService  # the long-stream curl client, open streams, revocation
+    contact: ContactService  # limiter, Turnstile, credits, delivery
+    presence: PresenceService  # snapshots and the process-wide SSE hub
+    lifecycle: Lifecycle  # closers, drainers and the draining flag
+    change_watcher: ChangeWatcher  # follows MongoDB change streams into `sites`
+    metrics_dir: str | None = None  # where `serve`'s workers write metrics (None: this process only)
+
+    @property
+    def draining(self) -> bool:
+        """True once the worker stopped accepting (SIGTERM): new streams are refused or shed."""
+        return self.lifecycle.draining
+
+    async def ping_mongo(self) -> None:
+        await self.mongo.admin.command("ping")
+
+    async def ping_redis(self) -> None:
+        await self.redis.ping()
