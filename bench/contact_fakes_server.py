@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from contact_fakes import FakeDiscord, FakeTurnstile  # noqa: E402
+from contact_fakes import FakeDiscord, FakeTurnstile
 
 
 class _Forgetful(list):

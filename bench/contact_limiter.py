@@ -21,9 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from redis.asyncio import Redis  # noqa: E402
-from bench.harness import Stack  # noqa: E402
-from contact.limiter import DAY, ContactLimiter, Rule, Rules  # noqa: E402
+from redis.asyncio import Redis
+
+from bench.harness import Stack
+from contact.limiter import DAY, ContactLimiter, Rule, Rules
 
 # Huge buckets so every call is a full decision (allowed), never a cheap early refusal.
 OPEN = Rules(

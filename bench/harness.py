@@ -48,7 +48,7 @@ def free_port() -> int:
 
 
 def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -157,7 +157,7 @@ class Stack:
         self._redis_url: str | None = None
         self._mongo_uri: str | None = None
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -449,7 +449,7 @@ def wrk(
         out, _ = proc.communicate(timeout=seconds + 60)
     finally:
         stack.stop(proc)
-    line = next((l for l in out.splitlines() if l.startswith("WRKJSON ")), None)
+    line = next((row for row in out.splitlines() if row.startswith("WRKJSON ")), None)
     if line is None:
         raise BenchError(f"wrk printed no summary: {out[-500:]}")
     summary = json.loads(line[len("WRKJSON ") :])

@@ -191,7 +191,7 @@ def run(stack: Stack, quick: bool) -> BenchResult:
         "nginx16k": (nginx16.pid, ports["nginx16k"], "/"),
         "ours": (ours.pid, ours_port, OURS_PATH),
     }
-    for name, (pid, port, path) in targets.items():  # warm up, check each answers
+    for name, (_pid, port, path) in targets.items():  # warm up, check each answers
         warm = run_client(stack, port, path, 5)
         if warm["errors"]:
             raise RuntimeError(f"{name} failed the warm-up: {warm['first_error']}")

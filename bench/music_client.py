@@ -97,7 +97,7 @@ async def client_main(args) -> dict:
     rate = args.rate or None
     started = time.monotonic()
     futures = []
-    for i in range(args.concurrency):  # connect in small batches so the backlog never overflows
+    for _ in range(args.concurrency):  # connect in small batches so the backlog never overflows
         futures.append(open_stream(args.port, args.path, rate, 65536 if rate else None))
         if len(futures) % 100 == 0:
             await asyncio.sleep(0)
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0)
     parser.add_argument("--hold", type=float, default=0)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(json.dumps(asyncio.run(client_main(args))), flush=True)
 

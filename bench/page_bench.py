@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 
-from bench.harness import BROWSER_UA, Stack, unique_ip_lua, free_port, http_get, wrk
+from bench.harness import BROWSER_UA, Stack, free_port, http_get, unique_ip_lua, wrk
 from bench.results import BenchResult, Figure, Target
 
 HOST = "alice.hep.gg"
@@ -63,7 +63,7 @@ def run(stack: Stack, quick: bool) -> BenchResult:
     connections = [1, 16] if quick else [1, 8, 32, 128]
     seconds = 2 if quick else 5
     stack.import_document("page", document())
-    server, port = stack.hepgg("--view-flush-interval", "1", "--trusted-proxies", "127.0.0.1/32")
+    _server, port = stack.hepgg("--view-flush-interval", "1", "--trusted-proxies", "127.0.0.1/32")
     status, html = http_get(port, "/", host=HOST, headers={"User-Agent": BROWSER_UA})
     if status != 200:
         raise RuntimeError(f"our page answered {status}")

@@ -112,7 +112,10 @@ def table(results: list[BenchResult]) -> str:
     numeric = {3, 4, 6}
     lines = []
     for n, row in enumerate(rows):
-        cells = [str(c).rjust(w) if i in numeric else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [
+            str(c).rjust(w) if i in numeric else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=False))
+        ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -167,7 +170,7 @@ def charts(results: list[BenchResult], out_dir: Path, prefix: str) -> list[Path]
             continue
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
         for label, points in lines.items():
-            xs, ys = zip(*sorted(points)) if points else ((), ())
+            xs, ys = zip(*sorted(points), strict=True) if points else ((), ())
             ax.plot(xs, ys, marker="o", label=label)
         ax.set_title(title)
         ax.set_xlabel(xlabel)

@@ -29,7 +29,7 @@ want = 0
 
 
 class Stream(asyncio.Protocol):
-    __slots__ = ("head_done", "tail", "connected", "request", "transport")
+    __slots__ = ("connected", "head_done", "request", "tail", "transport")
 
     def __init__(self, connected: asyncio.Future | None):
         self.head_done = False
@@ -86,7 +86,7 @@ async def connect(port: int, paths: list[str], n: int, inflight: int) -> dict:
             try:
                 await loop.create_connection(lambda: proto, "127.0.0.1", port)
                 await asyncio.wait_for(future, 30)
-            except (OSError, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, OSError, ConnectionError):
                 failed += 1
             proto.connected = None
 
@@ -124,7 +124,7 @@ async def main() -> None:
             if len(latencies) < want:
                 try:
                     await asyncio.wait_for(got_event.wait(), command.get("timeout", 30))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             answer = {"received": len(latencies)}
             want = 0

@@ -11,14 +11,14 @@ bench/results/latest.json and latest-*.png, the ones committed).
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import shutil
 import sys
 import time
 import traceback
 from pathlib import Path
 
-import importlib
-import os
 from bench.harness import CLIENT_CPU, RESULTS, BenchError, Stack, install_sigterm, machine_busy_seconds
 from bench.results import BenchResult, charts, machine_meta, table, write_json
 

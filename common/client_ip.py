@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 # "[v6]", "[v6]:port" and "v4:port": forms some proxies write into X-Forwarded-For.
 _BRACKETED = re.compile(r"^\[([0-9A-Fa-f:.]+)\](?::\d{1,5})?$")

@@ -20,8 +20,8 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
-from prometheus_client import multiprocess
 
 OPEN_STREAMS = Gauge("hepgg_open_streams", "Open long-lived responses", ["kind"], multiprocess_mode="livesum")
 PROXIED_BYTES = Counter("hepgg_music_proxied_bytes", "Audio bytes sent to listeners")
@@ -42,7 +42,7 @@ def exposition(multiproc_dir: str | None) -> tuple[bytes, str]:
     """The text format; summed over all workers when they write to the shared `multiproc_dir`."""
     if multiproc_dir:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=multiproc_dir)
+        multiprocess.MultiProcessCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
@@ -50,4 +50,4 @@ def exposition(multiproc_dir: str | None) -> tuple[bytes, str]:
 def worker_exited(pid: int, multiproc_dir: str | None) -> None:
     """Drop a dead worker's live gauges (its counters stay in the sum)."""
     if multiproc_dir:
-        multiprocess.mark_process_dead(pid, multiproc_dir)
+        multiprocess.mark_process_dead(pid, multiproc_dir)  # type: ignore[no-untyped-call]

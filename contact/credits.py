@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from store.records import CREDIT_FIELDS
+from store.models import CREDIT_FIELDS
+from store.mongo import Database
 
 log = logging.getLogger("hepgg.contact.credits")
 
@@ -22,7 +22,7 @@ class CreditsUnavailable(Exception):
 
 
 class Credits:
-    def __init__(self, db: AsyncDatabase):
+    def __init__(self, db: Database):
         self.users = db.users
 
     async def debit(self, owner_id: str, channel: str) -> bool:

@@ -42,7 +42,7 @@ class Unavailable(ContactError):
     status = 503
     message = "Contact forms are temporarily unavailable, please try again later"
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # a store is down
 
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -130,7 +130,7 @@ class ContactLimiter:
 
     async def acquire(self, owner_id: str, profile_id: str, ip: str, channel: str) -> Decision:
         rules = (self.rules.burst, self.rules.daily, self.rules.owner[channel])
-        args: list = []
+        args: list[float] = []
         for rule in rules:
             args += [rule.capacity, rule.period]
         keys = self.keys(owner_id, profile_id, ip, channel)
@@ -148,7 +148,7 @@ class ContactLimiter:
                 decision = Decision(True)
             else:
                 now = time.monotonic()
-                for key, bucket_wait_ms in zip(keys, bucket_waits_ms):
+                for key, bucket_wait_ms in zip(keys, bucket_waits_ms, strict=True):
                     if int(bucket_wait_ms) > 0:
                         self.memo.remember(key, int(bucket_wait_ms) / 1000, now)
                 refused = tuple(rule.name for i, rule in enumerate(rules) if int(mask) & (1 << i))

@@ -1,4 +1,4 @@
-"""Whether an owner has set a channel up, from the stored user document (`Owner.raw`).
+"""Whether an owner has set a channel up, from the owner's typed contact settings (store/models.py).
 
 Set-up is what the owner configured in the dashboard (key, verified phone or
 address, Discord channel and bot) plus the profile's own toggle for the form.
@@ -10,44 +10,48 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from store.records import Site
+from store.models import Site
 
 
 @dataclass(frozen=True)
-class Recipient:
+class SmsRecipient:
     """Where a channel delivers; never shown to the visitor."""
 
-    phone: str | None = None
-    sms_key: str | None = None
-    address: str | None = None
-    channel_id: str | None = None
+    phone: str
+    key: str  # the owner's own SMS API key
 
 
-def _text(value: object) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
+@dataclass(frozen=True)
+class EmailRecipient:
+    address: str
+
+
+@dataclass(frozen=True)
+class DiscordRecipient:
+    channel_id: str
+
+
+Recipient = SmsRecipient | EmailRecipient | DiscordRecipient
 
 
 def recipient(site: Site, channel: str) -> Recipient | None:
     """The channel's destination, or None when the form is not active."""
     if not site.profile.toggle(f"contact_{channel}"):
         return None
-    raw = site.owner.raw
+    owner = site.owner
     if channel == "sms":
-        sms = raw.get("sms") or {}
-        key, phone = _text(sms.get("key")), _text(sms.get("phone"))
-        if sms.get("enabled") is True and key and phone and sms.get("phone_verified") is True:
-            return Recipient(phone=phone, sms_key=key)
+        sms = owner.sms
+        if sms.enabled and sms.key and sms.phone and sms.phone_verified:
+            return SmsRecipient(phone=sms.phone, key=sms.key)
         return None
     if channel == "email":
-        email = raw.get("email") or {}
-        address = _text(email.get("address"))
-        if email.get("enabled") is True and _text(email.get("key")) and address and email.get("verified") is True:
-            return Recipient(address=address)
+        email = owner.email
+        if email.enabled and email.key and email.address and email.verified:
+            return EmailRecipient(address=email.address)
         return None
     if channel == "discord":
-        discord = raw.get("discord") or {}
-        channel_id = _text(discord.get("channel_id"))
-        if channel_id and channel_id.isdigit() and discord.get("bot_present") is True:
-            return Recipient(channel_id=channel_id)
+        discord = owner.discord
+        if discord.channel_id and discord.channel_id.isdigit() and discord.bot_present:
+            return DiscordRecipient(channel_id=discord.channel_id)
         return None
     raise ValueError(channel)

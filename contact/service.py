@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-
+from common.metrics import DELIVERIES
 from contact import owner_setup
-from contact.credits import Credits, CreditsUnavailable, CREDIT_FIELDS
-from contact.delivery.discord import FAILED as DISCORD_FAILED, DiscordSender, embed_payload
-from contact.delivery.email import FAILED as EMAIL_FAILED, EmailSender
-from contact.delivery.sms import FAILED as SMS_FAILED, SmsSender
+from contact.credits import Credits, CreditsUnavailable
+from contact.delivery.discord import FAILED as DISCORD_FAILED
+from contact.delivery.discord import DiscordSender, embed_payload
+from contact.delivery.email import FAILED as EMAIL_FAILED
+from contact.delivery.email import EmailSender
+from contact.delivery.sms import FAILED as SMS_FAILED
+from contact.delivery.sms import SmsSender
 from contact.errors import (
     AntiSpamFailed,
     DeliveryFailed,
@@ -33,12 +37,13 @@ from contact.errors import (
     Unavailable,
 )
 from contact.limiter import ContactLimiter, LimiterUnavailable
+from contact.owner_setup import EmailRecipient, Recipient, SmsRecipient
 from contact.turnstile import Turnstile
 from contact.validation import ContactForm, parse_form
-from common.metrics import DELIVERIES
 from store.clock import Clock
+from store.formats import ID_PATTERN
+from store.models import CREDIT_FIELDS, Site
 from store.outages import STORE_OUTAGES
-from store.records import ID_PATTERN, Site
 from store.sites import SiteDirectory
 
 log = logging.getLogger("hepgg.contact")
@@ -58,7 +63,7 @@ class ContactService:
     email: EmailSender
     discord: DiscordSender
 
-    async def send(self, channel: str, profile_id: str, client_ip: str, body: bytes) -> dict:
+    async def send(self, channel: str, profile_id: str, client_ip: str, body: bytes) -> dict[str, Any]:
         """The `data` of a successful answer; a ContactError subclass otherwise."""
         site = await self._visible_site(profile_id)
         try:
@@ -83,7 +88,7 @@ class ContactService:
             if not paid:
                 raise OutOfCredits(channel)
         try:
-            data = await self._deliver(channel, site, recipient, form)
+            data = await self._deliver(site, recipient, form)
         except Exception as exc:  # DeliveryFailed, or a bug: either way the owner gets the credit back
             DELIVERIES.labels(channel, "failed").inc()
             if channel in CREDIT_FIELDS:
@@ -107,11 +112,12 @@ class ContactService:
             raise ProfileNotFound()
         return site
 
-    async def _deliver(self, channel: str, site: Site, recipient: owner_setup.Recipient, form: ContactForm) -> dict:
-        if channel == "sms":
-            await self.sms.send(recipient.sms_key, recipient.phone, form.message)
+    async def _deliver(self, site: Site, recipient: Recipient, form: ContactForm) -> dict[str, Any]:
+        if isinstance(recipient, SmsRecipient):
+            await self.sms.send(recipient.key, recipient.phone, form.message)
             return {"queued": True}
-        if channel == "email":
+        if isinstance(recipient, EmailRecipient):
+            assert form.email is not None  # parse_form requires it on the email form
             message_id = await self.email.send(
                 recipient.address, form.email, form.subject, form.message, site.profile.domain
             )
@@ -119,4 +125,3 @@ class ContactService:
         payload = embed_payload(form.handle, form.message, site.profile.domain, site.profile.theme.accent)
         await self.discord.send(recipient.channel_id, payload)
         return {"queued": True}
-

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from contact.errors import BodyTooLarge, InvalidInput
-from store.records import EMAIL_PATTERN
+from store.formats import EMAIL_PATTERN
 
 MAX_BODY_BYTES = 16 * 1024
 MESSAGE_LIMITS = {"sms": 480, "email": 5000, "discord": 2000}
@@ -38,7 +39,7 @@ class ContactForm:
     handle: str = ""
 
 
-def parse_body(body: bytes) -> dict:
+def parse_body(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_BODY_BYTES:
         raise BodyTooLarge()
     try:
@@ -50,7 +51,7 @@ def parse_body(body: bytes) -> dict:
     return data
 
 
-def _optional_text(data: dict, key: str, label: str) -> str:
+def _optional_text(data: dict[str, Any], key: str, label: str) -> str:
     value = data.get(key)
     if value is None:
         return ""
@@ -59,7 +60,7 @@ def _optional_text(data: dict, key: str, label: str) -> str:
     return value.strip()
 
 
-def _message(data: dict, channel: str) -> str:
+def _message(data: dict[str, Any], channel: str) -> str:
     value = data.get("message")
     if value is not None and not isinstance(value, str):
         raise InvalidInput("Message must be a string")
@@ -72,7 +73,7 @@ def _message(data: dict, channel: str) -> str:
     return text
 
 
-def _single_line(data: dict, key: str, label: str, limit: int) -> str:
+def _single_line(data: dict[str, Any], key: str, label: str, limit: int) -> str:
     text = _optional_text(data, key, label)
     if _LINE_BREAKING.search(text):
         raise InvalidInput(f"{label} must be a single line of text")
@@ -81,7 +82,7 @@ def _single_line(data: dict, key: str, label: str, limit: int) -> str:
     return text
 
 
-def _email(data: dict) -> str:
+def _email(data: dict[str, Any]) -> str:
     value = data.get("email")
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput("A valid email address is required")

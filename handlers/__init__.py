@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from handlers import api_fallback, contact, health, metrics, music, og, page, presence
+from handlers.base import Route
 
 
-def all_routes() -> list[tuple]:
+def all_routes() -> list[Route]:
     return [
         *health.ROUTES,
         *metrics.ROUTES,

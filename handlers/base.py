@@ -1,39 +1,44 @@
 """The two handler bases: HTML pages and the JSON API.
 
-Both receive the process's `Services` through the route tuple (`initialize`
-only stores it) and expose what they need as properties. Features raise `ApiError`
-(status, visitor-facing message, headers) or translate their own domain errors
-into it; `write_error` never shows a traceback or a log message to a visitor.
+Both receive the worker's `Services` through the route tuple (`initialize`
+only stores it) and reach each service as a typed attribute. Failures are
+mapped to answers in one place (handlers/errors.py); the bases only write the
+answer in their format, and `write_error` never shows a traceback or a log
+message to a visitor.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from http.client import responses
+from types import TracebackType
 from typing import Any
 
 import tornado.web
-from pymongo.errors import ConnectionFailure as MongoUnreachable, ExecutionTimeout as MongoTimeout
-from redis.exceptions import ConnectionError as RedisUnreachable, TimeoutError as RedisTimeout
 from tornado.iostream import StreamClosedError
 
+from handlers.errors import ApiError, ErrorAnswer, answer_for
 from handlers.services import Services
 from render.security import COMMON_HEADERS, DOCUMENT_HEADERS, NON_DOCUMENT_CSP, STATIC_DOCUMENT_CSP
+from store.outages import STORE_OUTAGES
+
+__all__ = ["ApiError", "ApiHandler", "BaseHandler", "PageHandler", "Route", "StaticHandler", "non_document_headers"]
 
 log = logging.getLogger("hepgg.handlers")
 
-SECURITY_HEADERS = COMMON_HEADERS  # every response, streams and static files included
+# A route: a path pattern and its handler class (or, for the SSE stream, a callable taking the request).
+Route = tuple[str, Any]
 
-# A store that cannot be reached (down, restarting, not answering in time) is a 503 with
-# Retry-After on every route, never a 500: the request was fine and will work again.
-# (MongoUnreachable covers AutoReconnect, NetworkTimeout and ServerSelectionTimeoutError; MongoTimeout
-# is the client's timeoutMS running out server-side.)
-STORE_OUTAGES = (MongoUnreachable, MongoTimeout, RedisUnreachable, RedisTimeout)
-STORE_RETRY_AFTER = "5"  # seconds; a restarting store is usually back within a few
+
+def non_document_headers() -> dict[str, str]:
+    """What every answer that is not an HTML document carries (API, images, audio, the SSE stream)."""
+    return {**COMMON_HEADERS, "Content-Security-Policy": NON_DOCUMENT_CSP}
 
 
 class BaseHandler(tornado.web.RequestHandler):
     services: Services
+    _error: ErrorAnswer | None = None
 
     def initialize(self, services: Services) -> None:
         self.services = services
@@ -44,21 +49,24 @@ class BaseHandler(tornado.web.RequestHandler):
         peer = self.request.remote_ip or ""
         return self.services.trusted_proxies.client_ip(peer, self.request.headers.get("X-Forwarded-For"))
 
-    _store_outage = False
-
     def set_default_headers(self) -> None:
-        for name, value in SECURITY_HEADERS.items():
+        for name, value in non_document_headers().items():
             self.set_header(name, value)
-        self.set_header("Content-Security-Policy", NON_DOCUMENT_CSP)
-        if self._store_outage:  # send_error() clears the headers and calls us again
-            self.set_header("Retry-After", STORE_RETRY_AFTER)
+        if self._error is not None:  # send_error() clears the headers and calls us again
+            for name, value in self._error.headers.items():
+                self.set_header(name, value)
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if status_code == 500 and isinstance(exc, STORE_OUTAGES):
-            self._store_outage = True
-            status_code = 503
-        super().send_error(status_code, **kwargs)
+        self._error = answer_for(status_code, exc)
+        if self._error.reason:
+            kwargs["reason"] = self._error.reason
+        super().send_error(self._error.status, **kwargs)
+
+    @property
+    def error_answer(self) -> ErrorAnswer:
+        """The answer being sent (inside write_error)."""
+        return self._error or answer_for(self.get_status(), None)
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         # A path segment that is not UTF-8 names no profile or track: decoded with U+FFFD it fails
@@ -68,7 +76,12 @@ class BaseHandler(tornado.web.RequestHandler):
             return value.decode("utf-8", errors="replace")
         return super().decode_argument(value, name)
 
-    def log_exception(self, typ, value, tb) -> None:
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         # Expected client-side ends are not server errors.
         if isinstance(value, StreamClosedError):
             return
@@ -80,6 +93,8 @@ class BaseHandler(tornado.web.RequestHandler):
                 type(value).__name__,
             )
             return
+        if not isinstance(value, tornado.web.HTTPError) and answer_for(500, value).expected:
+            return  # a domain refusal (contact limits, a failed render already logged): not a server error
         super().log_exception(typ, value, tb)
 
 
@@ -99,7 +114,7 @@ class PageHandler(BaseHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-        reason = tornado.httputil.responses.get(status_code, "Error")
+        reason = responses.get(status_code, "Error")
         self.finish(
             f"<!doctype html><meta charset=utf-8><title>{status_code} {reason}</title><h1>{status_code} {reason}</h1>"
         )
@@ -109,17 +124,8 @@ class StaticHandler(tornado.web.StaticFileHandler):
     """/_static/ files (CSS, JS) with the headers every response carries."""
 
     def set_default_headers(self) -> None:
-        for name, value in SECURITY_HEADERS.items():
+        for name, value in COMMON_HEADERS.items():
             self.set_header(name, value)
-
-
-class ApiError(tornado.web.HTTPError):
-    """An API failure whose `message` is shown to the caller in the envelope."""
-
-    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(status_code, reason=None)
-        self.message = message
-        self.headers = headers or {}
 
 
 # Response headers a profile page on another origin may read.
@@ -155,23 +161,5 @@ class ApiHandler(BaseHandler):
         self.finish(json.dumps({"ok": True, "data": data}, separators=(",", ":")))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            self.set_status(exc.status_code)
-            message = exc.message
-            for name, value in exc.headers.items():
-                self.set_header(name, value)
-        elif status_code == 404:
-            message = "Not found"
-        elif status_code == 405:
-            message = "Method not allowed"
-        elif status_code == 413:
-            message = "Request body too large"
-        elif status_code == 503:
-            message = "Service temporarily unavailable"
-        elif status_code < 500:
-            message = "Bad request"
-        else:
-            message = "Internal error"
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps({"ok": False, "error": message}, separators=(",", ":")))
+        self.finish(json.dumps({"ok": False, "error": self.error_answer.message}, separators=(",", ":")))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from handlers.base import BaseHandler
 from common.metrics import ASYNCIO_TASKS, exposition
+from handlers.base import BaseHandler
 
 
 class MetricsHandler(BaseHandler):

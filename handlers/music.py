@@ -12,15 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
+from common.metrics import OPEN_STREAMS
 from handlers.base import ApiHandler
 from music import ranges
 from music.relay import COMPLETE, LISTENER_GONE, STOPPED, UPSTREAM_FAILED, Relay
 from music.service import REVOKED, SHUTTING_DOWN, MusicService, OpenStream
-from common.metrics import OPEN_STREAMS
+from store.formats import ID_PATTERN, ISRC_PATTERN
 
 _MUSIC_STREAMS = OPEN_STREAMS.labels(kind="music")  # bound once: labels() per request costs a lookup and a lock
-from store.records import ID_PATTERN, ISRC_PATTERN
 
 # A stream stopped before its first byte answers as a new request would now.
 STOP_STATUS = {REVOKED: 404, SHUTTING_DOWN: 503}
@@ -96,9 +97,11 @@ class MusicHandler(ApiHandler):
             if relay.stop_reason == LISTENER_GONE:
                 return  # nobody to answer
             self.clear()
-            raise tornado.web.HTTPError(STOP_STATUS.get(relay.stop_reason, 502))
+            raise tornado.web.HTTPError(STOP_STATUS.get(relay.stop_reason or "", 502))
         else:  # BROKEN, or STOPPED mid-body: no clean end (no last chunk, short Content-Length)
-            self.request.connection.close()
+            connection = self.request.connection
+            assert isinstance(connection, HTTP1Connection)
+            connection.close()
 
     def on_connection_close(self) -> None:
         if self.relay is not None:

@@ -9,14 +9,15 @@ without rendering anything. Visibility is decided on every request.
 from __future__ import annotations
 
 import logging
+from http.client import responses
 from typing import Any
 
-import tornado.httputil
 from tornado.web import HTTPError
 
-from handlers.base import BaseHandler
+from handlers.base import BaseHandler, Route
+from handlers.errors import RENDER_FAILED
 from render.og_card import RenderError
-from store.records import ID_PATTERN
+from store.formats import ID_PATTERN
 
 log = logging.getLogger("hepgg.og")
 
@@ -44,9 +45,9 @@ class OgImageHandler(BaseHandler):
             return
         try:
             png = await og.png(key, card)
-        except RenderError as exc:
+        except RenderError as exc:  # answered 500 "Render failed" (handlers/errors.py); logged here, once
             log.error("OG card for profile %s failed: %s", profile_id, exc)
-            raise HTTPError(500, reason="Render Failed") from exc
+            raise
         self.finish(png)
 
     head = get
@@ -54,25 +55,19 @@ class OgImageHandler(BaseHandler):
     def compute_etag(self) -> None:
         return None  # ours is set explicitly from the card's inputs
 
-    def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, HTTPError) and isinstance(value.__cause__, RenderError):
-            return  # already logged with the profile id, without a traceback
-        super().log_exception(typ, value, tb)
-
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
+        # Plain text for crawlers: the message for a missing card or a failed render, else the reason phrase.
+        answer = self.error_answer
         self.clear_header("ETag")
         self.set_header("Cache-Control", "no-store")
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        if status_code == 404:
-            body = "Not found"
-        elif status_code == 500 and isinstance(getattr(exc, "__cause__", None), RenderError):
-            body = "Render failed"
+        if status_code == 404 or answer.reason == RENDER_FAILED:
+            body = answer.message
         else:
-            body = tornado.httputil.responses.get(status_code, "Error")
+            body = responses.get(status_code, "Error")
         self.finish(body)
 
 
-ROUTES: list[tuple] = [
+ROUTES: list[Route] = [
     (r"/api/v1/profiles/([^/]+)/og\.png", OgImageHandler),
 ]

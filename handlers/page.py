@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import re
+from datetime import datetime
 
 import tornado.web
 
 from handlers.base import PageHandler
 from render.page import PageSettings, page_context
+from store.models import Site
 
 # Link-preview bots and crawlers get the page but are not counted as views.
 BOT_USER_AGENT = re.compile(
@@ -34,7 +36,7 @@ class ProfilePageHandler(PageHandler):
     def compute_etag(self) -> None:
         return None  # the page is `no-store`: no cache will ever revalidate, so hashing the body for an ETag is wasted
 
-    def _rendered(self, site, now) -> tuple[str, bytes]:
+    def _rendered(self, site: Site, now: datetime) -> tuple[str, bytes]:
         """(CSP, HTML) of the page, rendered once per site data, request origin and plan state.
 
         The page is a pure function of those (the clock only enters through premium: presence and
@@ -42,7 +44,7 @@ class ProfilePageHandler(PageHandler):
         """
         origin = f"{self.request.protocol}://{self.request.host.lower()}"
         key = ("page", origin, site.shows_presence(now), site.shows_powered_by(now))
-        rendered = site.memo.get(key)
+        rendered: tuple[str, bytes] | None = site.memo.get(key)
         if rendered is None:
             settings = PageSettings(self.services.settings.public_origin, self.services.settings.turnstile_sitekey)
             context = page_context(site, settings, now, origin)
@@ -89,7 +91,7 @@ class ProfilePageHandler(PageHandler):
 class FallThroughHandler(PageHandler):
     """/<shortid> on a profile host belongs to the uploader: 404 here, without a profile lookup."""
 
-    def get(self, *args) -> None:
+    def get(self, *args: str) -> None:
         raise tornado.web.HTTPError(404)
 
 

@@ -5,26 +5,29 @@ Tornado's router calls `PresenceStream` with the parsed request, which takes
 the connection over (`detach()`) and hands the bare IOStream to the hub.
 That keeps an open stream at a few KiB and makes connection set-up cheap,
 which is what reconnect storms cost (see docs/presence.md for the numbers).
+The stream's route, head and framing are presence/sse.py's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from http.client import responses
 from typing import Any
 
 from redis.exceptions import RedisError
-from tornado.httputil import HTTPHeaders, HTTPServerRequest, ResponseStartLine, responses
+from tornado.http1connection import HTTP1Connection
+from tornado.httputil import HTTPHeaders, HTTPServerRequest, ResponseStartLine
 from tornado.iostream import IOStream, StreamClosedError
 
-from handlers.base import SECURITY_HEADERS, ApiError, ApiHandler
+from handlers.base import ApiHandler, non_document_headers
+from handlers.errors import ApiError, message_for
+from handlers.services import Services
 from presence.fast_path import NOTHING_YET, consume, peek_stream_request
 from presence.snapshot import SnapshotError, check_user_id, presence_key
-from presence.stream import retry_hint
+from presence.sse import STREAM_ROUTE, shed_answer
 
 log = logging.getLogger("hepgg.presence")
-
-SHED_RETRY_MS = (5000, 20000)  # overload: come back later, spread out
 
 
 def parse_user_id(raw: str | bytes | None) -> str:
@@ -67,20 +70,27 @@ class PresenceStream:
     """GET /api/v1/profiles/presence/<userID>/stream, called by Tornado's router as a plain callable."""
 
     def __call__(
-        self, request: HTTPServerRequest, *, path_args: list, path_kwargs: dict, target_kwargs: dict[str, Any]
+        self,
+        request: HTTPServerRequest,
+        *,
+        path_args: list[bytes],
+        path_kwargs: dict[str, bytes],
+        target_kwargs: dict[str, Any],
     ) -> None:
-        services = target_kwargs["services"]
+        services: Services = target_kwargs["services"]
         if request.method == "OPTIONS":
             return _answer(
                 request, 204, b"", {"Access-Control-Allow-Methods": "GET, OPTIONS", "Access-Control-Max-Age": "86400"}
             )
         if request.method != "GET":
-            return _answer_error(request, 405, "Method not allowed", {"Allow": "GET, OPTIONS"})
+            return _answer_error(request, 405, message_for(405), {"Allow": "GET, OPTIONS"})
         try:
             user_id = parse_user_id(path_args[0] if path_args else None)
         except ApiError as exc:
             return _answer_error(request, exc.status_code, exc.message)
-        open_stream(services, request.connection.detach(), user_id, request.version == "HTTP/1.1")
+        connection = request.connection
+        assert isinstance(connection, HTTP1Connection)
+        open_stream(services, connection.detach(), user_id, request.version == "HTTP/1.1")
 
 
 class PresenceFastPath:
@@ -90,7 +100,7 @@ class PresenceFastPath:
     the routed `PresenceStream` should answer instead (an invalid userID gets its 400 there).
     """
 
-    def __init__(self, services):
+    def __init__(self, services: Services):
         self.services = services
 
     def __call__(self, stream: IOStream) -> bool | None:
@@ -114,7 +124,7 @@ class PresenceFastPath:
         return True
 
 
-def open_stream(services, stream: IOStream, user_id: str, chunked: bool) -> None:
+def open_stream(services: Services, stream: IOStream, user_id: str, chunked: bool) -> None:
     """A detached connection becomes a listener, or is shed with a retry hint when we cannot take it."""
     hub = services.presence.hub
     stream.set_nodelay(True)
@@ -124,39 +134,32 @@ def open_stream(services, stream: IOStream, user_id: str, chunked: bool) -> None
 
 
 def _answer(request: HTTPServerRequest, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
-    headers = HTTPHeaders({**SECURITY_HEADERS, "Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"})
+    """A short non-stream answer (an error, a preflight) with the headers every API answer carries."""
+    headers = HTTPHeaders({**non_document_headers(), "Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"})
     if body:
         headers["Content-Type"] = "application/json; charset=utf-8"
     headers["Content-Length"] = str(len(body))
     for name, value in (extra or {}).items():
         headers[name] = value
-    request.connection.write_headers(
-        ResponseStartLine("HTTP/1.1", status, responses.get(status, "Error")), headers, body
-    )
-    request.connection.finish()
+    connection = request.connection
+    assert connection is not None
+    connection.write_headers(ResponseStartLine("HTTP/1.1", status, responses.get(status, "Error")), headers, body)
+    connection.finish()
 
 
 def _answer_error(request: HTTPServerRequest, status: int, message: str, extra: dict[str, str] | None = None) -> None:
     _answer(request, status, json.dumps({"ok": False, "error": message}, separators=(",", ":")).encode(), extra)
 
 
-def _shed(stream, chunked: bool) -> None:
-    """200 (browsers never retry a non-200 EventSource) with a jittered retry hint, then close."""
-    hint = retry_hint(*SHED_RETRY_MS)
-    body = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(hint), hint)) if chunked else hint
-    head = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
-        b"Connection: close\r\nAccess-Control-Allow-Origin: *\r\nX-Content-Type-Options: nosniff\r\n"
-        + (b"Transfer-Encoding: chunked\r\n" if chunked else b"")
-        + b"\r\n"
-    )
+def _shed(stream: IOStream, chunked: bool) -> None:
+    """Answer 200 with a jittered retry hint, then close (presence/sse.py)."""
     try:
-        stream.write(head + body).add_done_callback(lambda _f: stream.close())
+        stream.write(shed_answer(chunked)).add_done_callback(lambda _f: stream.close())
     except StreamClosedError:
         pass
 
 
 ROUTES = [
-    (r"/api/v1/profiles/presence/([^/]*)/stream", PresenceStream()),
+    (STREAM_ROUTE, PresenceStream()),
     (r"/api/v1/profiles/presence/([^/]*)", PresenceSnapshotHandler),
 ]

@@ -11,10 +11,7 @@ point one way: runtime builds it, handlers read it, features know nothing of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from pymongo import AsyncMongoClient
-from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from common.client_ip import TrustedProxies
@@ -25,6 +22,7 @@ from og.service import OgService
 from presence.service import PresenceService
 from store.changes import ChangeWatcher
 from store.clock import Clock
+from store.mongo import Client, Database
 from store.sites import SiteDirectory
 from store.stats import StatsWriter
 
@@ -44,8 +42,8 @@ class HandlerSettings:
 class Services:
     settings: HandlerSettings
     clock: Clock
-    mongo: AsyncMongoClient[dict[str, Any]]
-    db: AsyncDatabase[dict[str, Any]]
+    mongo: Client
+    db: Database
     redis: Redis
     sites: SiteDirectory  # cached profile + owner lookups
     stats: StatsWriter  # batched views and plays

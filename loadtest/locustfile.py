@@ -27,14 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's presence/ and loadtest/
 
-import gevent  # noqa: E402
-import gevent.event  # noqa: E402
-import requests  # noqa: E402
-from locust import HttpUser, constant, events, task  # noqa: E402
-from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
+import gevent
+import gevent.event
+import requests
+from locust import HttpUser, constant, events, task
+from locust.contrib.fasthttp import FastHttpUser
 
-from loadtest.sse import SseParser, sent_time, stamped_snapshot, updated_at  # noqa: E402
-from loadtest.targets import SiteTargets, host_list, parse_page, with_isrc  # noqa: E402
+from loadtest.sse import SseParser, sent_time, stamped_snapshot, updated_at
+from loadtest.targets import SiteTargets, host_list, parse_page, with_isrc
 
 CLOUDFLARE_DUMMY_TOKEN = "XXXX.DUMMY.TOKEN.XXXX"  # what Cloudflare's test sitekeys hand the browser
 

@@ -10,7 +10,7 @@ bot would publish.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis
 
@@ -26,7 +26,7 @@ class PresencePublisher:
     def write(self, user_id: str, snapshot: dict) -> int:
         """Store and publish one snapshot; returns how many subscribers (server processes) got it."""
         key = presence_key(check_user_id(user_id))
-        payload = encode_snapshot(validate_snapshot(snapshot, datetime.now(timezone.utc)))
+        payload = encode_snapshot(validate_snapshot(snapshot, datetime.now(UTC)))
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(key, payload, px=self.ttl_ms)
         pipe.execute_command(self.command, key, payload)

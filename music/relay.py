@@ -32,7 +32,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import pycurl
 from tornado import httputil
@@ -40,8 +41,8 @@ from tornado.curl_httpclient import CurlAsyncHTTPClient
 from tornado.httpclient import HTTPRequest
 from tornado.iostream import StreamClosedError
 
-from music.ranges import ByteRange, resolve
 from common.metrics import PROXIED_BYTES
+from music.ranges import ByteRange, resolve
 
 log = logging.getLogger("hepgg.music")
 
@@ -67,6 +68,7 @@ BROKEN = "broken"  # failed after bytes reached the listener: abort the connecti
 STOPPED = "stopped"  # stopped by us (revoked, shutdown) or the listener left
 
 LISTENER_GONE = "listener gone"
+WRITEFUNC_PAUSE: int = pycurl.WRITEFUNC_PAUSE
 COUNT_EVERY = 1 << 20  # PROXIED_BYTES is updated per MiB sent (and at the end of each stream)
 
 
@@ -74,9 +76,9 @@ class Sink(Protocol):
     """The response being written: a tornado RequestHandler fits."""
 
     def set_status(self, status_code: int, reason: str | None = None) -> None: ...
-    def set_header(self, name: str, value) -> None: ...
+    def set_header(self, name: str, value: str) -> None: ...
     def write(self, chunk: bytes) -> None: ...
-    def flush(self) -> "asyncio.Future[None]": ...
+    def flush(self) -> asyncio.Future[None]: ...
 
 
 class Relay:
@@ -117,7 +119,7 @@ class Relay:
         self.failure: str | None = None  # why the upstream answer could not be used
 
         self._curl: pycurl.Curl | None = None
-        self._fetch: asyncio.Future | None = None
+        self._fetch: asyncio.Future[Any] | None = None
         self._upstream_status: int | None = None
         self._upstream_headers = httputil.HTTPHeaders()
         self._headers_done = False
@@ -129,7 +131,7 @@ class Relay:
         self._queued = 0  # written to the sink, not yet flushed
         self._inflight = 0  # being flushed
         self._discard = False
-        self._pump_task: asyncio.Task | None = None
+        self._pump_task: asyncio.Task[None] | None = None
         self._uncounted = 0  # bytes sent but not yet added to PROXIED_BYTES
 
     @property
@@ -240,7 +242,7 @@ class Relay:
         curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         curl.setopt(pycurl.LOW_SPEED_TIME, self.stall_timeout)
 
-    def _on_header_line(self, raw: bytes):
+    def _on_header_line(self, raw: bytes) -> int | None:
         try:
             if self.stop_reason is not None:
                 return 0  # fails the transfer
@@ -304,7 +306,7 @@ class Relay:
             return False
         return True
 
-    def _on_body(self, chunk: bytes):
+    def _on_body(self, chunk: bytes) -> int | None:
         try:
             if self.stop_reason is not None or self._trimmed or not self._headers_done:
                 return 0  # fails the transfer (stopped, or the wanted range is complete)
@@ -312,7 +314,7 @@ class Relay:
                 return None
             if self._queued + self._inflight >= self.high_water:
                 self._paused = True
-                return pycurl.WRITEFUNC_PAUSE  # libcurl keeps this chunk and offers it again on resume
+                return WRITEFUNC_PAUSE  # libcurl keeps this chunk and offers it again on resume
             data = chunk
             if self._skip:
                 if len(data) <= self._skip:
@@ -372,7 +374,7 @@ class Relay:
             PROXIED_BYTES.inc(self._uncounted)
             self._uncounted = 0
 
-    async def _pump(self, pending: "asyncio.Future[None] | None" = None) -> None:
+    async def _pump(self, pending: asyncio.Future[None] | None = None) -> None:
         """Wait for the listener to take what is in flight, flush what queued meanwhile, then resume the transfer."""
         try:
             if pending is not None:

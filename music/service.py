@@ -142,13 +142,13 @@ class MusicService:
         if self.streams:
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout=grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("stopping %d music streams still open after %.1fs", len(self.streams), grace)
                 for stream in list(self.streams):
                     stream.relay.stop(SHUTTING_DOWN)
                 try:
                     await asyncio.wait_for(self._idle.wait(), timeout=2.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     log.error("%d music streams did not stop", len(self.streams))
 
     async def close(self) -> None:

@@ -113,7 +113,7 @@ class AvatarFetcher:
         except HTTPClientError as exc:
             log.info("avatar fetch failed for host %s: %s", urlsplit(url).hostname, exc.code)
             return None
-        except Exception as exc:  # noqa: BLE001 - network errors of any kind mean initials
+        except Exception as exc:
             log.info("avatar fetch failed for host %s: %s", urlsplit(url).hostname, type(exc).__name__)
             return None
         data = response.body or b""

@@ -17,6 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from og import worker
 from render.og_card import CardInput, RenderError
+from render.og_fonts import Charsets
 
 log = logging.getLogger("hepgg.og")
 
@@ -25,17 +26,21 @@ class RenderPool:
     def __init__(self, size: int, timeout: float = 10.0):
         self.size = max(1, size)
         self.timeout = timeout
+        self.charsets: Charsets | None = None  # handed to every worker, so none reads the fonts' maps again
         self._slots = asyncio.Semaphore(self.size)
         self._executor: ProcessPoolExecutor | None = None
         self._context = multiprocessing.get_context("spawn")  # never fork a process that runs an event loop
 
     def _ensure(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(self.size, mp_context=self._context, initializer=worker.init)
+            self._executor = ProcessPoolExecutor(
+                self.size, mp_context=self._context, initializer=worker.init, initargs=(self.charsets,)
+            )
         return self._executor
 
-    async def start(self, sample: CardInput) -> list[int]:
+    async def start(self, sample: CardInput, charsets: Charsets | None = None) -> list[int]:
         """Spawn every worker and render one card in each, so the first visitor waits for nobody."""
+        self.charsets = charsets
         executor = self._ensure()
         loop = asyncio.get_running_loop()
         pids = await asyncio.gather(*(loop.run_in_executor(executor, worker.warm, sample) for _ in range(self.size)))
@@ -54,7 +59,7 @@ class RenderPool:
             except BrokenProcessPool as exc:
                 self._discard(executor)
                 raise RenderError("render worker died") from exc
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 self._discard(executor)  # a stuck worker would hold its slot forever
                 raise RenderError(f"render took longer than {self.timeout:.0f}s") from exc
             except RenderError:

@@ -15,9 +15,10 @@ from tornado.httpclient import AsyncHTTPClient
 from og.avatars import AvatarFetcher
 from og.cards import CardCache
 from og.pool import RenderPool
-from render.og_card import CardInput, check_fonts
-from render.page import initials
-from store.records import Site
+from render.og_card import CardInput
+from render.og_fonts import font_charsets
+from render.text import initials
+from store.models import Site
 
 log = logging.getLogger("hepgg.og")
 
@@ -72,10 +73,9 @@ class OgService:
         return await self.cards.get(key, card)
 
     async def start(self) -> None:
-        fonts = await asyncio.to_thread(check_fonts)
-        pids = await self.pool.start(SAMPLE)
-        log.info("OG render pool ready: %d process(es) %s, fonts %s", len(pids), pids, ", ".join(fonts))
+        charsets = await asyncio.to_thread(font_charsets)  # fails loudly if a font is missing or unreadable
+        pids = await self.pool.start(SAMPLE, charsets)
+        log.info("OG render pool ready: %d process(es) %s, fonts %s", len(pids), pids, ", ".join(sorted(charsets)))
 
     async def close(self) -> None:
         await self.pool.close()
-

@@ -4,36 +4,39 @@ Each worker keeps one `CardRenderer`, so its background, avatar and text-width
 caches live as long as the worker. ImageMagick's own threads are limited to one
 (MAGICK_THREAD_LIMIT is set before wand loads): the pool's processes are the
 parallelism, and threads inside one render only fought over the 2 cores.
+The server passes the fonts' character maps in (render/og_fonts.py), so a new
+worker does not spend a second reading them again.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
+
+from common.process import die_with_parent
+from render.og_card import CardInput
+from render.og_fonts import Charsets
 
 _renderer = None
 
 
-def init() -> None:
+def init(charsets: Charsets | None = None) -> None:
     os.environ["MAGICK_THREAD_LIMIT"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us through the pool
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: never outlive the server
-    except (OSError, AttributeError):
-        pass
+    die_with_parent()  # never outlive the server
     global _renderer
-    from render.og_card import CardRenderer
+    from render.og_draw import CardRenderer  # wand loads here, after MAGICK_THREAD_LIMIT is set
 
-    _renderer = CardRenderer()
+    _renderer = CardRenderer(charsets=charsets)
 
 
-def render(card) -> bytes:
+def render(card: CardInput) -> bytes:
+    assert _renderer is not None, "init() runs first in every worker"
     return _renderer.render(card)
 
 
-def warm(card) -> int:
+def warm(card: CardInput) -> int:
     """First renders load fonts and coders (0.3-0.4 s); do that before traffic arrives."""
-    _renderer.render(card)
+    render(card)
     return os.getpid()

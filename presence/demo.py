@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import time
-
 from typing import Any
 
 from redis.asyncio import Redis

@@ -18,22 +18,37 @@ with its own rules.
 
 from __future__ import annotations
 
+import enum
 import re
 import socket
+from typing import Literal, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from tornado.iostream import IOStream
 
+from presence.sse import STREAM_PATH, STREAM_PREFIX
+
 PEEK_BYTES = 8192  # a stream request with cookies fits; a larger one takes the ordinary path
-PREFIX = b"GET /api/v1/profiles/presence/"
-# The routed pattern (handlers/presence.py), anchored like Tornado's, on the path before any query.
-STREAM_TARGET = re.compile(rb"/api/v1/profiles/presence/([^/?#]*)/stream(?:\?[^#]*)?")
+PREFIX = b"GET " + STREAM_PREFIX.encode()
 HEADER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t -~\x80-\xff]*")
 BODY_HEADERS = (b"content-length", b"transfer-encoding")
 
 
-def parse_stream_request(data: bytes) -> tuple[bytes, bool, int] | None:
-    """(raw userID, chunked?, header length) for a complete, bodiless stream GET; None for anything else."""
+class StreamRequest(NamedTuple):
+    user_id: bytes  # raw: percent-decoded, not yet UTF-8 decoded or checked
+    chunked: bool  # HTTP/1.1: the body is chunked; HTTP/1.0: it ends with the close
+    header_length: int  # bytes to consume before the connection is the stream's
+
+
+class NothingYet(enum.Enum):
+    NOTHING_YET = "nothing yet"
+
+
+NOTHING_YET = NothingYet.NOTHING_YET
+
+
+def parse_stream_request(data: bytes) -> StreamRequest | None:
+    """The complete, bodiless stream GET at the start of `data`; None for anything else."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
@@ -41,7 +56,8 @@ def parse_stream_request(data: bytes) -> tuple[bytes, bool, int] | None:
     parts = lines[0].split(b" ")
     if len(parts) != 3 or parts[0] != b"GET" or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
         return None
-    match = STREAM_TARGET.fullmatch(parts[1])
+    # The routed pattern, on the path as Tornado splits it off the target (before any `?`).
+    match = STREAM_PATH.fullmatch(parts[1].partition(b"?")[0])
     if match is None:
         return None
     for line in lines[1:]:
@@ -49,13 +65,10 @@ def parse_stream_request(data: bytes) -> tuple[bytes, bool, int] | None:
             return None  # folded, malformed or control characters: let Tornado judge it
         if line.partition(b":")[0].lower() in BODY_HEADERS:
             return None
-    return unquote_to_bytes(match.group(1)), parts[2] == b"HTTP/1.1", end + 4
+    return StreamRequest(unquote_to_bytes(match.group(1)), parts[2] == b"HTTP/1.1", end + 4)
 
 
-NOTHING_YET = "nothing yet"
-
-
-def peek_stream_request(stream: IOStream) -> tuple[bytes, bool, int] | str | None:
+def peek_stream_request(stream: IOStream) -> StreamRequest | Literal[NothingYet.NOTHING_YET] | None:
     """What `parse_stream_request` finds in the bytes already received on a new connection, without consuming them.
 
     NOTHING_YET when no byte has arrived (the caller may look again once the socket is readable).

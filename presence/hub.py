@@ -32,19 +32,21 @@ import random
 from typing import Any
 
 import hiredis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from tornado.iostream import IOStream
 
-from presence.pubsub import PubSubConnection, PubSubError, pack
-from presence.stream import HEAD_CHUNKED, HEAD_PLAIN, NULL_PAYLOAD, PING, Event, Listener, presence_event, retry_hint
 from common.metrics import OPEN_STREAMS
 from common.tasks import cancel_and_wait, raise_if_cancelling
+from presence.pubsub import PubSubConnection, PubSubError, pack
+from presence.sse import DRAIN_RETRY_MS, HEAD_CHUNKED, HEAD_PLAIN, NULL_EVENT, PING, Event, presence_event, retry_hint
+from presence.stream import Listener
 
 log = logging.getLogger("hepgg.presence")
 
 SUBSCRIBING, LOADING, LIVE = 0, 1, 2
 SLICE = 512  # listeners written per loop turn during a large fan-out
 BATCH = 1000  # channels per (UN)SUBSCRIBE / MGET
-NULL_EVENT = presence_event(NULL_PAYLOAD)
 STREAM_KIND = "presence"
 _OPEN_STREAMS = OPEN_STREAMS.labels(STREAM_KIND)  # bound once: labels() per connect costs
 
@@ -52,7 +54,7 @@ _OPEN_STREAMS = OPEN_STREAMS.labels(STREAM_KIND)  # bound once: labels() per con
 class Channel:
     """One user's channel in this process: its listeners and the last snapshot event delivered."""
 
-    __slots__ = ("name", "listeners", "current", "state", "held")
+    __slots__ = ("current", "held", "listeners", "name", "state")
 
     def __init__(self, name: str):
         self.name = name
@@ -65,7 +67,7 @@ class Channel:
 class PresenceHub:
     def __init__(
         self,
-        redis,
+        redis: Redis,
         conn_params: dict[str, Any],
         *,
         use_ssl: bool = False,
@@ -98,7 +100,7 @@ class PresenceHub:
         self._to_load: set[str] = set()
         self._load_wakeup = asyncio.Event()
         self._deliveries: asyncio.Queue[tuple[Channel, Event]] = asyncio.Queue()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,7 +119,7 @@ class PresenceHub:
 
     # ------------------------------------------------------------------ listeners
 
-    def add(self, name: str, stream, chunked: bool) -> Listener:
+    def add(self, name: str, stream: IOStream, chunked: bool) -> Listener:
         """Attach a detached stream to `name` (a Redis channel): response head now, snapshot when known."""
         channel = self.channels.get(name)
         if channel is None:
@@ -207,7 +209,7 @@ class PresenceHub:
             try:
                 await conn.connect()
                 await self._enable_expiry_events(conn)
-            except (OSError, asyncio.TimeoutError, hiredis.ReplyError, PubSubError) as exc:
+            except (TimeoutError, OSError, hiredis.ReplyError, PubSubError) as exc:
                 conn.close()
                 raise_if_cancelling()
                 log.warning("presence hub cannot reach Redis (%s); retrying in about %.1fs", exc, delay)
@@ -275,6 +277,7 @@ class PresenceHub:
             return
         kind = reply[0]
         if kind in self._message_kinds:
+            event: Event | None
             if reply[1] == self._expired_channel:
                 name, event = reply[2].decode("utf-8", "replace"), NULL_EVENT
             else:
@@ -320,7 +323,7 @@ class PresenceHub:
                     self._to_load.update(name for name in names if name in self.channels)
                     await asyncio.sleep(0.5)
                     continue
-                for name, value in zip(names, values):
+                for name, value in zip(names, values, strict=True):
                     channel = self.channels.get(name)
                     if channel is None or channel.state != LOADING:
                         continue  # gone, or a reconnect started over
@@ -363,18 +366,18 @@ class PresenceHub:
         self.ping_redis()
         await self.broadcast(PING)
 
-    async def drain(self, grace: float, low_ms: int = 1000, high_ms: int = 15000) -> None:
+    async def drain(self, grace: float) -> None:
         """Shed every stream with a jittered `retry:` (browsers come back, spread out) and wait for them to go."""
         self.draining = True
         shed = 0
         for listener in self.listeners():
-            listener.shed(retry_hint(low_ms, high_ms))
+            listener.shed(retry_hint(*DRAIN_RETRY_MS))
             shed += 1
             if shed % SLICE == 0:
                 await asyncio.sleep(0)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, grace)
-        while self.listener_count and loop.time() < deadline:
+        while self.listener_count and loop.time() < deadline:  # noqa: ASYNC110 - bounded, once per shutdown
             await asyncio.sleep(0.05)
         for listener in self.listeners():
             listener.stream.close()

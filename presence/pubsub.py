@@ -52,8 +52,9 @@ class PubSubConnection:
                 self.params.get("port", 6379),
                 ssl=ssl_module.create_default_context() if self.use_ssl else None,
             )
-        self._reader, self._writer = await asyncio.wait_for(opener, self.connect_timeout)
-        sock = self._writer.get_extra_info("socket")
+        self._reader, writer = await asyncio.wait_for(opener, self.connect_timeout)
+        self._writer = writer
+        sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._parser = hiredis.Reader()

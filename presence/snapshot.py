@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 PRESENCE_TTL = 300.0  # seconds a snapshot lives in Redis without an update
@@ -50,7 +50,7 @@ def presence_key(user_id: str) -> str:
 
 def iso_timestamp(moment: datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a Z, as the spec's examples."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -58,7 +58,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _activity(raw: Any) -> dict:
+def _activity(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise SnapshotError("activity must be an object")
     unknown = sorted(set(raw) - set(_TEXT_FIELDS) - set(_TIME_FIELDS) - {"type"})
@@ -87,7 +87,7 @@ def _activity(raw: Any) -> dict:
     return activity
 
 
-def validate_snapshot(raw: Any, now: datetime) -> dict:
+def validate_snapshot(raw: Any, now: datetime) -> dict[str, Any]:
     """A clean snapshot in canonical field order with `updatedAt` = now, or SnapshotError.
 
     A caller's own `updatedAt` is replaced: the writer is the clock of record.
@@ -107,12 +107,12 @@ def validate_snapshot(raw: Any, now: datetime) -> dict:
     return clean
 
 
-def encode_snapshot(snapshot: dict | None) -> str:
+def encode_snapshot(snapshot: dict[str, Any] | None) -> str:
     """Compact JSON; json.dumps escapes control characters, so it never holds a raw newline."""
     return json.dumps(snapshot, separators=(",", ":"), ensure_ascii=False)
 
 
-def decode_snapshot(payload: str | bytes | None) -> dict | None:
+def decode_snapshot(payload: str | bytes | None) -> dict[str, Any] | None:
     """A stored snapshot, or None for a missing or unreadable value."""
     if payload is None:
         return None

@@ -1,4 +1,4 @@
-"""One SSE listener on a detached connection, and the pre-encoded bytes it is sent.
+"""One SSE listener on a detached connection (the bytes it is sent are framed in presence/sse.py).
 
 The stream endpoint takes the socket over from Tornado's HTTP layer after the
 request (`detach()`), so an open stream costs an IOStream and one small object
@@ -11,78 +11,28 @@ that stops reading is cut off when it passes the cap).
 from __future__ import annotations
 
 import logging
-import random
+import socket
+from collections.abc import Callable
 
 from tornado.iostream import IOStream, SSLIOStream, StreamBufferFullError, StreamClosedError
 
+from presence.sse import Event, ending
+
 log = logging.getLogger("hepgg.presence")
-
-
-class Event:
-    """An SSE message encoded once, in both framings; shared by every listener."""
-
-    __slots__ = ("raw", "chunked")
-
-    def __init__(self, raw: bytes):
-        self.raw = raw  # HTTP/1.0 (close-delimited) bodies
-        self.chunked = b"%x\r\n%b\r\n" % (len(raw), raw)  # HTTP/1.1 chunked bodies
-
-
-PING = Event(b": ping\n\n")
-NULL_PAYLOAD = b"null"
-MAX_PAYLOAD = 16 * 1024
-
-
-def presence_event(payload: bytes) -> Event | None:
-    """The `event: presence` message for a published payload, or None if it is not a snapshot.
-
-    The writer only publishes compact JSON objects or `null`; anything else
-    (a line break would inject SSE fields) is dropped rather than forwarded.
-    """
-    if (
-        len(payload) > MAX_PAYLOAD
-        or b"\n" in payload
-        or b"\r" in payload
-        or not (payload == NULL_PAYLOAD or payload.startswith(b"{"))
-    ):
-        return None
-    return Event(b"event: presence\ndata: " + payload + b"\n\n")
-
-
-def retry_hint(low_ms: int, high_ms: int) -> bytes:
-    """A jittered `retry:` field, so shed browsers come back spread out, not all at once."""
-    return b"retry: %d\n\n" % random.randint(low_ms, high_ms)
-
-
-def response_head(chunked: bool) -> bytes:
-    head = [
-        b"HTTP/1.1 200 OK",
-        b"Content-Type: text/event-stream",
-        b"Cache-Control: no-store",
-        b"Connection: keep-alive",
-        b"X-Accel-Buffering: no",  # a proxy in front must not hold events back
-        b"Access-Control-Allow-Origin: *",
-        b"X-Content-Type-Options: nosniff",
-    ]
-    if chunked:
-        head.append(b"Transfer-Encoding: chunked")
-    return b"\r\n".join(head) + b"\r\n\r\n"
-
-
-HEAD_CHUNKED = response_head(True)
-HEAD_PLAIN = response_head(False)
 
 
 class Listener:
     """A detached stream subscribed to one user's channel (`name` is the Redis channel)."""
 
-    __slots__ = ("name", "stream", "sock", "chunked", "_on_gone")
+    __slots__ = ("_on_gone", "chunked", "name", "sock", "stream")
 
-    def __init__(self, name: str, stream: IOStream, chunked: bool, max_buffer: int, on_gone):
+    def __init__(
+        self, name: str, stream: IOStream, chunked: bool, max_buffer: int, on_gone: Callable[[Listener], None]
+    ):
         self.name = name
         self.stream = stream
         # TLS needs the IOStream's own write path; plain sockets take the fast path.
-        self.sock = None if isinstance(stream, SSLIOStream) else stream.socket
+        self.sock: socket.socket | None = None if isinstance(stream, SSLIOStream) else stream.socket
         self.chunked = chunked
         self._on_gone = on_gone
         stream.max_write_buffer_size = max_buffer
@@ -96,7 +46,7 @@ class Listener:
         return not self.stream.closed()
 
     def send(self, event: Event) -> None:
-        self.write(event.chunked if self.chunked else event.raw)
+        self.write(event.chunked if self.chunked else event.raw)  # not event.framed(): this is the fan-out loop
 
     def write(self, data: bytes) -> None:
         stream = self.stream
@@ -126,8 +76,7 @@ class Listener:
         stream = self.stream
         if stream.closed():
             return
-        ending = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(retry), retry)) if self.chunked else retry
-        self.write(ending)
+        self.write(ending(retry, self.chunked))
         if stream.closed():
             return
         if stream.writing():

@@ -9,8 +9,10 @@ order a stream's first snapshot against later changes.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
+
+from redis.asyncio import Redis
 
 from presence.snapshot import PRESENCE_TTL, check_user_id, encode_snapshot, presence_key, validate_snapshot
 
@@ -20,15 +22,21 @@ def _publish_command(sharded: bool) -> str:
 
 
 async def write_presence(
-    redis, user_id: str, snapshot: Any, *, ttl: float = PRESENCE_TTL, sharded: bool = False, now: datetime | None = None
-) -> dict:
+    redis: Redis,
+    user_id: str,
+    snapshot: Any,
+    *,
+    ttl: float = PRESENCE_TTL,
+    sharded: bool = False,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """Validate, store for `ttl` seconds and publish one user's snapshot; returns what was written.
 
     Raises SnapshotError (nothing written) for a bad snapshot or user id.
     `ttl` exists for tests and demos; the contract is 300 s.
     """
     user_id = check_user_id(user_id)
-    clean = validate_snapshot(snapshot, now or datetime.now(timezone.utc))
+    clean = validate_snapshot(snapshot, now or datetime.now(UTC))
     payload = encode_snapshot(clean)
     key = presence_key(user_id)
     async with redis.pipeline(transaction=True) as pipe:
@@ -38,7 +46,7 @@ async def write_presence(
     return clean
 
 
-async def clear_presence(redis, user_id: str, *, sharded: bool = False) -> None:
+async def clear_presence(redis: Redis, user_id: str, *, sharded: bool = False) -> None:
     """Delete the snapshot and tell open streams (they receive `null`)."""
     user_id = check_user_id(user_id)
     key = presence_key(user_id)

@@ -12,10 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 from urllib.parse import quote
 
+from render.colour import is_dark
 from render.security import page_csp
-from store.records import Site, image_origin
+from render.text import initials
+from store.models import Site
+from store.safety import image_origin
 from store.theme import Theme
 
 
@@ -33,17 +37,11 @@ def presence_stream_path(owner_id: str) -> str:
     return f"/api/v1/profiles/presence/{quote(owner_id, safe='')}/stream"
 
 
-def initials(name: str) -> str:
-    words = [w for w in name.split() if w]
-    letters = "".join(w[0] for w in words[:2]) or "?"
-    return letters.upper()
-
-
 @lru_cache(maxsize=1024)
 def theme_css(theme: Theme) -> str:
     """The page's one inline <style>: custom properties from validated hex colours and a font stack we
     wrote (store/theme.py), so nothing an owner typed reaches CSS. The CSP allows it by its hash."""
-    dark = theme.is_dark
+    dark = is_dark(theme)
     return (
         f":root{{--accent:{theme.accent};--bg:{theme.background_css};--bg-solid:{theme.background_from};"
         f"--font:{theme.font_stack};--fg:{'#f4f4f7' if dark else '#15151a'};"
@@ -53,7 +51,7 @@ def theme_css(theme: Theme) -> str:
     )
 
 
-def page_context(site: Site, settings: PageSettings, now: datetime, canonical_origin: str) -> dict:
+def page_context(site: Site, settings: PageSettings, now: datetime, canonical_origin: str) -> dict[str, Any]:
     """`canonical_origin` is scheme://host[:port] of the request that matched this profile."""
     profile, owner = site.profile, site.owner
     title = profile.display_name or profile.domain

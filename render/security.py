@@ -43,7 +43,7 @@ def style_hash(css: str) -> str:
 
 @lru_cache(maxsize=4096)
 def page_csp(*, avatar_origin: str | None, presence: bool, turnstile: bool, inline_style: str) -> str:
-    """The profile page's policy. `avatar_origin` must come from store.records.image_origin
+    """The profile page's policy. `avatar_origin` must come from store.safety.image_origin
     (a validated scheme://host[:port]); `inline_style` is the exact text of the page's <style>."""
     images = ["'self'"]
     if avatar_origin:

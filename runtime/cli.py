@@ -14,7 +14,7 @@ import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,8 @@ from runtime.config import Config
 from runtime.embedded import resolve_store_urls
 from runtime.reconciler import ReconcilerBusy, run_once
 from runtime.services import Stores, make_redis, open_stores
+from store.formats import parse_time
 from store.importer import import_document
-from store.records import parse_time
 from store.stats import read_stats
 
 
@@ -72,7 +72,7 @@ def cmd_import(config: Config, path: str) -> int:
 
 
 def demo_document(now: datetime | None = None) -> dict[str, Any]:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return {
         "users": [
             {

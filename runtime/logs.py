@@ -6,7 +6,9 @@ import json
 import logging
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
+
+from tornado.web import RequestHandler
 
 access = logging.getLogger("hepgg.access")
 
@@ -22,10 +24,10 @@ def setup_logging(level: str = "info") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def access_logger(json_lines: bool) -> Callable:
+def access_logger(json_lines: bool) -> Callable[[RequestHandler], None]:
     """Tornado's log_function: one line per request, the path without its query string."""
 
-    def log_request(handler) -> None:
+    def log_request(handler: RequestHandler) -> None:
         request = handler.request
         status = handler.get_status()
         if status < 400:

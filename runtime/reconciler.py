@@ -11,16 +11,14 @@ import asyncio
 import logging
 import random
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 
-from collections.abc import Callable
-from typing import Any
-
-from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from common.tasks import raise_if_cancelling
 from store.clock import Clock
+from store.mongo import Database
 from store.plans import PlanChange, reconcile_all
 from store.sites import SiteDirectory
 
@@ -36,7 +34,7 @@ class ReconcilerBusy(Exception):
 
 
 async def run_once(
-    db: AsyncDatabase[dict[str, Any]],
+    db: Database,
     redis: Redis,
     now: datetime,
     on_change: Callable[[PlanChange], None] | None = None,
@@ -61,9 +59,7 @@ async def run_once(
     return changes
 
 
-async def run_forever(
-    db: AsyncDatabase[dict[str, Any]], redis: Redis, clock: Clock, sites: SiteDirectory, interval: float
-) -> None:
+async def run_forever(db: Database, redis: Redis, clock: Clock, sites: SiteDirectory, interval: float) -> None:
     """Reconcile every `interval` seconds (jittered), dropping changed profiles from the site cache."""
     while True:
         await asyncio.sleep(interval * random.uniform(0.8, 1.2))  # jitter: workers don't line up

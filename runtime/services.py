@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
-from pymongo import AsyncMongoClient
-from pymongo.asynchronous.database import AsyncDatabase
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 
 from common.client_ip import TrustedProxies
@@ -43,7 +40,7 @@ from runtime import reconciler
 from runtime.config import Config
 from store.changes import ChangeWatcher
 from store.clock import Clock
-from store.mongo import connect, ensure_indexes
+from store.mongo import Client, Database, connect, ensure_indexes
 from store.sites import SiteDirectory
 from store.stats import StatsWriter
 
@@ -58,8 +55,8 @@ __all__ = ["Services", "Stores", "build_services", "make_redis", "open_stores"]
 class Stores:
     """The store connections alone: what the CLI commands work with."""
 
-    mongo: AsyncMongoClient[dict[str, Any]]
-    db: AsyncDatabase[dict[str, Any]]
+    mongo: Client
+    db: Database
     redis: aioredis.Redis
     clock: Clock
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from pymongo.errors import OperationFailure, PyMongoError
 
 from common.tasks import raise_if_cancelling
-from store.records import CREDIT_FIELDS
+from store.models import CREDIT_FIELDS
+from store.mongo import Database
 from store.sites import SiteDirectory
 
 log = logging.getLogger("hepgg.changes")
@@ -30,7 +32,7 @@ UNSUPPORTED_CODES = {40573, 40324, 20}
 
 
 class ChangeWatcher:
-    def __init__(self, db, sites: SiteDirectory):
+    def __init__(self, db: Database, sites: SiteDirectory):
         self.db = db
         self.sites = sites
         self.active = asyncio.Event()  # set while a stream is open (tests wait on it)
@@ -63,7 +65,7 @@ class ChangeWatcher:
             async for change in stream:
                 self._apply(change)
 
-    def _apply(self, change: dict) -> None:
+    def _apply(self, change: dict[str, Any]) -> None:
         collection = change.get("ns", {}).get("coll")
         key = (change.get("documentKey") or {}).get("_id")
         document = change.get("fullDocument") or {}
@@ -74,10 +76,9 @@ class ChangeWatcher:
             self.sites.invalidate(owner_id=key)
 
 
-def _only_uncached_fields(change: dict) -> bool:
+def _only_uncached_fields(change: dict[str, Any]) -> bool:
     if change.get("operationType") != "update":
         return False
     description = change.get("updateDescription") or {}
     changed = set(description.get("updatedFields") or {}) | set(description.get("removedFields") or [])
     return bool(changed) and changed <= UNCACHED_USER_FIELDS
-

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
-
-from store.records import validate_profile, validate_user
+from store.import_validation import validate_profile, validate_user
+from store.mongo import Database
 
 
 @dataclass
@@ -30,12 +29,12 @@ class ImportReport:
         return not self.errors
 
 
-def _version_of(doc: dict) -> str:
+def _version_of(doc: dict[str, Any]) -> str:
     payload = json.dumps({k: v for k, v in doc.items() if k != "version"}, sort_keys=True, default=str)
     return hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
 
 
-def validate_document(data: Any) -> tuple[list[dict], list[dict], list[str]]:
+def validate_document(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     errors: list[str] = []
     if not isinstance(data, dict):
         return [], [], ['the file must hold a JSON object like {"users": [...], "profiles": [...]}']
@@ -44,7 +43,7 @@ def validate_document(data: Any) -> tuple[list[dict], list[dict], list[str]]:
         errors.append(f"unknown top-level fields: {', '.join(sorted(unknown))}")
     users_in, profiles_in = data.get("users", []), data.get("profiles", [])
     if not isinstance(users_in, list) or not isinstance(profiles_in, list):
-        return [], [], errors + ["users and profiles must be lists"]
+        return [], [], [*errors, "users and profiles must be lists"]
     users, profiles = [], []
     for i, record in enumerate(users_in):
         doc, errs = validate_user(record, i)
@@ -62,15 +61,15 @@ def validate_document(data: Any) -> tuple[list[dict], list[dict], list[str]]:
     return users, profiles, errors
 
 
-def _check_unique(docs: list[dict], key: str, what: str, errors: list[str]) -> None:
-    seen: set = set()
+def _check_unique(docs: list[dict[str, Any]], key: str, what: str, errors: list[str]) -> None:
+    seen: set[Any] = set()
     for doc in docs:
         if doc[key] in seen:
             errors.append(f"{what} {doc[key]!r} appears more than once in the file")
         seen.add(doc[key])
 
 
-async def import_document(db: AsyncDatabase, data: Any) -> ImportReport:
+async def import_document(db: Database, data: Any) -> ImportReport:
     users, profiles, errors = validate_document(data)
     report = ImportReport(errors=errors)
     if errors:
@@ -95,14 +94,14 @@ async def import_document(db: AsyncDatabase, data: Any) -> ImportReport:
         # Plan fields are replaced; counters such as credits too (the file is the source of truth).
         await db.users.update_one({"_id": user["_id"]}, {"$set": user}, upsert=True)
         report.users += 1
-    for profile in profiles:
+    for profile in profiles:  # (the validated documents)
         profile["version"] = _version_of(profile)
-        existing = await db.profiles.find_one({"_id": profile["_id"]}, {"version": 1, "plan_unpublished_at": 1})
+        held = await db.profiles.find_one({"_id": profile["_id"]}, {"version": 1, "plan_unpublished_at": 1})
         update: dict[str, Any] = {"$set": profile}
         if profile["created_at"] is None:  # keep the first import's time: the reconciler orders by it
             del profile["created_at"]
-            update["$setOnInsert"] = {"created_at": datetime.now(timezone.utc)}
-        if existing is not None and existing.get("plan_unpublished_at") is not None:
+            update["$setOnInsert"] = {"created_at": datetime.now(UTC)}
+        if held is not None and held.get("plan_unpublished_at") is not None:
             # The file states the owner's intent (publish or unpublish); the reconciler's hold ends.
             update["$unset"] = {"plan_unpublished_at": "", "plan_unpublished_reason": ""}
         await db.profiles.update_one({"_id": profile["_id"]}, update, upsert=True)

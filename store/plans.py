@@ -17,13 +17,14 @@ repeated or concurrent run changes nothing twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
+from store.formats import parse_time
+from store.models import Owner
+from store.mongo import Database
 
-from store.records import Owner, parse_time
-
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class PlanChange:
     action: str  # "unpublish" or "republish"
     reason: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"profile": self.profile_id, "owner": self.owner_id, "action": self.action, "reason": self.reason}
 
 
@@ -52,10 +53,13 @@ def _why_over(owner: Owner, now: datetime) -> str:
     return "over plan allowance"
 
 
-def decide(owner: Owner, profiles: list[dict], now: datetime) -> list[PlanChange]:
+def decide(owner: Owner, profiles: list[dict[str, Any]], now: datetime) -> list[PlanChange]:
     """The changes that bring one owner's published profiles within their allowance."""
     limit = allowance(owner, now)
-    created = lambda doc: parse_time(doc.get("created_at")) or EPOCH  # noqa: E731
+
+    def created(doc: dict[str, Any]) -> datetime:
+        return parse_time(doc.get("created_at")) or EPOCH
+
     published = sorted((p for p in profiles if p.get("is_public") in (1, True)), key=lambda p: (created(p), p["_id"]))
     if len(published) > limit:
         excess = published[limit:]  # newest last, so the tail is unpublished
@@ -69,7 +73,7 @@ def decide(owner: Owner, profiles: list[dict], now: datetime) -> list[PlanChange
     return [PlanChange(p["_id"], owner.id, "republish", "allowance restored") for p in held[:room]]
 
 
-async def reconcile_owner(db: AsyncDatabase, owner_doc: dict, now: datetime) -> list[PlanChange]:
+async def reconcile_owner(db: Database, owner_doc: dict[str, Any], now: datetime) -> list[PlanChange]:
     owner = Owner.from_doc(owner_doc)
     profiles = [
         doc
@@ -84,7 +88,7 @@ async def reconcile_owner(db: AsyncDatabase, owner_doc: dict, now: datetime) -> 
     return applied
 
 
-async def apply_change(db: AsyncDatabase, change: PlanChange, now: datetime) -> bool:
+async def apply_change(db: Database, change: PlanChange, now: datetime) -> bool:
     if change.action == "unpublish":
         result = await db.profiles.update_one(
             {"_id": change.profile_id, "is_public": 1},
@@ -100,7 +104,7 @@ async def apply_change(db: AsyncDatabase, change: PlanChange, now: datetime) -> 
     return bool(result.modified_count)
 
 
-async def reconcile_all(db: AsyncDatabase, now: datetime) -> list[PlanChange]:
+async def reconcile_all(db: Database, now: datetime) -> list[PlanChange]:
     changes: list[PlanChange] = []
     async for owner_doc in db.users.find({}):
         changes += await reconcile_owner(db, owner_doc, now)

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
-
-from store.records import Owner, Profile, Site
 from common.singleflight import SingleFlight
+from store.models import Owner, Profile, Site
+from store.mongo import Database
 
 
 class SiteDirectory:
-    def __init__(self, db: AsyncDatabase, ttl: float = 2.0, max_entries: int = 50_000):
+    def __init__(self, db: Database, ttl: float = 2.0, max_entries: int = 50_000):
         self.db = db
         self.ttl = ttl
         self.max_entries = max_entries
@@ -67,7 +67,7 @@ class SiteDirectory:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    async def _load(self, query: dict) -> Site | None:
+    async def _load(self, query: dict[str, Any]) -> Site | None:
         profile_doc = await self.db.profiles.find_one(query)
         if profile_doc is None:
             return None

@@ -22,15 +22,16 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
-from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
 from common.client_ip import rate_limit_subject
 from common.metrics import STATS_FLUSHED
+from store.mongo import Database
 
 log = logging.getLogger("hepgg.stats")
 
@@ -47,7 +48,7 @@ class _Event:
     profile_id: str
     owner_id: str
     at: datetime
-    fields: dict = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
     id: ObjectId = field(default_factory=ObjectId)  # fixed at record time, so a retried insert is idempotent
 
 
@@ -57,14 +58,14 @@ def view_dedup_key(profile_id: str, ip: str, user_agent: str) -> str:
 
 
 class StatsWriter:
-    def __init__(self, db: AsyncDatabase, redis: Redis, interval: float = 1.0):
+    def __init__(self, db: Database, redis: Redis, interval: float = 1.0):
         self.db = db
         self.redis = redis
         self.interval = interval
         self._undeduped: list[_Event] = []  # views awaiting the Redis dedup check
         self._accepted: list[_Event] = []  # views and plays to write to MongoDB
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.flushed = {"view": 0, "play": 0}
 
@@ -117,7 +118,7 @@ class StatsWriter:
         while not self._stopping.is_set():
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.flush()
 
     async def flush(self) -> None:
@@ -146,7 +147,9 @@ class StatsWriter:
                     self._accepted.extend(self._undeduped[:overflow])
                     del self._undeduped[:overflow]
                 return
-            self._accepted.extend(event for event, held in zip(views, previous) if held in (None, str(event.id)))
+            self._accepted.extend(
+                event for event, held in zip(views, previous, strict=True) if held in (None, str(event.id))
+            )
 
     async def _insert_events(self, batch: list[_Event]) -> None:
         docs = [
@@ -192,7 +195,7 @@ class StatsWriter:
                 STATS_FLUSHED.labels(kind).inc(count)
 
 
-async def read_stats(db: AsyncDatabase, profile_id: str) -> dict:
+async def read_stats(db: Database, profile_id: str) -> dict[str, Any]:
     doc = await db.profile_stats.find_one({"_id": profile_id}) or {}
     return {
         "profile_id": profile_id,

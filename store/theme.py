@@ -45,26 +45,13 @@ class Theme:
             return self.background_from
         return f"linear-gradient({self.gradient_angle}deg, {self.background_from}, {self.background_to})"
 
-    @property
-    def is_dark(self) -> bool:
-        return luminance(self.background_from) < 0.5
-
 
 def expand_hex(colour: str) -> str:
+    """#abc -> #aabbcc, lower-cased: the one spelling stored themes are read back in."""
     colour = colour.lower()
     if len(colour) == 4:
         return "#" + "".join(ch * 2 for ch in colour[1:])
     return colour
-
-
-def hex_to_rgb(colour: str) -> tuple[int, int, int]:
-    colour = expand_hex(colour)
-    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
-
-
-def luminance(colour: str) -> float:
-    r, g, b = hex_to_rgb(colour)
-    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
 
 
 def theme_errors(theme: object) -> list[str]:

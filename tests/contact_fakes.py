@@ -57,7 +57,7 @@ class FakeHttp:
         self.server: HTTPServer | None = None
         self.url = ""
 
-    def start(self) -> "FakeHttp":
+    def start(self) -> FakeHttp:
         sockets = bind_sockets(0, "127.0.0.1")
         self.server = HTTPServer(tornado.web.Application([(self.route, _Recorder, {"fake": self})]))
         self.server.add_sockets(sockets)
@@ -130,7 +130,7 @@ class FakeDiscord(FakeHttp):
 
 
 class _SmtpHandler:
-    def __init__(self, fake: "FakeSmtp"):
+    def __init__(self, fake: FakeSmtp):
         self.fake = fake
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -159,7 +159,7 @@ class FakeSmtp:
     tls: list = field(default_factory=list)  # per accepted message: was the session encrypted
     port: int = 0
 
-    def start(self) -> "FakeSmtp":
+    def start(self) -> FakeSmtp:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]

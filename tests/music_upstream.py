@@ -55,7 +55,7 @@ class Upstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Upstream":
+    def start(self) -> Upstream:
         sockets = bind_sockets(0, "127.0.0.1")
         self.port = sockets[0].getsockname()[1]
         self.server = HTTPServer(tornado.web.Application([(r"/tracks/(.*)", TrackHandler, {"up": self})]))

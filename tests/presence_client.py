@@ -19,7 +19,7 @@ class SSEClient:
         self.ended = False
 
     @classmethod
-    async def open(cls, port: int, path: str, *, version: str = "1.1", method: str = "GET") -> "SSEClient":
+    async def open(cls, port: int, path: str, *, version: str = "1.1", method: str = "GET") -> SSEClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
             f"{method} {path} HTTP/{version}\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()

@@ -119,7 +119,7 @@ class PrivateStores:
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
         self.mongo_uri = f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true"
 
-    def start(self) -> "PrivateStores":
+    def start(self) -> PrivateStores:
         self.redis.start()
         self.mongo.start()
         return self

@@ -34,8 +34,12 @@ def _get(port: int, path: str, host: str) -> tuple[int, bytes]:
 class RunningServer:
     def __init__(self, data_dir: Path, port: int):
         self.data_dir, self.port = data_dir, port
+        self.tmp = data_dir.parent / "tmp"  # where serve makes its metrics directory
+        self.tmp.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
-        env.update(HEPGG_DATA_DIR=str(data_dir), HEPGG_PORT=str(port), HEPGG_VIEW_FLUSH_INTERVAL="0.2")
+        env.update(
+            HEPGG_DATA_DIR=str(data_dir), HEPGG_PORT=str(port), HEPGG_VIEW_FLUSH_INTERVAL="0.2", TMPDIR=str(self.tmp)
+        )
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "hepgg_server.py"), "serve"],
             cwd=ROOT,
@@ -125,9 +129,11 @@ def test_commands_against_a_running_server_and_restart_keeps_data(tmp_path):
         assert stats["views"] == 1 and stats["plays"] == 0
         children = server.embedded_pids()
         assert len(children) == 2
+        assert [p.name[:14] for p in server.tmp.iterdir()] == ["hepgg-metrics-"]  # serve's own, while it runs
     finally:
         assert server.stop(signal.SIGTERM) == 0
     assert _wait_dead(children), "embedded servers outlived the server"
+    assert list(server.tmp.iterdir()) == []  # and removed on exit
 
     server = RunningServer(data_dir, port)  # restart on the same data dir: data is on disk
     try:
@@ -150,8 +156,8 @@ def test_embedded_servers_die_with_a_crashed_server(tmp_path):
 
 
 def test_options_from_env_config_file_and_flags(tmp_path):
-    from runtime.config import load_config
     from hepgg_server import build_parser
+    from runtime.config import load_config
 
     config_file = tmp_path / "hepgg.toml"
     config_file.write_text('port = 7001\nbase-domain = "from-file.test"\ndashboard-url = "https://file/"\n')

@@ -11,12 +11,13 @@ This file adds the header-reading rules, proxy chains, garbage, IPv6, and the he
 from __future__ import annotations
 
 import pytest
+from test_contact import DISCORD, PATH
+
+from common.client_ip import TrustedProxies, rate_limit_subject
+from store.stats import read_stats, view_dedup_key
 
 from conftest import base_document
 from contact_fakes import contact_settings
-from common.client_ip import TrustedProxies, rate_limit_subject
-from store.stats import read_stats, view_dedup_key
-from test_contact import DISCORD, PATH
 
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 CHAIN = TrustedProxies(["127.0.0.1/32", "10.0.0.0/8", "2001:db8:ffff::/48"])

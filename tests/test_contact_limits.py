@@ -19,12 +19,13 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.crc import key_slot
+from test_contact import DISCORD, PATH
 from tornado.httpclient import AsyncHTTPClient
 
 from contact.limiter import DAY, ContactLimiter, RefusalMemo, Rule, Rules
+
 from conftest import ROOT, base_document, free_port, wait_until_serving
 from contact_fakes import contact_settings
-from test_contact import DISCORD, PATH
 
 
 async def burst(urls: list[str], count: int, headers: dict | None = None) -> list[int]:
@@ -141,7 +142,7 @@ async def test_spoofed_forwarded_for_from_untrusted_peer_changes_nothing(make_se
 async def test_forwarded_for_from_trusted_proxy_is_the_client(make_server, fakes):
     server = await make_server(**contact_settings(fakes, trusted_proxies=("127.0.0.1/32",)))
     await server.load(base_document())
-    for i in range(3):
+    for _ in range(3):
         response = await server.fetch(
             PATH.format(pid="p1", channel="discord"), json=DISCORD, headers={"X-Forwarded-For": "192.0.2.1"}
         )

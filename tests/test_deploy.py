@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -41,3 +42,33 @@ def test_compose_has_production_shape():
     for service in ("mongo:", "redis:", "app1:", "app2:", "app3:", "nginx:"):
         assert f"\n  {service}" in compose
     assert "HEPGG_TRUSTED_PROXIES: 172.30.0.0/24" in compose and "subnet: 172.30.0.0/24" in compose
+
+
+STREAM_PATHS = [
+    "/api/v1/profiles/presence/u1/stream",
+    "/api/v1/profiles/presence//stream",
+    "/api/v1/profiles/presence/a%20b%2F/stream",
+    "/api/v1/profiles/presence/123456789012345678/stream",
+    "/api/v1/profiles/presence/u1/stream/",
+    "/api/v1/profiles/presence/a/b/stream",
+    "/api/v1/profiles/presence/u1",
+    "/api/v1/profiles/presence/u1/streams",
+    "/api/v1/profiles/presence/u1/stream.json",
+    "/api/v1/profiles/p1/presence/u1/stream",
+    "/x/api/v1/profiles/presence/u1/stream",
+    "/API/v1/profiles/presence/u1/stream",
+]
+
+
+def test_nginx_streams_exactly_the_paths_our_stream_route_takes():
+    from presence.sse import STREAM_ROUTE
+    from render.page import presence_stream_path
+
+    config = (DEPLOY / "nginx.conf").read_text()
+    locations = [re.compile(pattern) for pattern in re.findall(r"location ~ (\S+) \{", config)]
+    [nginx] = [location for location in locations if location.search("/api/v1/profiles/presence/u1/stream")]
+    ours = re.compile(STREAM_ROUTE + "$")  # as Tornado anchors a route
+    taken = [path for path in STREAM_PATHS if ours.match(path)]
+    assert taken == STREAM_PATHS[:4]  # the list means what it says
+    assert [path for path in STREAM_PATHS if nginx.search(path)] == taken
+    assert ours.match(presence_stream_path("owner 1/x"))  # the page points its EventSource at the route

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, run_cli, wait_until_serving
 from runtime.serve import loop_factory
+
+from conftest import free_port, run_cli, wait_until_serving
 
 uvloop = pytest.importorskip("uvloop")
 ROOT = Path(__file__).resolve().parent.parent

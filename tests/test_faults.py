@@ -21,11 +21,12 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
+from presence.writer import write_presence
+from store.stats import read_stats
+
 from conftest import base_document
 from contact_fakes import contact_settings
-from presence.writer import write_presence
 from presence_client import SSEClient
-from store.stats import read_stats
 
 ISRC = "USRC17607839"
 MUSIC = f"/api/v1/profiles/p1/music/{ISRC}"
@@ -241,7 +242,7 @@ class Blackhole:
         self.accepted = 0
         self.open = 0
 
-    async def start(self) -> "Blackhole":
+    async def start(self) -> Blackhole:
         self.server = await asyncio.start_server(self._hold, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self

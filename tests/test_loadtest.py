@@ -17,14 +17,15 @@ import time
 
 import pytest
 
-from conftest import ROOT, base_document
-from contact_fakes import FakeTurnstile, contact_settings
 from loadtest.publisher import PresencePublisher
 from loadtest.seed import loadtest_document
 from loadtest.sse import SseParser, sent_time, stamped_snapshot, updated_at
 from loadtest.targets import host_list, parse_page, with_isrc
-from music_upstream import Upstream
 from store.importer import import_document
+
+from conftest import ROOT, base_document
+from contact_fakes import FakeTurnstile, contact_settings
+from music_upstream import Upstream
 
 CLOUDFLARE_TEST_SECRET = "1x0000000000000000000000000000000AA"  # Cloudflare's documented "always passes"
 CLOUDFLARE_TEST_SITEKEY = "1x00000000000000000000AA"

@@ -8,10 +8,11 @@ import socket
 
 import pytest
 
-from conftest import base_document
-from music_upstream import TRACK_HEADERS
 from common.metrics import OPEN_STREAMS, PROXIED_BYTES
 from store.stats import read_stats
+
+from conftest import base_document
+from music_upstream import TRACK_HEADERS
 
 ISRC = "USRC17607839"
 PATH = f"/api/v1/profiles/p1/music/{ISRC}"

@@ -9,9 +9,10 @@ import wave
 
 import pytest
 
+from store.stats import read_stats
+
 from conftest import base_document, launch_chromium
 from music_upstream import Upstream
-from store.stats import read_stats
 
 playwright_api = pytest.importorskip("playwright.async_api")
 

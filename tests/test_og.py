@@ -9,13 +9,16 @@ import socket
 
 import pytest
 import tornado.web
-from tornado.httpclient import AsyncHTTPClient
 from PIL import Image as PILImage
+from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from render.og_card import CardInput, RenderError
+from render.og_draw import CardRenderer
+from render.og_layout import ELLIPSIS, TEXT_LEFT, TEXT_RIGHT, TEXT_WIDTH
+
 from conftest import base_document
-from render.og_card import ELLIPSIS, TEXT_LEFT, TEXT_RIGHT, TEXT_WIDTH, CardInput, CardRenderer, RenderError
 
 OG = "/api/v1/profiles/p1/og.png"
 
@@ -32,7 +35,7 @@ def count(image: PILImage.Image, box: tuple[int, int, int, int], predicate) -> i
 
 
 def near(colour: tuple[int, int, int], tolerance: int = 3):
-    return lambda p: all(abs(a - b) <= tolerance for a, b in zip(p, colour))
+    return lambda p: all(abs(a - b) <= tolerance for a, b in zip(p, colour, strict=False))
 
 
 WHITE = near((255, 255, 255), 2)
@@ -366,10 +369,10 @@ async def test_a_bad_avatar_falls_back_to_initials(make_server, avatar_host, nam
 
 
 def test_a_missing_font_fails_loudly(monkeypatch):
-    import render.og_card as og_card
-    from render.og_card import FontError, check_fonts
+    import render.og_fonts as og_fonts
+    from render.og_fonts import FontError, check_fonts
 
     assert len(check_fonts()) == 8
-    monkeypatch.setitem(og_card.THEME_FONTS, "Inter", ("NoSuchFont-Bold.ttf", "DejaVuSans.ttf"))
-    with pytest.raises(FontError, match="NoSuchFont-Bold.ttf"):
+    monkeypatch.setitem(og_fonts.THEME_FONTS, "Inter", ("NoSuchFont-Bold.ttf", "DejaVuSans.ttf"))
+    with pytest.raises(FontError, match=r"NoSuchFont-Bold\.ttf"):
         check_fonts()

@@ -29,9 +29,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
+from presence.writer import write_presence
+
 from conftest import base_document
 from contact_fakes import contact_settings
-from presence.writer import write_presence
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+
+from handlers.page import PAGE_VARIANTS_KEPT
 
 from conftest import base_document
-from handlers.page import PAGE_VARIANTS_KEPT
 
 
 def record_calls(monkeypatch, obj, name: str) -> list:
@@ -184,7 +185,7 @@ async def test_a_rendered_page_is_reused_until_the_clock_ends_premium(app_server
     """The page is rendered once per site data and plan state; premium ending by the clock alone
     (same stored rows, same cached Site) still changes it on the next request."""
     doc = base_document()
-    doc["users"][0]["premium_until"] = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+    doc["users"][0]["premium_until"] = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     doc["profiles"][0]["toggles"].update(presence=True, powered_by=False)
     await app_server.load(doc)
     first = (await app_server.fetch("/", host="alice.hep.gg")).body
@@ -363,3 +364,11 @@ async def test_stopping_mid_flush_loses_no_view(app_server):
     assert not stats._undeduped and stats.flushed["view"] == 0, "the ticker did not start a flush"
     await asyncio.wait_for(stats.stop(), 15)
     assert (await _stats(app_server))["views"] == 2000
+
+
+async def test_the_indexes_cover_what_is_read(app_server):
+    db = app_server.services.db
+    assert "domain_unique" in await db.profiles.index_information()
+    assert "by_owner" in await db.profiles.index_information()
+    assert "by_profile_time" in await db.stat_events.index_information()  # each profile's events, by time
+    assert "views" not in await db.list_collection_names()  # nothing writes there

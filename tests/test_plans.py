@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from conftest import base_document, run_cli
 from runtime.reconciler import run_once
-from store.records import Owner
+from store.models import Owner
 from store.plans import allowance, decide
 
-T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+from conftest import base_document, run_cli
+
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def owner_doc(premium_until=None, slots=(), approved=True) -> dict:
@@ -24,7 +25,7 @@ def owner_doc(premium_until=None, slots=(), approved=True) -> dict:
 
 
 def profile(pid: str, day: int, public=1, held_at=None) -> dict:
-    doc = {"_id": pid, "is_public": public, "created_at": datetime(2026, 1, day, tzinfo=timezone.utc)}
+    doc = {"_id": pid, "is_public": public, "created_at": datetime(2026, 1, day, tzinfo=UTC)}
     if held_at is not None:
         doc["plan_unpublished_at"] = held_at
     return doc
@@ -106,8 +107,8 @@ async def test_bought_slot_expiring_and_premium_with_slots(make_server):
         server, premium_until="2026-07-01T00:00:00Z", profiles=4, slots=["2026-06-10T00:00:00Z", "2026-06-20T00:00:00Z"]
     )
     assert await _reconcile(server, T0) == []  # 2 premium + 2 slots
-    assert await _reconcile(server, datetime(2026, 6, 11, tzinfo=timezone.utc)) == [("p4", "unpublish")]
-    changes = await _reconcile(server, datetime(2026, 7, 2, tzinfo=timezone.utc))  # premium and 2nd slot gone
+    assert await _reconcile(server, datetime(2026, 6, 11, tzinfo=UTC)) == [("p4", "unpublish")]
+    changes = await _reconcile(server, datetime(2026, 7, 2, tzinfo=UTC))  # premium and 2nd slot gone
     assert changes == [("p3", "unpublish"), ("p2", "unpublish")]
     reasons = {d["_id"]: d["plan_unpublished_reason"] async for d in server.services.db.profiles.find({"is_public": 0})}
     assert reasons == {"p4": "profile slot expired", "p3": "premium lapsed", "p2": "premium lapsed"}

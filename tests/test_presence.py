@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from presence.writer import clear_presence, write_presence
+
 from presence_client import SSEClient
 
 SPOTIFY = {

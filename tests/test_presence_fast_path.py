@@ -8,6 +8,7 @@ import json
 import pytest
 
 from presence.fast_path import parse_stream_request
+
 from presence_client import SSEClient
 
 HEAD = b"Host: example.test\r\nAccept: text/event-stream\r\n\r\n"

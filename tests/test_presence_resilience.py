@@ -10,11 +10,12 @@ import time
 
 import pytest
 import redis.asyncio as aioredis
+from test_presence import wait_for
 
 from presence.writer import write_presence
-from presence_client import SSEClient
 from runtime.embedded import EmbeddedStores
-from test_presence import wait_for
+
+from presence_client import SSEClient
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ async def test_listener_that_stops_reading_is_cut_off(make_server, redis_client)
                 while True:  # the healthy listener keeps reading, so only the stuck one falls behind
                     try:
                         block = await healthy.block(timeout=0.05)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         break
                     assert block is not None
         assert hub.listener_count == 1, f"stuck listener still open after {published} events"

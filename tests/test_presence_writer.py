@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import run_cli
 from presence.snapshot import SnapshotError, validate_snapshot
 from presence.writer import write_presence
 
-NOW = datetime(2026, 5, 29, 12, 0, 0, 123456, tzinfo=timezone.utc)
+from conftest import run_cli
+
+NOW = datetime(2026, 5, 29, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC
 
 import pytest
+from test_cli import _get, _wait_dead
 
 from conftest import ROOT, free_port, run_cli, wait_until_serving
-from test_cli import _get, _wait_dead
 
 pytestmark = pytest.mark.slow
 
@@ -67,11 +68,12 @@ def test_forked_workers_share_one_socket_and_stores(tmp_path):
 
 
 async def test_view_dedup_and_reconciler_lock_are_global_across_servers(make_server):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from conftest import base_document
     from runtime.reconciler import ReconcilerBusy, run_once
     from store.stats import read_stats
+
+    from conftest import base_document
 
     first = await make_server(reconcile_interval=0)
     second = await make_server(reconcile_interval=0, mongo_db=first.config.mongo_db)
@@ -85,7 +87,7 @@ async def test_view_dedup_and_reconciler_lock_are_global_across_servers(make_ser
 
     await first.services.redis.set("hepgg:{reconciler}:lock", "held-by-first", px=5000)
     try:
-        await run_once(second.services.db, second.services.redis, datetime.now(timezone.utc))
+        await run_once(second.services.db, second.services.redis, datetime.now(UTC))
         raise AssertionError("the second server ran while the first held the lock")
     except ReconcilerBusy:
         pass
@@ -126,6 +128,7 @@ async def test_sigterm_under_sse_load_every_listener_reconnects_and_misses_nothi
     import redis.asyncio as aioredis
 
     from presence.writer import write_presence
+
     from presence_client import SSEClient
 
     first = ServeProcess(store_urls, tmp_path, "first", shutdown_grace="2")
@@ -164,6 +167,7 @@ async def test_sigterm_under_sse_load_every_listener_reconnects_and_misses_nothi
 
 async def test_presence_set_reaches_listeners_on_every_server(make_server):
     from presence.writer import write_presence
+
     from presence_client import SSEClient
 
     servers = [await make_server(), await make_server()]

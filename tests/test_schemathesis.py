@@ -21,12 +21,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_openapi import SNAPSHOT, contract_document
 
 from contact.limiter import DAY, MINUTE, ContactLimiter, Rule, Rules
+from presence.writer import write_presence
+
 from conftest import free_port
 from contact_fakes import contact_settings
-from presence.writer import write_presence
-from test_openapi import SNAPSHOT, contract_document
 
 ROOT = Path(__file__).resolve().parent.parent
 ST = Path(sys.executable).with_name("st")

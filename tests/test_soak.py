@@ -28,13 +28,14 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from tornado.httpclient import AsyncHTTPClient
 
+from presence.writer import write_presence
+from store.importer import import_document
+from store.stats import read_stats
+
 from conftest import ROOT, base_document, free_port, wait_until_serving
 from contact_fakes import FakeTurnstile
 from music_upstream import Upstream
-from presence.writer import write_presence
 from presence_client import SSEClient
-from store.importer import import_document
-from store.stats import read_stats
 
 SOAK_SECONDS = float(os.environ.get("HEPGG_SOAK_SECONDS", "120"))
 WARMUP_SECONDS = min(15.0, max(3.0, SOAK_SECONDS / 4))

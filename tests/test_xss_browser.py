@@ -14,8 +14,9 @@ import os
 
 import pytest
 
-from conftest import CHROMIUM, base_document, launch_chromium
 from store.importer import validate_document
+
+from conftest import CHROMIUM, base_document, launch_chromium
 
 # Markers per test: the importer test needs no browser.
 needs_browser = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")

@@ -13,7 +13,6 @@ import re
 import sys
 from pathlib import Path
 
-
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 

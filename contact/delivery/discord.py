@@ -11,7 +11,8 @@ import asyncio
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -26,13 +27,13 @@ MAX_RETRY_WAIT = 2.0  # seconds: longer waits are a failed delivery, not a hangi
 ANONYMOUS = "Anonymous visitor"
 
 
-def embed_payload(handle: str, message: str, domain: str, accent: str | None = None) -> dict:
+def embed_payload(handle: str, message: str, domain: str, accent: str | None = None) -> dict[str, Any]:
     """The message body; every field stays inside Discord's embed limits (validated upstream)."""
-    embed = {
+    embed: dict[str, Any] = {
         "author": {"name": handle or ANONYMOUS},  # <= 64 of 256
         "description": message,  # <= 2,000 of 4,096
         "footer": {"text": f"Sent from {domain}"},  # a host name, <= 253 of 2,048
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     if accent and len(accent) == 7 and accent.startswith("#"):
         try:
@@ -63,7 +64,7 @@ class DiscordSender:
         self.bot_token = bot_token
         self.timeout = timeout
 
-    def _request(self, channel_id: str, payload: dict, timeout: float) -> HTTPRequest:
+    def _request(self, channel_id: str, payload: dict[str, Any], timeout: float) -> HTTPRequest:
         return HTTPRequest(
             f"{self.api_url}/channels/{quote(channel_id, safe='')}/messages",
             method="POST",
@@ -78,7 +79,7 @@ class DiscordSender:
             follow_redirects=False,
         )
 
-    async def send(self, channel_id: str, payload: dict) -> None:
+    async def send(self, channel_id: str, payload: dict[str, Any]) -> None:
         deadline = time.monotonic() + self.timeout
         for attempt in (1, 2):
             remaining = deadline - time.monotonic()

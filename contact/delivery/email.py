@@ -95,7 +95,7 @@ class EmailSender:
         msg = build_message(self.settings, to, reply_to, subject, text, domain)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._send_blocking, msg, to)
-        return msg["Message-ID"]
+        return str(msg["Message-ID"])
 
     def _send_blocking(self, msg: EmailMessage, to: str) -> None:
         s = self.settings

@@ -1,225 +1,29 @@
-"""Owners and profiles as the serving tier reads them, and the import format's validation.
+"""The import format's validation: every field of every record checked, every problem reported.
 
-Import documents are validated field by field (unknown fields are errors) and
-normalised into the documents stored in MongoDB. The read models (`Owner`,
-`Profile`, `Site`) are frozen and decide visibility and premium status against a
-clock passed in, never against a stored flag.
+Records are validated field by field (unknown fields are errors) and normalised
+into the documents stored in MongoDB; store/importer.py runs this on a whole
+file, adds the rules that span records, and writes nothing unless all pass.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-from store.theme import TEMPLATES, Theme, parse_theme, theme_errors
-
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-ISRC_PATTERN = re.compile(r"^[A-Za-z0-9]{12}$")
-DOMAIN_PATTERN = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
-PHONE_PATTERN = re.compile(r"^\+[1-9][0-9]{6,14}$")
-EMAIL_PATTERN = re.compile(
-    r"^[^@\s<>()\[\],;:\"\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+from store.formats import (
+    DISCORD_CHANNEL_PATTERN,
+    DOMAIN_PATTERN,
+    EMAIL_PATTERN,
+    ID_PATTERN,
+    ISRC_PATTERN,
+    PHONE_PATTERN,
+    parse_time,
 )
-SAFE_LINK_SCHEMES = ("http", "https", "mailto")
+from store.safety import image_origin, safe_link
+from store.theme import TEMPLATES, theme_errors
 
 LIMITS = {"display_name": 80, "bio": 600, "label": 60, "url": 2048, "title": 200, "links": 50, "music": 20}
-
-
-def parse_time(value: Any) -> datetime | None:
-    """ISO 8601 (a trailing Z allowed) -> aware UTC datetime; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if not isinstance(value, str):
-        raise ValueError("must be an ISO 8601 timestamp or null")
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    parsed = datetime.fromisoformat(text)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def safe_link(url: str) -> bool:
-    """Only http(s) and mailto links may reach a page (no javascript:, data: ...)."""
-    if not isinstance(url, str) or any(ch in url for ch in "\x00\r\n\t") or url != url.strip():
-        return False
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in SAFE_LINK_SCHEMES:
-        return False
-    if parts.scheme.lower() in ("http", "https") and not parts.netloc:
-        return False
-    return True
-
-
-# A URL host we are willing to name in a CSP source list: DNS labels, IPv4, or a bracketed IPv6.
-_SOURCE_HOST = re.compile(
-    r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$|^\[[0-9a-f:.]+\]$"
-)
-
-
-@lru_cache(maxsize=4096)
-def image_origin(url: str) -> str | None:
-    """scheme://host[:port] of an http(s) image URL, or None when it has no host that is safe to
-    write into a Content-Security-Policy (no spaces, quotes, ';', ',' or userinfo tricks)."""
-    if not safe_link(url):
-        return None
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or "@" in parts.netloc:
-        return None
-    host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
-    host = host.lower()
-    if not _SOURCE_HOST.match(host):
-        return None
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
-
-
-# Characters that let owner text reorder or hide what is around it: bidi embeddings, overrides and
-# isolates, invisible separators, and C0/C1 controls (newline and tab stay). LRM/RLM marks and the
-# zero-width (non-)joiners stay: emoji sequences and several scripts need them.
-_UNSAFE_TEXT = re.compile(
-    "[\u202a-\u202e\u2066-\u2069\u061c\u200b\u2060-\u2064\ufeff\u180e\x00-\x08\x0b-\x1f\x7f-\x9f]"
-)
-
-
-def clean_text(value: Any) -> str:
-    """Owner text as the page shows it: a string without bidi overrides or invisible characters."""
-    return _UNSAFE_TEXT.sub("", value) if isinstance(value, str) else ""
-
-
-# ---------------------------------------------------------------- read models
-
-
-@dataclass(frozen=True)
-class Owner:
-    id: str
-    premium_until: datetime | None = None
-    suspended: bool = False
-    approved: bool = True
-    slots: tuple[datetime, ...] = ()
-    music_key: str | None = None  # only when music is enabled
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
-
-    def is_premium(self, now: datetime) -> bool:
-        return self.premium_until is not None and self.premium_until > now
-
-    @classmethod
-    def from_doc(cls, doc: dict) -> "Owner":
-        music = doc.get("music") or {}
-        return cls(
-            id=doc["_id"],
-            premium_until=parse_time(doc.get("premium_until")),
-            suspended=bool(doc.get("suspended")),
-            approved=bool(doc.get("approved", True)),
-            slots=tuple(parse_time(s["expires_at"]) for s in doc.get("slots") or []),
-            music_key=music.get("key") if music.get("enabled") and music.get("key") else None,
-            raw=doc,
-        )
-
-
-@dataclass(frozen=True)
-class Link:
-    label: str
-    url: str
-
-
-@dataclass(frozen=True)
-class Track:
-    isrc: str
-    title: str
-    artist: str
-
-
-@dataclass(frozen=True)
-class Profile:
-    id: str
-    owner_id: str
-    domain: str
-    template: str
-    is_public: bool
-    suspended: bool
-    expires_at: datetime | None
-    created_at: datetime | None
-    theme: Theme
-    display_name: str
-    bio: str
-    avatar_url: str | None
-    links: tuple[Link, ...]
-    music: tuple[Track, ...]
-    toggles: dict
-    version: str  # changes whenever the stored profile changes (cache keys, og:image ?v=)
-
-    def toggle(self, name: str) -> bool:
-        return bool(self.toggles.get(name))
-
-    @classmethod
-    def from_doc(cls, doc: dict) -> "Profile":
-        content = doc.get("content") or {}
-        avatar = content.get("avatar_url")
-        template = doc.get("template") if doc.get("template") in TEMPLATES else "classic"
-        return cls(
-            id=doc["_id"],
-            owner_id=doc["owner_id"],
-            domain=doc["domain"],
-            template=template,
-            is_public=doc.get("is_public") in (1, True),
-            suspended=bool(doc.get("suspended")),
-            expires_at=parse_time(doc.get("expires_at")),
-            created_at=parse_time(doc.get("created_at")),
-            theme=parse_theme(doc.get("theme") or {}),
-            # Read back defensively too: a document written around the importer is held to the same rules.
-            display_name=clean_text(content.get("display_name")),
-            bio=clean_text(content.get("bio")),
-            avatar_url=avatar if isinstance(avatar, str) and image_origin(avatar) else None,
-            links=tuple(
-                Link(clean_text(l.get("label")), l["url"])
-                for l in content.get("links") or []
-                if isinstance(l, dict) and isinstance(l.get("url"), str) and safe_link(l["url"])
-            ),
-            music=tuple(
-                Track(t["isrc"].upper(), clean_text(t.get("title")), clean_text(t.get("artist")))
-                for t in content.get("music") or []
-                if isinstance(t, dict) and isinstance(t.get("isrc"), str) and ISRC_PATTERN.match(t["isrc"])
-            ),
-            toggles=dict(doc.get("toggles") or {}),
-            version=str(doc.get("version") or "0"),
-        )
-
-
-@dataclass(frozen=True)
-class Site:
-    """A profile with its owner: everything a visitor-facing request needs."""
-
-    profile: Profile
-    owner: Owner
-    # Values derived from this exact data (the rendered page), kept as long as this object: the site
-    # directory replaces the object when the stored rows change, and the memo goes with it.
-    memo: dict = field(default_factory=dict, compare=False, repr=False)
-
-    def is_visible(self, now: datetime) -> bool:
-        profile, owner = self.profile, self.owner
-        return (
-            profile.is_public
-            and not profile.suspended
-            and not owner.suspended
-            and (profile.expires_at is None or profile.expires_at > now)
-        )
-
-    def shows_presence(self, now: datetime) -> bool:
-        return self.profile.toggle("presence") and self.owner.is_premium(now)
-
-    def shows_powered_by(self, now: datetime) -> bool:
-        return not self.owner.is_premium(now) or self.profile.toggle("powered_by")
-
-
-# ---------------------------------------------------------------- import validation
 
 
 class _Checker:
@@ -232,7 +36,9 @@ class _Checker:
     def error(self, path: str, message: str) -> None:
         self.errors.append(f"{self.where}: {path} {message}")
 
-    def fields(self, obj: Any, path: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
+    def fields(
+        self, obj: Any, path: str, allowed: set[str], required: frozenset[str] | set[str] = frozenset()
+    ) -> dict[str, Any]:
         if not isinstance(obj, dict):
             self.error(path, "must be an object")
             return {}
@@ -244,13 +50,13 @@ class _Checker:
 
     def string(
         self,
-        obj: dict,
+        obj: dict[str, Any],
         key: str,
         path: str,
         *,
         max_len: int,
         required: bool = False,
-        pattern: re.Pattern | None = None,
+        pattern: re.Pattern[str] | None = None,
         nullable: bool = False,
     ) -> Any:
         value = obj.get(key)
@@ -268,7 +74,7 @@ class _Checker:
             self.error(label, "has an invalid format")
         return value
 
-    def boolean(self, obj: dict, key: str, path: str, *, int_ok: bool = False) -> bool:
+    def boolean(self, obj: dict[str, Any], key: str, path: str, *, int_ok: bool = False) -> bool:
         value = obj.get(key, False)
         ok = isinstance(value, bool) or (int_ok and value in (0, 1) and isinstance(value, int))
         if not ok:
@@ -276,14 +82,14 @@ class _Checker:
             return False
         return bool(value)
 
-    def count(self, obj: dict, key: str) -> int:
+    def count(self, obj: dict[str, Any], key: str) -> int:
         value = obj.get(key, 0)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             self.error(key, "must be a whole number >= 0")
             return 0
         return value
 
-    def time(self, obj: dict, key: str, path: str = "") -> datetime | None:
+    def time(self, obj: dict[str, Any], key: str, path: str = "") -> datetime | None:
         try:
             return parse_time(obj.get(key))
         except ValueError:
@@ -291,8 +97,6 @@ class _Checker:
             return None
 
 
-# The owner's paid message credits per channel (contact debits and refunds them; nothing cached reads them).
-CREDIT_FIELDS = {"sms": "sms_credits", "email": "email_credits"}
 USER_FIELDS = {
     "id",
     "premium_until",
@@ -322,7 +126,7 @@ PROFILE_FIELDS = {
 TOGGLES = {"presence", "powered_by", "contact_sms", "contact_email", "contact_discord"}
 
 
-def validate_user(record: Any, index: int) -> tuple[dict | None, list[str]]:
+def validate_user(record: Any, index: int) -> tuple[dict[str, Any] | None, list[str]]:
     c = _Checker(
         f"users[{index}]"
         + (f" ({record.get('id')})" if isinstance(record, dict) and isinstance(record.get("id"), str) else "")
@@ -355,7 +159,7 @@ def validate_user(record: Any, index: int) -> tuple[dict | None, list[str]]:
     if "discord" in user:
         discord = c.fields(user["discord"], "discord", {"channel_id", "bot_present"})
         doc["discord"] = {
-            "channel_id": c.string(discord, "channel_id", "discord", max_len=32, pattern=re.compile(r"^[0-9]{1,32}$")),
+            "channel_id": c.string(discord, "channel_id", "discord", max_len=32, pattern=DISCORD_CHANNEL_PATTERN),
             "bot_present": c.boolean(discord, "bot_present", "discord"),
         }
     if "music" in user:
@@ -378,7 +182,7 @@ def validate_user(record: Any, index: int) -> tuple[dict | None, list[str]]:
     return (None if c.errors else doc), c.errors
 
 
-def validate_profile(record: Any, index: int) -> tuple[dict | None, list[str]]:
+def validate_profile(record: Any, index: int) -> tuple[dict[str, Any] | None, list[str]]:
     c = _Checker(
         f"profiles[{index}]"
         + (f" ({record.get('id')})" if isinstance(record, dict) and isinstance(record.get("id"), str) else "")

@@ -1,0 +1,111 @@
+"""The presence stream's wire format, written once: its route, its response head and its framing.
+
+The stream is written by hand on detached connections (presence/stream.py), so
+nothing of Tornado's response machinery applies and every byte is decided here:
+
+- `STREAM_ROUTE` is the path pattern. Tornado routes it (handlers/presence.py),
+  the connect fast path (presence/fast_path.py) matches the same pattern on the
+  same path, and deploy/nginx.conf's location is tested against it.
+- `response_head` is the head of every stream answer, streams and shed answers
+  alike, with the headers every answer carries (render/security.py).
+- `Event` is one message in both body framings (HTTP/1.0 close-delimited,
+  HTTP/1.1 chunked); `ending` frames the last message and the end of the body
+  (a jittered `retry:` hint when a stream is shed).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from render.security import COMMON_HEADERS, NON_DOCUMENT_CSP
+
+STREAM_PREFIX = "/api/v1/profiles/presence/"
+STREAM_ROUTE = STREAM_PREFIX + r"([^/]*)/stream"  # the userID, still percent-encoded, is group 1
+STREAM_PATH = re.compile(STREAM_ROUTE.encode())  # matched whole (fullmatch), as Tornado anchors its routes
+
+NULL_PAYLOAD = b"null"
+MAX_PAYLOAD = 16 * 1024
+SHED_RETRY_MS = (5000, 20000)  # overload: come back later, spread out
+DRAIN_RETRY_MS = (1000, 15000)  # shutdown: come back soon (to another worker), spread out
+
+
+class Event:
+    """An SSE message encoded once, in both framings; shared by every listener."""
+
+    __slots__ = ("chunked", "raw")
+
+    def __init__(self, raw: bytes):
+        self.raw = raw  # HTTP/1.0 (close-delimited) bodies
+        self.chunked = b"%x\r\n%b\r\n" % (len(raw), raw)  # HTTP/1.1 chunked bodies
+
+    def framed(self, chunked: bool) -> bytes:
+        return self.chunked if chunked else self.raw
+
+
+PING = Event(b": ping\n\n")
+
+
+def presence_event(payload: bytes) -> Event | None:
+    """The `event: presence` message for a published payload, or None if it is not a snapshot.
+
+    The writer only publishes compact JSON objects or `null`; anything else
+    (a line break would inject SSE fields) is dropped rather than forwarded.
+    """
+    if (
+        len(payload) > MAX_PAYLOAD
+        or b"\n" in payload
+        or b"\r" in payload
+        or not (payload == NULL_PAYLOAD or payload.startswith(b"{"))
+    ):
+        return None
+    return _presence_message(payload)
+
+
+def _presence_message(payload: bytes) -> Event:
+    return Event(b"event: presence\ndata: " + payload + b"\n\n")
+
+
+NULL_EVENT = _presence_message(NULL_PAYLOAD)  # no snapshot (never shared, expired or cleared)
+
+
+def retry_hint(low_ms: int, high_ms: int) -> bytes:
+    """A jittered `retry:` field, so shed browsers come back spread out, not all at once."""
+    return b"retry: %d\n\n" % random.randint(low_ms, high_ms)
+
+
+def ending(message: bytes, chunked: bool) -> bytes:
+    """`message`, then the end of the body (the last chunk; a close-delimited body ends with the close)."""
+    return b"%x\r\n%b\r\n0\r\n\r\n" % (len(message), message) if chunked else message
+
+
+def response_head(chunked: bool, *, keep_alive: bool = True) -> bytes:
+    """The 200 head of a stream (`keep_alive=False`: of an answer that closes after its body, a shed)."""
+    head = [
+        b"HTTP/1.1 200 OK",
+        b"Content-Type: text/event-stream",
+        b"Cache-Control: no-store",
+        b"Connection: keep-alive" if keep_alive else b"Connection: close",
+        b"X-Accel-Buffering: no",  # a proxy in front must not hold events back
+        b"Access-Control-Allow-Origin: *",
+        *(f"{name}: {value}".encode() for name, value in COMMON_HEADERS.items()),
+        b"Content-Security-Policy: " + NON_DOCUMENT_CSP.encode(),
+    ]
+    if chunked:
+        head.append(b"Transfer-Encoding: chunked")
+    return b"\r\n".join(head) + b"\r\n\r\n"
+
+
+HEAD_CHUNKED = response_head(True)
+HEAD_PLAIN = response_head(False)
+_SHED_HEAD_CHUNKED = response_head(True, keep_alive=False)
+_SHED_HEAD_PLAIN = response_head(False, keep_alive=False)
+
+
+def shed_answer(chunked: bool) -> bytes:
+    """The whole answer to a stream request we cannot take now: 200, a retry hint, the end.
+
+    200 because browsers never retry an EventSource that got any other status.
+    """
+    head = _SHED_HEAD_CHUNKED if chunked else _SHED_HEAD_PLAIN
+    return head + ending(retry_hint(*SHED_RETRY_MS), chunked)

@@ -1,0 +1,118 @@
+"""The card's fonts: which files draw which theme, and which characters each file has.
+
+Each character is drawn with the first font whose character map has it (DejaVu,
+then Noto Sans CJK); characters no font has, such as colour emoji, are left out
+rather than drawn as boxes. Character maps come from fontTools
+(`TTFont.getBestCmap`); reading Noto CJK's takes most of a second, so each
+process reads every map once (`font_charsets`) and the server hands them to its
+render workers instead of letting each read them again.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import unicodedata
+from collections.abc import Mapping
+
+from fontTools.ttLib import TTFont, TTLibError
+
+FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/opentype/noto")
+# Theme font -> (bold, regular) Debian font files; CJK falls back to Noto Sans CJK.
+THEME_FONTS = {
+    "Inter": ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf"),
+    "System": ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf"),
+    "Rounded": ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf"),
+    "Serif": ("DejaVuSerif-Bold.ttf", "DejaVuSerif.ttf"),
+    "Mono": ("DejaVuSansMono-Bold.ttf", "DejaVuSansMono.ttf"),
+}
+CJK_FONTS = ("NotoSansCJK-Bold.ttc", "NotoSansCJK-Regular.ttc")
+
+Charsets = Mapping[str, frozenset[int]]  # font path -> the code points it draws
+
+
+class FontError(RuntimeError):
+    """A font file the card needs is missing (wand would silently fall back to another font)."""
+
+
+def font_path(name: str) -> str:
+    for directory in FONT_DIRS:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            return path
+    raise FontError(f"font {name} not found in {', '.join(FONT_DIRS)}: install fonts-dejavu-core and fonts-noto-cjk")
+
+
+def required_fonts() -> list[str]:
+    names = {name for pair in THEME_FONTS.values() for name in pair} | set(CJK_FONTS)
+    return sorted(font_path(name) for name in names)
+
+
+@functools.cache
+def charset(path: str) -> frozenset[int]:
+    """The code points a font maps to a real glyph (the first face of a .ttc collection)."""
+    try:
+        font = TTFont(path, fontNumber=0, lazy=True)
+        try:
+            # Glyph names are not needed, and reading the real ones parses all of CFF: number them instead.
+            count = font["maxp"].numGlyphs
+            font.setGlyphOrder([".notdef", *(f"g{index}" for index in range(1, count))])
+            cmap = font.getBestCmap()
+        finally:
+            font.close()
+    except (OSError, TTLibError, KeyError, AssertionError) as exc:
+        raise FontError(f"cannot read the character map of {path}: {exc}") from exc
+    points = frozenset(code for code, glyph in (cmap or {}).items() if glyph != ".notdef")
+    if not points:
+        raise FontError(f"font {path} maps no characters")
+    return points
+
+
+def font_charsets() -> dict[str, frozenset[int]]:
+    """Every font the card uses, with its character map; FontError if one is missing or unreadable."""
+    return {path: charset(path) for path in required_fonts()}
+
+
+def check_fonts() -> list[str]:
+    """Fail loudly at start-up if a font file is missing or unreadable; returns the paths."""
+    return sorted(font_charsets())
+
+
+def _invisible(ch: str) -> bool:
+    """Characters that only shape their neighbours (joiners, variation selectors): dropped."""
+    return unicodedata.category(ch) in ("Cf", "Mn", "Me") and ch not in "\u00ad"
+
+
+class FontRuns:
+    """Splits text into runs of one font each, from the fonts' character maps."""
+
+    def __init__(self, charsets: Charsets | None = None):
+        self._charsets: dict[str, frozenset[int]] = dict(charsets or {})
+
+    def charset(self, path: str) -> frozenset[int]:
+        found = self._charsets.get(path)
+        if found is None:
+            found = self._charsets[path] = charset(path)
+        return found
+
+    def runs(self, text: str, primary: str, cjk: str) -> list[tuple[str, str]]:
+        """Split text into (font path, text) runs; characters no font has are dropped."""
+        out: list[tuple[str, str]] = []
+        primary_map, cjk_map = self.charset(primary), self.charset(cjk)
+        for ch in text:
+            if _invisible(ch):
+                continue
+            point = ord(ch)
+            font = primary if point in primary_map else cjk if point in cjk_map else None
+            if font is None:
+                continue
+            if out and out[-1][0] == font:
+                out[-1] = (font, out[-1][1] + ch)
+            else:
+                out.append((font, ch))
+        return out
+
+    def clean(self, text: str, primary: str, cjk: str) -> str:
+        """Drop characters no font can draw, then collapse whitespace (newlines included)."""
+        kept = "".join(run for _, run in self.runs(" ".join(text.split()), primary, cjk))
+        return " ".join(kept.split())
