@@ -3,6 +3,7 @@
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY setup.cfg pyproject.toml README.md hepgg_server.py ./
+COPY common common
 COPY handlers handlers
 COPY store store
 COPY render render
