@@ -39,9 +39,6 @@ class Event:
         self.raw = raw  # HTTP/1.0 (close-delimited) bodies
         self.chunked = b"%x\r\n%b\r\n" % (len(raw), raw)  # HTTP/1.1 chunked bodies
 
-    def framed(self, chunked: bool) -> bytes:
-        return self.chunked if chunked else self.raw
-
 
 PING = Event(b": ping\n\n")
 

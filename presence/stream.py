@@ -46,7 +46,7 @@ class Listener:
         return not self.stream.closed()
 
     def send(self, event: Event) -> None:
-        self.write(event.chunked if self.chunked else event.raw)  # not event.framed(): this is the fan-out loop
+        self.write(event.chunked if self.chunked else event.raw)
 
     def write(self, data: bytes) -> None:
         stream = self.stream

@@ -15,6 +15,7 @@ from email import message_from_bytes
 from email.policy import default as default_policy
 
 import pytest
+from pymongo.errors import ConnectionFailure
 
 from conftest import base_document
 from contact_fakes import FakeSmtp, FakeTurnstile, contact_settings
@@ -624,3 +625,23 @@ async def test_starttls_with_an_untrusted_certificate_never_falls_back_to_plain_
         assert await credits(server, "email_credits") == 5
     finally:
         smtp.stop()
+
+
+@pytest.mark.parametrize(
+    "failure, status, message",
+    [
+        (ConnectionFailure("mongo down"), 503, "Contact forms are temporarily unavailable, please try again later"),
+        (KeyError("a bug"), 500, "Internal error"),  # a bug is not an outage
+    ],
+)
+async def test_only_a_store_outage_is_answered_as_one(server, monkeypatch, caplog, failure, status, message):
+    async def failing_lookup(profile_id: str):
+        raise failure
+
+    monkeypatch.setattr(server.services.contact.sites, "by_id", failing_lookup)
+    response, body = await post(server, "sms", SMS)
+    assert (response.code, body) == (status, {"ok": False, "error": message})
+    assert (response.headers.get("Retry-After") == "5") == (status == 503)
+    if status == 500:  # the bug is logged with its traceback, and no credit was spent
+        assert any(record.exc_info and record.exc_info[1] is failure for record in caplog.records)
+    assert await credits(server, "sms_credits") == 5
