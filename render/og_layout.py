@@ -73,9 +73,7 @@ def wrap(text: str, max_lines: int, width: Measure, line_width: float = TEXT_WID
             i += 1
             continue
         if not line:  # one word wider than the line: cut it by characters
-            cut = token
-            while cut and width(cut) > line_width:
-                cut = cut[:-1]
+            cut = token[: _longest_fitting(len(token), lambda n: width(token[:n]) <= line_width)]
             cut = cut or token[:1]
             line = cut
             parts[i] = token[len(cut) :]
@@ -91,10 +89,22 @@ def wrap(text: str, max_lines: int, width: Measure, line_width: float = TEXT_WID
         return lines[:max_lines]
     # Text remains: end the last line with an ellipsis that fits.
     last = lines[-1]
-    while last and width(last + ELLIPSIS) > line_width:
-        last = last[:-1]
+    last = last[: _longest_fitting(len(last), lambda n: width(last[:n] + ELLIPSIS) <= line_width)]
     lines[-1] = last.rstrip() + ELLIPSIS
     return lines
+
+
+def _longest_fitting(length: int, fits: Callable[[int], bool]) -> int:
+    """The largest n <= length with fits(n) (0 if none), by bisection: widths grow with the text, and each
+    measurement of a new string costs a wand call, so a 600-character word takes ~10 of them, not ~560."""
+    low, high = 0, length  # fits(low) is taken as true; the answer is in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 @dataclass(frozen=True)

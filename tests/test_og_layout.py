@@ -86,3 +86,17 @@ def test_font_runs_fall_back_to_cjk_and_drop_what_no_font_draws():
 def test_layout_and_fonts_need_no_wand():
     code = "import sys, render.og_layout, render.og_fonts; sys.exit(any(m.startswith('wand') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_a_long_word_is_cut_with_few_measurements():
+    """Each measurement is a wand call in the worker: a 600-character word must not cost hundreds (it took
+    seconds, and a render past 10 s is a 500)."""
+    measured: list[str] = []
+
+    def width(text: str) -> float:
+        measured.append(text)
+        return 10.0 * len(text)
+
+    lines = wrap("x" * 600, 3, width, line_width=400)
+    assert lines == ["x" * 40, "x" * 40, "x" * 39 + ELLIPSIS]
+    assert len(measured) < 60
