@@ -23,7 +23,7 @@ from handlers.services import Services
 from render.security import COMMON_HEADERS, DOCUMENT_HEADERS, NON_DOCUMENT_CSP, STATIC_DOCUMENT_CSP
 from store.outages import STORE_OUTAGES
 
-__all__ = ["ApiError", "ApiHandler", "BaseHandler", "PageHandler", "Route", "StaticHandler", "non_document_headers"]
+__all__ = ["NON_DOCUMENT_HEADERS", "ApiError", "ApiHandler", "BaseHandler", "PageHandler", "Route", "StaticHandler"]
 
 log = logging.getLogger("hepgg.handlers")
 
@@ -31,9 +31,8 @@ log = logging.getLogger("hepgg.handlers")
 Route = tuple[str, Any]
 
 
-def non_document_headers() -> dict[str, str]:
-    """What every answer that is not an HTML document carries (API, images, audio, the SSE stream)."""
-    return {**COMMON_HEADERS, "Content-Security-Policy": NON_DOCUMENT_CSP}
+# What every answer that is not an HTML document carries (API, images, audio, the SSE stream's errors).
+NON_DOCUMENT_HEADERS = {**COMMON_HEADERS, "Content-Security-Policy": NON_DOCUMENT_CSP}
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -50,7 +49,7 @@ class BaseHandler(tornado.web.RequestHandler):
         return self.services.trusted_proxies.client_ip(peer, self.request.headers.get("X-Forwarded-For"))
 
     def set_default_headers(self) -> None:
-        for name, value in non_document_headers().items():
+        for name, value in NON_DOCUMENT_HEADERS.items():
             self.set_header(name, value)
         if self._error is not None:  # send_error() clears the headers and calls us again
             for name, value in self._error.headers.items():

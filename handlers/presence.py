@@ -20,7 +20,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, ResponseStartLine
 from tornado.iostream import IOStream, StreamClosedError
 
-from handlers.base import ApiHandler, non_document_headers
+from handlers.base import NON_DOCUMENT_HEADERS, ApiHandler
 from handlers.errors import ApiError, message_for
 from handlers.services import Services
 from presence.fast_path import NOTHING_YET, consume, peek_stream_request
@@ -135,7 +135,7 @@ def open_stream(services: Services, stream: IOStream, user_id: str, chunked: boo
 
 def _answer(request: HTTPServerRequest, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
     """A short non-stream answer (an error, a preflight) with the headers every API answer carries."""
-    headers = HTTPHeaders({**non_document_headers(), "Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"})
+    headers = HTTPHeaders({**NON_DOCUMENT_HEADERS, "Cache-Control": "no-store", "Access-Control-Allow-Origin": "*"})
     if body:
         headers["Content-Type"] = "application/json; charset=utf-8"
     headers["Content-Length"] = str(len(body))

@@ -73,7 +73,7 @@ def wrap(text: str, max_lines: int, width: Measure, line_width: float = TEXT_WID
             i += 1
             continue
         if not line:  # one word wider than the line: cut it by characters
-            cut = token[: _longest_fitting(len(token), lambda n: width(token[:n]) <= line_width)]
+            cut = token[: _longest_fitting(len(token), _prefix_fits(token, width, line_width))]
             cut = cut or token[:1]
             line = cut
             parts[i] = token[len(cut) :]
@@ -92,6 +92,10 @@ def wrap(text: str, max_lines: int, width: Measure, line_width: float = TEXT_WID
     last = last[: _longest_fitting(len(last), lambda n: width(last[:n] + ELLIPSIS) <= line_width)]
     lines[-1] = last.rstrip() + ELLIPSIS
     return lines
+
+
+def _prefix_fits(text: str, width: Measure, line_width: float) -> Callable[[int], bool]:
+    return lambda n: width(text[:n]) <= line_width
 
 
 def _longest_fitting(length: int, fits: Callable[[int], bool]) -> int:
