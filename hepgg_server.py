@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from presence import cli as presence_cli
-from runtime.config import ConfigError, add_arguments, load_config
+from runtime.config import Config, ConfigError, add_arguments, load_config
 from runtime.logs import setup_logging
 
 
@@ -50,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level if args.command == "serve" else "warning")
+    try:
+        return run(args, config)
+    except ConfigError as exc:  # e.g. embedded stores asked for but not installed
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
     # The commands' modules are imported here, not at the top: `serve` must set up its metrics
     # directory before anything imports prometheus_client (runtime/metrics_dir.py).
     if args.command == "serve":

