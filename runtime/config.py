@@ -216,7 +216,9 @@ class Config:
     trusted_proxies: tuple[str, ...] = option(
         (), "comma-separated CIDRs whose X-Forwarded-For is believed", check=each(cidr)
     )
-    processes: int = option(1, "worker processes (0 = one per core)", check=between(0, 1024))
+    processes: int = option(
+        1, "worker processes (0 = one per usable CPU: affinity mask and cgroup quota)", check=between(0, 1024)
+    )
     event_loop: str = option(
         "auto",
         "auto (uvloop when the optional `fast` extra is installed), asyncio or uvloop",
@@ -250,7 +252,11 @@ class Config:
     avatar_hosts: tuple[str, ...] = option(
         (), "comma-separated host names avatars may be fetched from (others draw initials)", check=each(host_name)
     )
-    og_render_processes: int = option(2, "OG card render worker processes", check=between(1, 64))
+    og_render_processes: int = option(
+        2,
+        "OG card render processes per worker, at most: all workers' together stay within the usable CPUs",
+        check=between(1, 64),
+    )
     turnstile_verify_url: str = option(
         "https://challenges.cloudflare.com/turnstile/v0/siteverify", "Turnstile siteverify URL", check=http_url
     )

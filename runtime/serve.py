@@ -1,6 +1,6 @@
 """`serve`: start the stores, bind, fork workers, run until SIGTERM/SIGINT, shut down in order.
 
-Shape with `--processes N` (N > 1, or 0 for one per core): the parent starts the
+Shape with `--processes N` (N > 1, or 0 for one per usable CPU, runtime/cpus.py): the parent starts the
 embedded stores once, binds the listening socket, forks N workers and
 supervises them (a worker that dies is replaced; SIGTERM/SIGINT is passed on).
 Each worker has its own event loop, store connections and background tasks.
@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
@@ -28,6 +28,7 @@ from tornado.netutil import bind_sockets
 from common import metrics
 from common.process import die_with_parent
 from runtime.config import Config
+from runtime.cpus import render_processes_per_worker, usable_cpus
 from runtime.embedded import resolve_store_urls
 from runtime.http_server import make_http_server
 from runtime.services import build_services
@@ -58,7 +59,13 @@ def serve(config: Config, metrics_dir: str | None = None) -> int:
             bound_port,
             "yes" if stores.owner else "no",
         )
-        processes = config.processes or os.cpu_count() or 1
+        cpus = usable_cpus()  # affinity and cgroup quota, not the host's cores
+        processes = config.processes or cpus
+        og_processes = render_processes_per_worker(config.og_render_processes, processes, cpus)
+        config = replace(config, og_render_processes=og_processes)
+        log.info(
+            "%d worker process(es), %d OG render process(es) each (usable CPUs: %d)", processes, og_processes, cpus
+        )
         worker = Worker(config, sockets, mongo_uri, redis_url, metrics_dir)
         if processes == 1:
             return run_loop(config, worker.run())
