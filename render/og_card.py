@@ -3,7 +3,7 @@
 The card is made in three steps, each its own module:
 
 - render/og_fonts.py: which font files draw which theme, and which characters
-  each has (fontTools), so text falls back to Noto CJK and undrawable characters
+  each has (fontTools), so text falls back to a CJK font and undrawable characters
   are left out;
 - render/og_layout.py: pure layout (wrapping, positions, ink colours), testable
   without wand;

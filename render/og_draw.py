@@ -20,7 +20,7 @@ from collections import OrderedDict
 from typing import Any, TypeVar
 
 from render.og_card import HEIGHT, WIDTH, CardInput
-from render.og_fonts import CJK_FONTS, THEME_FONTS, Charsets, FontRuns, font_path
+from render.og_fonts import THEME_FONTS, Charsets, FontRuns, cjk_fonts, font_path
 from render.og_layout import (
     AVATAR,
     BIO_LINES,
@@ -56,7 +56,7 @@ class CardRenderer:
         limits["height"] = 8192
         limits["area"] = 64 * 1024 * 1024
         self.fonts = {theme: (font_path(bold), font_path(regular)) for theme, (bold, regular) in THEME_FONTS.items()}
-        self.cjk = (font_path(CJK_FONTS[0]), font_path(CJK_FONTS[1]))
+        self.cjk = cjk_fonts()
         self.font_runs = FontRuns(charsets)
         # wand images (untyped, hence Any), kept per worker and closed when they leave the cache
         self._backgrounds: OrderedDict[tuple[str, str, int], Any] = OrderedDict()

@@ -1,7 +1,7 @@
 """The card's fonts: which files draw which theme, and which characters each file has.
 
 Each character is drawn with the first font whose character map has it (DejaVu,
-then Noto Sans CJK); characters no font has, such as colour emoji, are left out
+then a CJK font); characters no font has, such as colour emoji, are left out
 rather than drawn as boxes. Character maps come from fontTools
 (`TTFont.getBestCmap`); reading Noto CJK's takes most of a second, so each
 process reads every map once (`font_charsets`) and the server hands them to its
@@ -17,8 +17,8 @@ from collections.abc import Mapping
 
 from fontTools.ttLib import TTFont, TTLibError
 
-FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/opentype/noto")
-# Theme font -> (bold, regular) Debian font files; CJK falls back to Noto Sans CJK.
+FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/opentype/noto", "/usr/share/fonts/truetype/wqy")
+# Theme font -> (bold, regular) Debian font files; CJK falls back to the first of CJK_CANDIDATES installed.
 THEME_FONTS = {
     "Inter": ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf"),
     "System": ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf"),
@@ -26,7 +26,12 @@ THEME_FONTS = {
     "Serif": ("DejaVuSerif-Bold.ttf", "DejaVuSerif.ttf"),
     "Mono": ("DejaVuSansMono-Bold.ttf", "DejaVuSansMono.ttf"),
 }
-CJK_FONTS = ("NotoSansCJK-Bold.ttc", "NotoSansCJK-Regular.ttc")
+# (bold, regular), best first: Noto Sans CJK (fonts-noto-cjk, 90 MB) where installed, else WenQuanYi Micro Hei
+# (fonts-wqy-microhei, 5 MB, one weight; Han, kana and Hangul), which the container image ships instead.
+CJK_CANDIDATES = (
+    ("NotoSansCJK-Bold.ttc", "NotoSansCJK-Regular.ttc"),
+    ("wqy-microhei.ttc", "wqy-microhei.ttc"),
+)
 
 Charsets = Mapping[str, frozenset[int]]  # font path -> the code points it draws
 
@@ -40,12 +45,25 @@ def font_path(name: str) -> str:
         path = os.path.join(directory, name)
         if os.path.isfile(path):
             return path
-    raise FontError(f"font {name} not found in {', '.join(FONT_DIRS)}: install fonts-dejavu-core and fonts-noto-cjk")
+    raise FontError(
+        f"font {name} not found in {', '.join(FONT_DIRS)}: install fonts-dejavu-core and fonts-noto-cjk "
+        "(or fonts-wqy-microhei for CJK)"
+    )
+
+
+def cjk_fonts() -> tuple[str, str]:
+    """Paths of the (bold, regular) CJK fallback: the first candidate whose files are both installed."""
+    for bold, regular in CJK_CANDIDATES:
+        try:
+            return font_path(bold), font_path(regular)
+        except FontError:
+            continue
+    return font_path(CJK_CANDIDATES[0][0]), font_path(CJK_CANDIDATES[0][1])  # raises, naming the packages
 
 
 def required_fonts() -> list[str]:
-    names = {name for pair in THEME_FONTS.values() for name in pair} | set(CJK_FONTS)
-    return sorted(font_path(name) for name in names)
+    names = {name for pair in THEME_FONTS.values() for name in pair}
+    return sorted({font_path(name) for name in names} | set(cjk_fonts()))
 
 
 @functools.cache

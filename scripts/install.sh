@@ -17,6 +17,7 @@ apt_packages=(
 )
 if [ "$with_tests" = 1 ]; then
   apt_packages+=(nginx chromium wrk)  # nginx -t on deploy/nginx.conf; the browser tests; the bench smoke test
+  apt_packages+=(fonts-wqy-microhei)  # the image's small CJK font: the OG tests draw with it as well as Noto
 fi
 
 missing=()

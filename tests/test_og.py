@@ -14,6 +14,7 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+import render.og_fonts as og_fonts_module
 from render.og_card import CardInput, RenderError
 from render.og_draw import CardRenderer
 from render.og_layout import ELLIPSIS, TEXT_LEFT, TEXT_RIGHT, TEXT_WIDTH
@@ -372,7 +373,26 @@ def test_a_missing_font_fails_loudly(monkeypatch):
     import render.og_fonts as og_fonts
     from render.og_fonts import FontError, check_fonts
 
-    assert len(check_fonts()) == 8
+    assert len(check_fonts()) == 6 + len(set(og_fonts.cjk_fonts()))  # DejaVu's six, and one or two CJK files
     monkeypatch.setitem(og_fonts.THEME_FONTS, "Inter", ("NoSuchFont-Bold.ttf", "DejaVuSans.ttf"))
     with pytest.raises(FontError, match=r"NoSuchFont-Bold\.ttf"):
         check_fonts()
+
+
+@pytest.mark.parametrize("candidate", og_fonts_module.CJK_CANDIDATES, ids=lambda pair: pair[1])
+def test_each_cjk_fallback_draws_japanese_korean_and_chinese(monkeypatch, candidate):
+    """The image ships the small WenQuanYi font, a dev machine Noto CJK: cards come out right with either."""
+    try:
+        paths = tuple(og_fonts_module.font_path(name) for name in candidate)
+    except og_fonts_module.FontError:
+        pytest.skip(f"{candidate[1]} is not installed (scripts/install.sh --test installs both CJK fonts)")
+    monkeypatch.setattr(og_fonts_module, "CJK_CANDIDATES", (candidate,))
+    renderer = CardRenderer()
+    assert renderer.cjk == paths
+    bold, _ = renderer.fonts["Inter"]
+    text = "山田 太郎 한국어 中文 ようこそ"
+    assert renderer.font_runs.clean(text, bold, renderer.cjk[0]) == text  # every character has a glyph: none dropped
+    png = renderer.render(
+        CardInput(text, "日本語の自己紹介", "x.hep.gg", "#7c3aed", "#000000", "#000000", 0, "Inter", "山")
+    )
+    assert count(decode(png), NAME_BAND, WHITE) > 300

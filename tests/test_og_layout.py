@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from render.og_card import HEIGHT, CardInput
-from render.og_fonts import CJK_FONTS, THEME_FONTS, FontRuns, font_path
+from render.og_fonts import THEME_FONTS, FontRuns, cjk_fonts, font_path
 from render.og_layout import (
     ELLIPSIS,
     NAME_LEADING,
@@ -78,7 +78,7 @@ def test_palette_reads_on_the_background():
 
 def test_font_runs_fall_back_to_cjk_and_drop_what_no_font_draws():
     runs = FontRuns()
-    latin, cjk = font_path(THEME_FONTS["Inter"][0]), font_path(CJK_FONTS[0])
+    latin, cjk = font_path(THEME_FONTS["Inter"][0]), cjk_fonts()[0]
     assert runs.runs("Ab山\u200d🎸c", latin, cjk) == [(latin, "Ab"), (cjk, "山"), (latin, "c")]
     assert runs.clean("  a\n\t🎸  b ", latin, cjk) == "a b"
 
