@@ -7,6 +7,9 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
+
+from runtime.config import OPTIONS
 
 from conftest import ROOT
 
@@ -72,3 +75,22 @@ def test_nginx_streams_exactly_the_paths_our_stream_route_takes():
     assert taken == STREAM_PATHS[:4]  # the list means what it says
     assert [path for path in STREAM_PATHS if nginx.search(path)] == taken
     assert ours.match(presence_stream_path("owner 1/x"))  # the page points its EventSource at the route
+
+
+def test_compose_agrees_with_the_image():
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for name in ("app1", "app2", "app3"):
+        app = services[name]
+        assert app["build"]["target"] == "production"
+        env = app["environment"]
+        assert set(env) <= {option.env for option in OPTIONS}, "an environment name that no option reads"
+        assert "HEPGG_MONGO_URI" in env and "HEPGG_REDIS_URL" in env  # the production image has no stand-ins
+        # SIGKILL comes stop_grace_period after SIGTERM: the drain (HEPGG_SHUTDOWN_GRACE) must fit, with margin.
+        stop = float(re.fullmatch(r"(\d+)s", app["stop_grace_period"]).group(1))
+        assert stop >= float(env["HEPGG_SHUTDOWN_GRACE"]) + 5
+        assert app["ulimits"]["nofile"]["soft"] >= 65536 and app["ulimits"]["nofile"]["hard"] >= 65536
+        assert "healthcheck" not in app  # the image's HEALTHCHECK follows HEPGG_PORT; nothing to keep in step
+        assert services["nginx"]["depends_on"][name] == {"condition": "service_healthy"}
+        port = env.get("HEPGG_PORT", re.search(r"HEPGG_PORT=(\d+)", dockerfile).group(1))
+        assert f"server {name}:{port}" in (DEPLOY / "nginx.conf").read_text()
