@@ -193,7 +193,7 @@ class SSEClient:
             raise CheckFailed(f"SSE stream answered {self.before[:100]!r}")
 
     def _has_first_event(self) -> bool:
-        head, found, body = self.before.partition(b"\r\n\r\n")
+        _, found, body = self.before.partition(b"\r\n\r\n")
         return bool(found) and b"\n\n" in body
 
     def rest(self, deadline: float) -> bytes:
@@ -263,9 +263,10 @@ def build(podman: Podman, work: Path, target: str, ca: Path | None) -> float:
 
 
 def check_clean_image(podman: Podman, image: str) -> None:
-    """No sources, wheels or secrets of the build are left; the app runs from the installed package."""
+    """No sources, wheels, .deb files, apt lists or secrets of the build are left; the app runs installed."""
     script = (
         "for p in /src /wheels /stub /approot /dist /app /run/secrets/ca; do [ ! -e $p ] || echo $p; done; "
+        "ls /var/cache/apt/archives/*.deb /var/lib/apt/lists/*_Packages* 2>/dev/null || true; "
         "env | grep -i -E '^PIP_CERT|^REQUESTS_CA' || true; "
         "python -c 'import runtime.app as a; print(a.ROOT)'"
     )

@@ -7,8 +7,9 @@ import os
 import socket
 import sys
 
-from conftest import ROOT
 from runtime.healthcheck import check, probe_target
+
+from conftest import ROOT
 
 
 def closed_port() -> int:
