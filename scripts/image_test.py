@@ -343,7 +343,19 @@ def check_production(podman: Podman, work: Path, run_id: str, grace: float) -> N
         )
         if podman("exec", name, "python", "-c", extensions).stdout.strip() != "200":
             raise CheckFailed("the compiled extensions do not work in the image")
-        say("ok  stripped extensions load; pycurl fetches through the image's libcurl")
+        # The avatar formats the card decodes (og/avatars.py sniffs them) survive the HEIF libraries left out.
+        formats = (
+            "from wand.image import Image; from wand.color import Color\n"
+            "for fmt in ('png', 'jpeg', 'gif', 'webp'):\n"
+            "    with Image(width=8, height=8, background=Color('#7c3aed')) as im:\n"
+            "        blob = im.make_blob(fmt)\n"
+            "    with Image(blob=blob, format=fmt) as back:\n"
+            "        print(fmt, back.width, back.height)"
+        )
+        decoded = podman("exec", name, "python", "-c", formats).stdout.split("\n")
+        if [line.split() for line in decoded if line] != [[f, "8", "8"] for f in ("png", "jpeg", "gif", "webp")]:
+            raise CheckFailed(f"ImageMagick in the image does not round-trip the avatar formats: {decoded}")
+        say("ok  stripped extensions load; pycurl fetches; PNG, JPEG, GIF and WebP decode (no HEIF libraries)")
 
         uids = podman(
             "exec",
