@@ -9,7 +9,9 @@ from datetime import datetime
 import tornado.web
 
 from handlers.base import PageHandler
+from render.icons import favicon_svg
 from render.page import PageSettings, page_context
+from render.text import initials
 from store.models import Site
 
 # Link-preview bots and crawlers get the page but are not counted as views.
@@ -88,6 +90,21 @@ class ProfilePageHandler(PageHandler):
             )
 
 
+class FaviconHandler(PageHandler):
+    """/favicon.svg, the icon a page without an avatar links to: its initials on its accent colour.
+    /favicon.ico answers the same, for the browsers and crawlers that ask for it by habit."""
+
+    async def get(self) -> None:
+        now = self.services.clock.now()
+        site = await self.services.sites.by_host(self.request.host_name.rstrip("."))
+        if site is None or not site.is_visible(now):
+            raise tornado.web.HTTPError(404)
+        profile = site.profile
+        self.set_header("Content-Type", "image/svg+xml")
+        self.set_header("Cache-Control", "public, max-age=3600")  # the page links it with ?v=<version>
+        self.finish(favicon_svg(initials(profile.display_name or profile.domain), profile.theme.accent))
+
+
 class FallThroughHandler(PageHandler):
     """/<shortid> on a profile host belongs to the uploader: 404 here, without a profile lookup."""
 
@@ -105,5 +122,6 @@ class NotFoundPageHandler(PageHandler):
 
 ROUTES = [
     (r"/", ProfilePageHandler),
+    (r"/favicon\.svg", FaviconHandler),  # /favicon.ico: runtime/app.py
     (r"/[^/]+", FallThroughHandler),
 ]

@@ -16,11 +16,17 @@ from typing import Any
 from urllib.parse import quote
 
 from render.colour import is_dark
-from render.security import page_csp
+from render.icons import CONTACT_ICONS, MUSIC_ICONS, PRESENCE_ICONS, link_icon, sprite
+from render.security import TURNSTILE_ORIGIN, page_csp
 from render.text import initials
 from store.models import Site
 from store.safety import image_origin
 from store.theme import Theme
+
+# Explicit rendering: static/contact.js loads the widget when a visitor first opens a form.
+TURNSTILE_SCRIPT = f"{TURNSTILE_ORIGIN}/turnstile/v0/api.js?render=explicit"
+CONTACT_CHANNELS = ("email", "sms", "discord")  # the order of the contact tabs
+CONTACT_NAMES = {"email": "Email", "sms": "Text", "discord": "Discord"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,12 @@ def page_context(site: Site, settings: PageSettings, now: datetime, canonical_or
     title = profile.display_name or profile.domain
     description = profile.bio[:200] if profile.bio else f"{title} on Hep.gg"
     show_presence = site.shows_presence(now)
-    contact = {channel: profile.toggle(f"contact_{channel}") for channel in ("sms", "email", "discord")}
+    contact = {channel: profile.toggle(f"contact_{channel}") for channel in CONTACT_CHANNELS}
+    channels = tuple(channel for channel in CONTACT_CHANNELS if contact[channel])
+    tracks = profile.music if owner.music_key else ()
+    icons = [link_icon(link.url) for link in profile.links] + (["go"] if profile.links else [])
+    icons += [*(PRESENCE_ICONS if show_presence else ()), *(MUSIC_ICONS if tracks else ())]
+    icons += [CONTACT_ICONS[channel] for channel in channels]
     css = theme_css(profile.theme)
     csp = page_csp(
         avatar_origin=image_origin(profile.avatar_url) if profile.avatar_url else None,
@@ -79,10 +90,18 @@ def page_context(site: Site, settings: PageSettings, now: datetime, canonical_or
         "presence_stream": presence_stream_path(owner.id) if show_presence else None,
         "presence_snapshot": f"/api/v1/profiles/presence/{quote(owner.id, safe='')}",
         "show_powered_by": site.shows_powered_by(now),
-        "tracks": profile.music if owner.music_key else (),
+        "tracks": tracks,
         "contact": contact,
-        "any_contact": any(contact.values()),
+        "contact_channels": channels,
+        "contact_names": CONTACT_NAMES,
+        "contact_icons": CONTACT_ICONS,
+        "any_contact": bool(channels),
         "turnstile_sitekey": settings.turnstile_sitekey,
+        "turnstile_script": TURNSTILE_SCRIPT,
+        "sprite": sprite(tuple(icons)),
+        "link_icon": link_icon,
+        # The avatar's origin is already in img-src; without one, our own initials icon (handlers/page.py).
+        "favicon_url": profile.avatar_url or f"/favicon.svg?v={quote(profile.version)}",
         "music_url": lambda isrc: f"/api/v1/profiles/{quote(profile.id)}/music/{quote(isrc)}",
         "contact_url": lambda channel: f"/api/v1/profiles/{quote(profile.id)}/contact/{channel}",
     }

