@@ -52,7 +52,7 @@ def theme_css(theme: Theme) -> str:
         f":root{{--accent:{theme.accent};--bg:{theme.background_css};--bg-solid:{theme.background_from};"
         f"--font:{theme.font_stack};--fg:{'#f4f4f7' if dark else '#15151a'};"
         f"--muted:{'#a1a1b5' if dark else '#55556a'};"
-        f"--card:{'rgba(255,255,255,.06)' if dark else 'rgba(0,0,0,.05)'};"
+        f"--card:{'rgba(255,255,255,.06)' if dark else 'rgba(255,255,255,.62)'};"
         f"--line:{'rgba(255,255,255,.12)' if dark else 'rgba(0,0,0,.12)'}}}"
     )
 

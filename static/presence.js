@@ -10,7 +10,7 @@
   var titleLine = $(".presence-activity"), detailsLine = $(".presence-details"), stateLine = $(".presence-state");
   var img = $(".presence-image"), icon = $(".presence-icon use"), progress = $(".presence-progress");
   var bar = $(".presence-progress .bar span"), elapsedText = $(".presence-progress .elapsed");
-  var totalText = $(".presence-progress .total"), elapsedLine = $(".presence-elapsed");
+  var totalText = $(".presence-progress .total"), elapsedLine = $(".presence-elapsed"), elapsedClock = $(".presence-elapsed .clock");
   var avatarStatus = document.querySelector(".avatar-status");
 
   var STATUS = { online: "Online", idle: "Idle", dnd: "Do Not Disturb", offline: "Offline" };
@@ -88,7 +88,7 @@
       elapsedText.textContent = clock(done);
       totalText.textContent = clock(total);
     } else if (timed) {
-      elapsedLine.textContent = clock(now - a.startedAt) + " elapsed";
+      elapsedClock.textContent = clock(now - a.startedAt);  // "elapsed" follows for screen readers only
     }
   }
   setInterval(tick, 1000);
