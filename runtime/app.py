@@ -7,9 +7,9 @@ from pathlib import Path
 import tornado.web
 
 from handlers import all_routes
-from handlers.base import StaticHandler
 from handlers.page import FaviconHandler, NotFoundPageHandler
 from handlers.services import Services
+from handlers.static import CompressingStaticHandler
 from runtime.logs import access_logger
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ def make_app(services: Services, *, json_logs: bool = False) -> tornado.web.Appl
         template_path=str(ROOT / "templates"),
         static_path=str(ROOT / "static"),
         static_url_prefix="/_static/",
-        static_handler_class=StaticHandler,
+        static_handler_class=CompressingStaticHandler,
         default_handler_class=NotFoundPageHandler,  # unmatched paths: our 404 page with the security headers
         default_handler_args={"services": services},
         autoescape="xhtml_escape",
