@@ -21,6 +21,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import tornado.web
 from tornado.httpserver import HTTPServer
@@ -50,8 +51,8 @@ RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 class Outbox:
     """The last deliveries the demo made, newest last (bounded)."""
 
-    messages: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
-    used_tokens: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
+    messages: collections.deque[dict[str, str]] = field(default_factory=lambda: collections.deque(maxlen=50))
+    used_tokens: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=1000))
 
     def record(self, channel: str, to: str, text: str) -> None:
         self.messages.append({"channel": channel, "to": to, "text": text})
@@ -65,7 +66,7 @@ class _Base(tornado.web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         pass
 
-    def json_body(self) -> dict:
+    def json_body(self) -> dict[str, Any]:
         try:
             body = json.loads(self.request.body or b"{}")
         except ValueError:
@@ -179,7 +180,7 @@ class SmtpSink:
                     break
                 else:
                     await reply("502 not implemented")
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
@@ -194,7 +195,7 @@ class DemoStandIns:
         self.http: HTTPServer | None = None
         self.port = 0
 
-    async def start(self) -> "DemoStandIns":
+    async def start(self) -> DemoStandIns:
         args = {"outbox": self.outbox}
         app = tornado.web.Application(
             [
@@ -217,7 +218,7 @@ class DemoStandIns:
             await self.http.close_all_connections()
         await self.smtp.stop()
 
-    def urls(self) -> dict:
+    def urls(self) -> dict[str, Any]:
         base = f"http://127.0.0.1:{self.port}"
         return {
             "music_upstream_url": f"{base}/music",

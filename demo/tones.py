@@ -24,7 +24,7 @@ def _frequency(semitones_from_a4: int) -> float:
     return 440.0 * 2 ** (semitones_from_a4 / 12)
 
 
-def _add_note(out: array.array, start: float, length: float, freq: float, gain: float, decay: float) -> None:
+def _add_note(out: array.array[float], start: float, length: float, freq: float, gain: float, decay: float) -> None:
     first, count = int(start * RATE), int(length * RATE)
     step = 2 * math.pi * freq / RATE
     for i in range(min(count, len(out) - first)):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Awaitable
 from functools import lru_cache
 
 from handlers.base import StaticHandler
@@ -59,7 +60,7 @@ class CompressingStaticHandler(StaticHandler):
         if include_body:
             self.write(body)
 
-    def head(self, path: str) -> object:
+    def head(self, path: str) -> Awaitable[None]:
         return self.get(path, include_body=False)
 
     def set_extra_headers(self, path: str) -> None:

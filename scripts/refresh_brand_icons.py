@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from render.icons import BRAND_DATA, BRAND_HOSTS
+from render.icons import BRAND_DATA, BRAND_HOSTS  # noqa: E402
 
 SIMPLE_ICONS_VERSION = "16.37.0"
 PATH_DATA = re.compile(r'<path d="([^"<>]+)"\s*/>')

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runtime.cli import demo_document
-from store.theme import TEMPLATES
+from runtime.cli import demo_document  # noqa: E402
+from store.theme import TEMPLATES  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 VIEWPORTS = {"desktop": (1366, 900, 1), "mobile": (390, 844, 1)}  # width, height, device scale factor

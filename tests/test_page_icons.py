@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from conftest import base_document
 from render.icons import BRAND_DATA, BRAND_HOSTS, brand_paths, favicon_svg, link_icon, sprite
+
+from conftest import base_document
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from conftest import CHROMIUM, base_document, launch_chromium
 from presence.writer import write_presence
 from store.theme import TEMPLATES
+
+from conftest import CHROMIUM, base_document, launch_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")]
 

@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, ROOT, launch_chromium
-from music_upstream import Upstream
 from test_music_player import sine_wav
 
 from presence.writer import write_presence
 from runtime.cli import demo_document
 from store.theme import TEMPLATES
+
+from conftest import CHROMIUM, ROOT, launch_chromium
+from music_upstream import Upstream
 
 AUDIT_TOOLS = ROOT / "tools" / "page-audit" / "node_modules"
 LIGHTHOUSE = AUDIT_TOOLS / "lighthouse" / "cli" / "index.js"
