@@ -80,6 +80,7 @@ def page_context(site: Site, settings: PageSettings, now: datetime, canonical_or
         "profile": profile,
         "theme": profile.theme,
         "theme_css": css,
+        "dark": is_dark(profile.theme),  # light text on a dark background (html class, color-scheme)
         "content_security_policy": csp,
         "title": title,
         "description": description,
