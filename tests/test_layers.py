@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "music": 3,
     "contact": 3,
     "presence": 3,
+    "demo": 3,  # `serve --demo`'s stand-ins for the third parties (imports nothing of the project)
     "render": 2,
     "store": 1,
     "common": 0,
