@@ -57,12 +57,12 @@ async def bench_limiter(redis_url: str, seconds: float, concurrency: int) -> dic
     script = limiter._script
 
     async def triple(n: int, i: int) -> None:
-        await limiter.acquire("owner", "profile", f"10.0.{n}.{i % 200}", "discord")
+        await limiter.admit("owner", "profile", f"10.0.{n}.{i % 200}", "discord")
 
     async def one_by_one(n: int, i: int) -> None:
         keys = ContactLimiter.keys("owner", "profile", f"10.0.{n}.{i % 200}", "discord")
         for key in keys:
-            await script(keys=[key], args=[10**9, 60])
+            await script(keys=[key], args=[1, 10**9, 60])
 
     results = {}
     for name, call in (("lua-3-buckets", triple), ("3x-lua-1-bucket", one_by_one)):

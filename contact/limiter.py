@@ -1,19 +1,28 @@
-"""The contact forms' triple token bucket, decided atomically in Redis.
+"""The contact forms' triple token bucket, decided atomically in Redis, in two steps.
 
 Three buckets guard every send: per IP+profile burst (3/minute), per IP+profile
-daily (30/day) and per owner and channel daily (50 SMS, 100 email/Discord). One
-Lua script (limiter.lua) refills all three from the Redis server's clock, lets
-the request through only if each holds a token and then takes one from each,
-so concurrent requests from any number of processes cannot overshoot.
+daily (30/day) and per owner and channel daily (50 SMS, 100 email/Discord). The
+spec evaluates them before Turnstile, but the owner's bucket is the owner's
+budget, not the visitor's: a request that fails validation or Turnstile must not
+spend it, or anyone could burn an owner's day with bodies of `{}`. So:
+
+1. `admit`, before the body is read: one Lua call (limiter.lua) refills all
+   three buckets from the Redis server's clock and lets the request through
+   only if each holds a token; it then takes one from the two per-address
+   buckets (every attempt counts there) and leaves the owner's bucket as it is.
+2. `take_owner_token`, once the form is valid and Turnstile passed: one Lua
+   call takes the owner's token, refusing (429) if other sends took the last
+   one in between. Each call is atomic, so concurrent requests from any number
+   of processes cannot overshoot any bucket.
 
 A refusal is remembered in this process until the refusing bucket would hold a
 token again (`RefusalMemo`): until then the same request is refused without
 asking Redis, so a flood of refused sends (the abuse the limiter exists for)
 costs no Redis round trip.
 
-Every key of one call carries the hash tag `{contact:<owner id>}`: the owner
-bucket and the IP buckets of the owner's profiles live in one Redis Cluster
-slot, which a multi-key script requires.
+Every key carries the hash tag `{contact:<owner id>}`: the owner bucket and the
+IP buckets of the owner's profiles live in one Redis Cluster slot, which a
+multi-key script requires.
 """
 
 from __future__ import annotations
@@ -124,37 +133,47 @@ class ContactLimiter:
 
     @staticmethod
     def keys(owner_id: str, profile_id: str, ip: str, channel: str) -> list[str]:
+        """burst, daily (per address and profile) and owner (per channel) keys, in the script's order."""
         tag = "{contact:%s}" % owner_id
         ip = rate_limit_subject(ip)  # an IPv6 /64 is one visitor
         return [f"{tag}:burst:{profile_id}:{ip}", f"{tag}:daily:{profile_id}:{ip}", f"{tag}:owner:{channel}"]
 
-    async def acquire(self, owner_id: str, profile_id: str, ip: str, channel: str) -> Decision:
+    async def admit(self, owner_id: str, profile_id: str, ip: str, channel: str) -> Decision:
+        """Step 1: every bucket holds a token; one is taken from the two per-address buckets."""
         rules = (self.rules.burst, self.rules.daily, self.rules.owner[channel])
-        args: list[float] = []
-        for rule in rules:
-            args += [rule.capacity, rule.period]
-        keys = self.keys(owner_id, profile_id, ip, channel)
+        decision = await self._decide(channel, self.keys(owner_id, profile_id, ip, channel), rules, take=0b011)
+        LIMITER_DECISIONS.labels(channel, decision.outcome).inc()
+        return decision
+
+    async def take_owner_token(self, owner_id: str, channel: str) -> Decision:
+        """Step 2, for a valid form that passed Turnstile: take the owner's daily token (refused if gone)."""
+        owner_key = self.keys(owner_id, "", "", channel)[2]
+        decision = await self._decide(channel, [owner_key], (self.rules.owner[channel],), take=0b1)
+        if not decision.allowed:  # an allowed send was counted once, at admission
+            LIMITER_DECISIONS.labels(channel, decision.outcome).inc()
+        return decision
+
+    async def _decide(self, channel: str, keys: list[str], rules: tuple[Rule, ...], take: int) -> Decision:
         known = self.memo.refusing(keys, time.monotonic())
         if known:
             refused = tuple(rules[index].name for index, _ in known)
-            decision = _refusal(refused, max(left for _, left in known))
-        else:
-            try:
-                allowed, mask, wait_ms, *bucket_waits_ms = await self._script(keys=keys, args=args)
-            except (RedisError, OSError) as exc:
-                LIMITER_DECISIONS.labels(channel, "error").inc()
-                raise LimiterUnavailable(str(exc)) from exc
-            if allowed:
-                decision = Decision(True)
-            else:
-                now = time.monotonic()
-                for key, bucket_wait_ms in zip(keys, bucket_waits_ms, strict=True):
-                    if int(bucket_wait_ms) > 0:
-                        self.memo.remember(key, int(bucket_wait_ms) / 1000, now)
-                refused = tuple(rule.name for i, rule in enumerate(rules) if int(mask) & (1 << i))
-                decision = _refusal(refused, int(wait_ms) / 1000)
-        LIMITER_DECISIONS.labels(channel, decision.outcome).inc()
-        return decision
+            return _refusal(refused, max(left for _, left in known))
+        args: list[float] = [take]
+        for rule in rules:
+            args += [rule.capacity, rule.period]
+        try:
+            allowed, mask, wait_ms, *bucket_waits_ms = await self._script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            LIMITER_DECISIONS.labels(channel, "error").inc()
+            raise LimiterUnavailable(str(exc)) from exc
+        if allowed:
+            return Decision(True)
+        now = time.monotonic()
+        for key, bucket_wait_ms in zip(keys, bucket_waits_ms, strict=True):
+            if int(bucket_wait_ms) > 0:
+                self.memo.remember(key, int(bucket_wait_ms) / 1000, now)
+        refused = tuple(rule.name for i, rule in enumerate(rules) if int(mask) & (1 << i))
+        return _refusal(refused, int(wait_ms) / 1000)
 
 
 def _refusal(refused: tuple[str, ...], wait_seconds: float) -> Decision:

@@ -1,12 +1,13 @@
 """The contact service: one send, checked in the spec's order, built once per worker.
 
     profile visible (404) → rate limit (429) → body (400) → Turnstile (400)
-    → owner set-up (400) → credits (402) → delivery (502)
+    → owner's daily token (429) → owner set-up (400) → credits (402) → delivery (502)
 
 The limiter runs before the body is even parsed, so abuse is rejected at the
-cost of one Redis round trip; a send that passed the limiter spends its tokens
-whatever happens next. Credits are taken before delivery and given back when
-delivery fails.
+cost of one Redis round trip; every attempt spends the visitor's per-address
+tokens, but only a valid form that passed Turnstile spends the owner's daily
+token (contact/limiter.py). Credits are held before delivery and settled or
+given back once it is known whether it went out (contact/credits.py).
 
 Built by runtime/services.py with the few things it needs (the site directory,
 the clock, the limiter, Turnstile, the credits and the three senders).
@@ -15,6 +16,7 @@ the clock, the limiter, Turnstile, the credits and the three senders).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +38,7 @@ from contact.errors import (
     Throttled,
     Unavailable,
 )
-from contact.limiter import ContactLimiter, LimiterUnavailable
+from contact.limiter import ContactLimiter, Decision, LimiterUnavailable
 from contact.owner_setup import EmailRecipient, Recipient, SmsRecipient
 from contact.turnstile import Turnstile
 from contact.validation import ContactForm, parse_form
@@ -66,16 +68,11 @@ class ContactService:
     async def send(self, channel: str, profile_id: str, client_ip: str, body: bytes) -> dict[str, Any]:
         """The `data` of a successful answer; a ContactError subclass otherwise."""
         site = await self._visible_site(profile_id)
-        try:
-            decision = await self.limiter.acquire(site.owner.id, site.profile.id, client_ip, channel)
-        except LimiterUnavailable:
-            log.error("rate limiter unavailable; refusing contact sends")
-            raise Unavailable() from None
-        if not decision.allowed:
-            raise Throttled(decision.retry_after)
+        await self._limit(self.limiter.admit(site.owner.id, site.profile.id, client_ip, channel))
         form = parse_form(channel, body)
         if not await self.turnstile.verify(form.token, client_ip):
             raise AntiSpamFailed()
+        await self._limit(self.limiter.take_owner_token(site.owner.id, channel))
         recipient = owner_setup.recipient(site, channel)
         if recipient is None:
             raise NotActive(channel)
@@ -99,6 +96,15 @@ class ContactService:
             raise DeliveryFailed(FAILED[channel]) from None
         DELIVERIES.labels(channel, "ok").inc()
         return data
+
+    async def _limit(self, decision: Awaitable[Decision]) -> None:
+        try:
+            verdict = await decision
+        except LimiterUnavailable:
+            log.error("rate limiter unavailable; refusing contact sends")
+            raise Unavailable() from None
+        if not verdict.allowed:
+            raise Throttled(verdict.retry_after)
 
     async def _visible_site(self, profile_id: str) -> Site:
         if not ID_PATTERN.match(profile_id):

@@ -351,25 +351,48 @@ async def test_ip_buckets_are_shared_by_the_three_forms(server):
 
 
 async def test_owner_daily_cap_sms_50_without_retry_after(server, fakes):
-    # Tokens are spent before validation, so invalid bodies from 50 visitors exhaust the owner's SMS day.
+    await server.load(owner_doc(sms_credits=100))
     for _ in range(50):
-        response, _ = await post(server, "sms", {"message": ""})
-        assert response.code == 400
+        response, _ = await post(server, "sms", SMS)
+        assert response.code == 200
     response, answer = await post(server, "sms", SMS)
     assert (response.code, answer["error"]) == (429, "Too many messages, please try again later")
     assert "Retry-After" not in response.headers  # only the burst bucket sends it
     response, _ = await post(server, "email", EMAIL)  # email has its own owner bucket
     assert response.code == 200
-    assert fakes.sms.requests == []
+    assert len(fakes.sms.requests) == 50
 
 
 async def test_owner_daily_cap_email_and_discord_100(server):
-    for channel in ("email", "discord"):
-        for _ in range(100):
-            response, _ = await post(server, channel, {"message": ""})
-            assert response.code == 400
-        response, _ = await post(server, channel, {"message": ""})
+    await server.load(owner_doc(email_credits=200))
+    for channel, body in (("email", EMAIL), ("discord", DISCORD)):
+        for batch in range(10):
+            answers = await asyncio.gather(*(post(server, channel, body) for _ in range(10)))
+            assert [response.code for response, _ in answers] == [200] * 10, (channel, batch)
+        response, _ = await post(server, channel, body)
         assert response.code == 429
+
+
+async def test_refused_forms_never_spend_the_owners_daily_cap(server, fakes):
+    # 50 bodies of {} and 50 valid forms with a refused token, from 17 addresses each (at most 3 a
+    # minute per address, so every one reaches validation or Turnstile): the owner's 50 SMS a day stay.
+    await server.load(owner_doc(sms_credits=100))
+    ips = [fresh_ip() for _ in range(17)]
+    for i in range(50):
+        response, _ = await post(server, "sms", {}, ip=ips[i % 17])
+        assert response.code == 400
+    ips = [fresh_ip() for _ in range(17)]
+    for i in range(50):
+        response, answer = await post(server, "sms", {**SMS, "turnstileToken": "bad"}, ip=ips[i % 17])
+        assert (response.code, answer["error"]) == (400, "Anti-spam check failed")
+    response, _ = await post(server, "sms", SMS, ip=ips[0])  # the per-address buckets count every attempt
+    assert response.code == 429
+    for _ in range(50):  # a real visitor (each a new one) is served the owner's whole day
+        response, _ = await post(server, "sms", SMS)
+        assert response.code == 200
+    response, _ = await post(server, "sms", SMS)
+    assert response.code == 429
+    assert len(fakes.sms.requests) == 50
 
 
 # ---------------------------------------------------------------- 502 rows and refunds
@@ -430,10 +453,29 @@ async def test_smtp_rejection_passes_through_without_owner_address(server, fakes
     assert response.code == 502
     assert answer == {
         "ok": False,
-        "error": "Email rejected by the mail server: 550 5.1.1 <<recipient>>: "
+        "error": "Email rejected by the mail server: 550 5.1.1 <address>: "
         "Recipient address rejected: mailbox unavailable",
     }
     assert "owner@example.com" not in response.body.decode().lower()
+    assert await credits(server, "email_credits") == 5
+
+
+async def test_smtp_rejection_text_loses_every_address_and_the_owners_name(server, fakes, caplog):
+    owner = "jane.doe-smith@corp.example.com"
+    await server.load(owner_doc(email={"enabled": True, "key": "k", "address": owner, "verified": True}))
+    fakes.smtp.reject_rcpt = (
+        "550 5.1.1 <jane.doe-smith@corp.example.co> unknown; JANE DOE at corp.example.com, "
+        "ask postmaster@corp.example.com or jane@corp \u202eevil"
+    )
+    response, answer = await post(server, "email", EMAIL)
+    assert response.code == 502
+    assert answer["error"] == (
+        "Email rejected by the mail server: 550 5.1.1 <address> unknown; <redacted> <redacted> at "
+        "<redacted>.<redacted>.com, ask <address> or <address> evil"
+    )
+    for part in ("jane", "doe", "smith", "corp", "@", "\u202e"):
+        assert part not in answer["error"].lower()
+    assert any("jane.doe-smith@corp.example.co" in record.getMessage() for record in caplog.records)  # the log has it
     assert await credits(server, "email_credits") == 5
 
 
@@ -496,6 +538,29 @@ async def test_header_injection_is_refused(server, fakes, field, value, error):
     assert fakes.smtp.messages == []
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "=?utf-8?q?boss=40corp.com=2C_attacker=40evil.com?=@evil.com",  # decoded: two mailboxes
+        "=?utf-8?b?Ym9zc0Bjb3JwLmNvbSwgYXR0YWNrZXJAZXZpbC5jb20=?=@evil.com",
+        "=?us-ascii?q?visitor?=@example.com",  # one mailbox, but not the one sent
+    ],
+)
+async def test_reply_to_cannot_be_smuggled_through_encoded_words(server, fakes, address):
+    response, answer = await post(server, "email", {**EMAIL, "email": address})
+    assert (response.code, answer["error"]) == (400, "A valid email address is required")
+    assert fakes.turnstile.requests == [] and fakes.smtp.messages == []
+    assert await credits(server, "email_credits") == 5
+
+
+async def test_reply_to_is_exactly_the_visitors_address(server, fakes):
+    address = "first.last+tag_x=y?z@mail.example.co.uk"
+    response, _ = await post(server, "email", {**EMAIL, "email": address})
+    assert response.code == 200
+    mail = message_from_bytes(fakes.smtp.messages[0].original_content, policy=default_policy)
+    assert [(a.display_name, a.addr_spec) for a in mail["Reply-To"].addresses] == [("", address)]
+
+
 async def test_message_body_cannot_smuggle_smtp_commands(server, fakes):
     evil = "hello\r\n.\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nSubject: x\r\n\r\nspam"
     response, _ = await post(server, "email", {**EMAIL, "message": evil})
@@ -511,6 +576,40 @@ async def test_message_body_cannot_smuggle_smtp_commands(server, fakes):
 async def test_discord_handle_must_be_one_line(server, fakes):
     response, answer = await post(server, "discord", {**DISCORD, "handle": "Jamie\n@everyone"})
     assert (response.code, answer["error"]) == (400, "Handle must be a single line of text")
+
+
+# ---------------------------------------------------------------- bodies no channel can carry
+
+
+LONE_SURROGATE = "a\\ud800b"  # a JSON escape that decodes to a lone surrogate (not Unicode text)
+
+
+@pytest.mark.parametrize(
+    "channel,raw,error",
+    [
+        ("sms", b"[" * 3000 + b"]" * 3000, "Request body is nested too deeply"),
+        ("discord", b'{"message": "hi", "x": ' + b"[" * 17 + b"]" * 17 + b"}", "Request body is nested too deeply"),
+        ("sms", '{"message": "hi", "turnstileToken": "%s"}' % LONE_SURROGATE, "Request body must be Unicode text"),
+        ("email", json.dumps({**EMAIL, "subject": "X"}).replace('"X"', '"%s"' % LONE_SURROGATE), None),
+        ("email", json.dumps({**EMAIL, "message": "X"}).replace('"X"', '"%s"' % LONE_SURROGATE), None),
+        ("discord", json.dumps({**DISCORD, "message": "X"}).replace('"X"', '"%s"' % LONE_SURROGATE), None),
+        ("discord", json.dumps({**DISCORD, "handle": "X"}).replace('"X"', '"%s"' % LONE_SURROGATE), None),
+        ("sms", '{"%s": 1, "message": "hi", "turnstileToken": "good-token"}' % LONE_SURROGATE, None),
+    ],
+)
+async def test_bodies_no_channel_can_carry_are_400_before_turnstile_and_credits(server, fakes, channel, raw, error):
+    response, answer = await post(server, channel, raw)
+    assert (response.code, answer) == (400, {"ok": False, "error": error or "Request body must be Unicode text"})
+    assert fakes.turnstile.requests == []
+    assert fakes.sms.requests == [] and fakes.discord.requests == [] and fakes.smtp.messages == []
+    assert await credits(server, "sms_credits") == 5 and await credits(server, "email_credits") == 5
+
+
+async def test_nesting_up_to_the_bound_and_surrogate_pairs_are_fine(server, fakes):
+    raw = '{"message": "hi \\ud83d\\ude00", "turnstileToken": "good-token", "x": %s}' % ("[" * 15 + "]" * 15)
+    response, _ = await post(server, "sms", raw)
+    assert response.code == 200
+    assert fakes.sms.requests[0].json()["body"] == "hi \U0001f600"
 
 
 # ---------------------------------------------------------------- the order of checks

@@ -178,28 +178,59 @@ def test_keys_of_one_call_share_a_cluster_slot():
 
 async def test_daily_ip_bucket_is_30(redis_client):
     limiter = ContactLimiter(redis_client, Rules(burst=Rule("burst", 1000, 60)))
-    decisions = [await limiter.acquire("u1", "p1", "192.0.2.1", "discord") for _ in range(31)]
+    decisions = [await limiter.admit("u1", "p1", "192.0.2.1", "discord") for _ in range(31)]
     assert [d.allowed for d in decisions] == [True] * 30 + [False]
     assert decisions[-1].refused == ("daily",) and decisions[-1].retry_after is None
-    assert (await limiter.acquire("u1", "p1", "192.0.2.2", "discord")).allowed  # another IP, same owner
+    assert (await limiter.admit("u1", "p1", "192.0.2.2", "discord")).allowed  # another IP, same owner
 
 
 async def test_refused_request_takes_no_token_from_the_other_buckets(redis_client):
     limiter = ContactLimiter(redis_client, Rules(burst=Rule("burst", 1, 60), daily=Rule("daily", 5, DAY)))
-    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "sms")).allowed
+    assert (await limiter.admit("u1", "p1", "192.0.2.1", "sms")).allowed
     for _ in range(5):
-        refused = await limiter.acquire("u1", "p1", "192.0.2.1", "sms")
+        refused = await limiter.admit("u1", "p1", "192.0.2.1", "sms")
         assert refused.refused == ("burst",)
     _, daily_key, owner_key = ContactLimiter.keys("u1", "p1", "192.0.2.1", "sms")
     assert float(await redis_client.hget(daily_key, "t")) == 4  # only the allowed call spent one
+    assert not await redis_client.exists(owner_key)  # admission only checks the owner's bucket
+    assert (await limiter.take_owner_token("u1", "sms")).allowed
     assert float(await redis_client.hget(owner_key, "t")) == 49
+
+
+async def test_admission_never_spends_the_owner_token(redis_client):
+    limiter = ContactLimiter(redis_client)
+    for i in range(60):  # more than the owner's 50 SMS a day, from as many visitors
+        assert (await limiter.admit("u1", "p1", f"192.0.2.{i}", "sms")).allowed
+    assert not await redis_client.exists(ContactLimiter.keys("u1", "p1", "", "sms")[2])
+    for _ in range(50):
+        assert (await limiter.take_owner_token("u1", "sms")).allowed
+    refused = await limiter.take_owner_token("u1", "sms")
+    assert refused.refused == ("owner",) and refused.retry_after is None
+    assert (await limiter.admit("u1", "p1", "192.0.2.200", "sms")).refused == ("owner",)
+
+
+async def test_the_last_owner_token_goes_to_one_of_two_admitted_sends(redis_client):
+    owner = {c: Rule("owner", 1, DAY) for c in ("sms", "email", "discord")}
+    limiter = ContactLimiter(redis_client, Rules(owner=owner))
+    other_process = ContactLimiter(redis_client, Rules(owner=owner))
+    assert (await limiter.admit("u1", "p1", "192.0.2.1", "email")).allowed
+    assert (await other_process.admit("u1", "p1", "192.0.2.2", "email")).allowed  # the token is still there
+    takes = await asyncio.gather(limiter.take_owner_token("u1", "email"), other_process.take_owner_token("u1", "email"))
+    assert sorted(take.allowed for take in takes) == [False, True]
+    [refused] = [take for take in takes if not take.allowed]
+    assert refused.refused == ("owner",)
+    # The refusing process remembers it: the next admission there is refused without Redis.
+    loser = limiter if not takes[0].allowed else other_process
+    calls = await limiter_calls(redis_client)
+    assert (await loser.admit("u1", "p1", "192.0.2.3", "email")).refused == ("owner",)
+    assert await limiter_calls(redis_client) == calls
 
 
 async def test_buckets_refill_on_the_redis_clock_and_expire(redis_client):
     limiter = ContactLimiter(redis_client, Rules(burst=Rule("burst", 2, 1.0)))
-    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "discord")).allowed
-    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "discord")).allowed
-    refused = await limiter.acquire("u1", "p1", "192.0.2.1", "discord")
+    assert (await limiter.admit("u1", "p1", "192.0.2.1", "discord")).allowed
+    assert (await limiter.admit("u1", "p1", "192.0.2.1", "discord")).allowed
+    refused = await limiter.admit("u1", "p1", "192.0.2.1", "discord")
     assert not refused.allowed and refused.retry_after == 1
     burst_key = ContactLimiter.keys("u1", "p1", "192.0.2.1", "discord")[0]
     seconds, micros = await redis_client.time()
@@ -207,7 +238,7 @@ async def test_buckets_refill_on_the_redis_clock_and_expire(redis_client):
     assert abs(stamp - (seconds * 1_000_000 + micros)) < 2_000_000  # written from Redis TIME
     assert 0 < await redis_client.pttl(burst_key) <= 2_000  # gone once it would be full again
     await asyncio.sleep(0.55)  # one token per 0.5 s
-    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "discord")).allowed
+    assert (await limiter.admit("u1", "p1", "192.0.2.1", "discord")).allowed
 
 
 async def test_metrics_count_decisions_and_deliveries(make_server, fakes):
@@ -239,24 +270,24 @@ async def limiter_calls(redis_client) -> int:
 
 async def test_a_known_refusal_is_answered_without_redis(redis_client):
     limiter = ContactLimiter(redis_client, Rules(burst=Rule("burst", 1, 60)))
-    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "discord")).allowed
-    first = await limiter.acquire("u1", "p1", "192.0.2.1", "discord")
+    assert (await limiter.admit("u1", "p1", "192.0.2.1", "discord")).allowed
+    first = await limiter.admit("u1", "p1", "192.0.2.1", "discord")
     calls = await limiter_calls(redis_client)
-    again = [await limiter.acquire("u1", "p1", "192.0.2.1", "discord") for _ in range(50)]
+    again = [await limiter.admit("u1", "p1", "192.0.2.1", "discord") for _ in range(50)]
     assert await limiter_calls(redis_client) == calls  # none of the 50 reached Redis
     assert first.refused == ("burst",) and all(d.refused == ("burst",) for d in again)
     assert first.retry_after == 60 and all(55 <= d.retry_after <= 60 for d in again)
-    assert (await limiter.acquire("u1", "p1", "192.0.2.2", "discord")).allowed  # another visitor asks Redis
+    assert (await limiter.admit("u1", "p1", "192.0.2.2", "discord")).allowed  # another visitor asks Redis
     assert await limiter_calls(redis_client) == calls + 1
 
 
 async def test_a_remembered_refusal_ends_when_the_bucket_refills(redis_client):
     limiter = ContactLimiter(redis_client, Rules(burst=Rule("burst", 1, 0.4)))
-    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "sms")).allowed
-    assert not (await limiter.acquire("u1", "p1", "192.0.2.1", "sms")).allowed
+    assert (await limiter.admit("u1", "p1", "192.0.2.1", "sms")).allowed
+    assert not (await limiter.admit("u1", "p1", "192.0.2.1", "sms")).allowed
     assert len(limiter.memo) == 1
     await asyncio.sleep(0.45)
-    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "sms")).allowed
+    assert (await limiter.admit("u1", "p1", "192.0.2.1", "sms")).allowed
 
 
 async def test_an_empty_owner_bucket_of_one_channel_refuses_only_that_channel(redis_client):
@@ -266,11 +297,12 @@ async def test_an_empty_owner_bucket_of_one_channel_refuses_only_that_channel(re
             owner={"sms": Rule("owner", 1, DAY), "email": Rule("owner", 100, DAY), "discord": Rule("owner", 100, DAY)}
         ),
     )
-    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "sms")).allowed
-    refused = await limiter.acquire("u1", "p1", "192.0.2.1", "sms")
+    assert (await limiter.admit("u1", "p1", "192.0.2.1", "sms")).allowed
+    assert (await limiter.take_owner_token("u1", "sms")).allowed
+    refused = await limiter.admit("u1", "p1", "192.0.2.1", "sms")
     assert refused.refused == ("owner",) and refused.retry_after is None
-    assert (await limiter.acquire("u1", "p1", "192.0.2.9", "sms")).refused == ("owner",)  # any visitor: from memory
-    assert (await limiter.acquire("u1", "p1", "192.0.2.1", "email")).allowed  # same visitor, other channel
+    assert (await limiter.admit("u1", "p1", "192.0.2.9", "sms")).refused == ("owner",)  # any visitor: from memory
+    assert (await limiter.admit("u1", "p1", "192.0.2.1", "email")).allowed  # same visitor, other channel
 
 
 def test_the_memo_stays_bounded_under_a_flood_of_addresses():

@@ -13,9 +13,12 @@ dot-stuffs the body, so a message cannot end the DATA phase early.
 When the relay rejects the message its reply code and text pass through (the
 spec's "other rejections pass through their own status code and error
 message"): a 4xx reply becomes 503 (temporary), a 5xx reply 502, each with
-"Email rejected by the mail server: <code> <text>", the owner's address
-replaced by "<recipient>". Connection failures, timeouts and our own AUTH
-failures are a plain 502 "Email delivery failed".
+"Email rejected by the mail server: <code> <text>". The text is cleaned first
+(`visitor_reason`): every address-like token becomes "<address>", every part
+of the owner's address (name parts, domain labels) becomes "<redacted>", and
+only printable characters on one line remain; the full reply goes to the log.
+Connection failures, timeouts and our own AUTH failures are a plain 502
+"Email delivery failed".
 """
 
 from __future__ import annotations
@@ -72,17 +75,38 @@ def build_message(settings: SmtpSettings, to: str, reply_to: str, subject: str, 
     return msg
 
 
-def _reason(code: int, text: bytes | str, secret: str) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    text = re.sub(re.escape(secret), "<recipient>", text, flags=re.IGNORECASE) if secret else text
-    text = " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", text).split())[:MAX_REASON]
-    return f"Email rejected by the mail server: {code} {text}".rstrip()
+# Anything with an @ in it, with the brackets or quotes around it: "<a.b@c>", "a@b", "@c", "a@".
+_ADDRESS_LIKE = re.compile(r"""[<"'(\[]?[^\s<>"'()\[\],;]*@[^\s<>"'()\[\],;]*[>"')\]]?""")
+
+
+def _owner_words(recipient: str) -> re.Pattern[str] | None:
+    """The owner's name parts and domain labels (not the top-level domain), as whole words."""
+    local, _, domain = recipient.lower().rpartition("@")
+    words = re.split(r"[^a-z0-9]+", local) + domain.split(".")[:-1]
+    words = sorted({word for word in words if len(word) >= 2}, key=len, reverse=True)
+    if not words:
+        return None
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(map(re.escape, words)) + r")(?![a-z0-9])", re.IGNORECASE)
+
+
+def visitor_reason(text: str, recipient: str) -> str:
+    """A relay's reply text as the visitor may see it: no address, no part of the owner's, one printable line."""
+    text = _ADDRESS_LIKE.sub("<address>", text)
+    owner_words = _owner_words(recipient)
+    if owner_words is not None:
+        text = owner_words.sub("<redacted>", text)
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return " ".join(text.split())[:MAX_REASON]
 
 
 def rejection(code: int, text: bytes | str, recipient: str) -> DeliveryFailed:
+    """The visitor's answer to a relay's rejection; the reply as sent goes to the log (it has no secret of ours)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    log.warning("mail server rejected the message: %s %s", code, ascii(text))  # ascii(): one line, escaped
     status = 503 if 400 <= code < 500 else 502
-    return DeliveryFailed(_reason(code, text, recipient), status=status)
+    reason = visitor_reason(text, recipient)
+    return DeliveryFailed(f"Email rejected by the mail server: {code} {reason}".rstrip(), status=status)
 
 
 class EmailSender:
@@ -110,7 +134,6 @@ class EmailSender:
                 smtp.send_message(msg, from_addr=s.envelope_from, to_addrs=[to])
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
-            log.warning("mail server refused the recipient: %s", code)
             raise rejection(code, text, to) from None
         except smtplib.SMTPAuthenticationError as exc:
             log.error("mail server refused our credentials: %s", exc.smtp_code)
@@ -119,7 +142,6 @@ class EmailSender:
             if exc.smtp_code < 400:
                 log.warning("mail server error: %s", type(exc).__name__)
                 raise DeliveryFailed(FAILED) from None
-            log.warning("mail server rejected the message: %s", exc.smtp_code)
             raise rejection(exc.smtp_code, exc.smtp_error, to) from None
         except (smtplib.SMTPException, OSError) as exc:  # disconnects, timeouts, refused connections, TLS
             log.warning("mail delivery failed: %s", type(exc).__name__)
