@@ -22,7 +22,7 @@ from typing import Any
 
 from common.metrics import DELIVERIES
 from contact import owner_setup
-from contact.credits import Credits, CreditsUnavailable
+from contact.credits import Credits, CreditsUnavailable, Hold
 from contact.delivery.discord import FAILED as DISCORD_FAILED
 from contact.delivery.discord import DiscordSender, embed_payload
 from contact.delivery.email import FAILED as EMAIL_FAILED
@@ -76,26 +76,31 @@ class ContactService:
         recipient = owner_setup.recipient(site, channel)
         if recipient is None:
             raise NotActive(channel)
-        if channel in CREDIT_FIELDS:
-            try:
-                paid = await self.credits.debit(site.owner.id, channel)
-            except CreditsUnavailable:
-                log.error("credits store unavailable; refusing contact sends")
-                raise Unavailable() from None
-            if not paid:
-                raise OutOfCredits(channel)
+        hold = await self._hold_credit(site.owner.id, channel) if channel in CREDIT_FIELDS else None
         try:
             data = await self._deliver(site, recipient, form)
         except Exception as exc:  # DeliveryFailed, or a bug: either way the owner gets the credit back
             DELIVERIES.labels(channel, "failed").inc()
-            if channel in CREDIT_FIELDS:
-                await self.credits.refund(site.owner.id, channel)
+            if hold is not None:
+                await self.credits.refund(hold)
             if isinstance(exc, DeliveryFailed):
                 raise
             log.exception("contact delivery crashed")
             raise DeliveryFailed(FAILED[channel]) from None
         DELIVERIES.labels(channel, "ok").inc()
+        if hold is not None:
+            await self.credits.settle(hold)
         return data
+
+    async def _hold_credit(self, owner_id: str, channel: str) -> Hold:
+        try:
+            hold = await self.credits.hold(owner_id, channel)
+        except CreditsUnavailable:
+            log.error("credits store unavailable; refusing contact sends")
+            raise Unavailable() from None
+        if hold is None:
+            raise OutOfCredits(channel)
+        return hold
 
     async def _limit(self, decision: Awaitable[Decision]) -> None:
         try:

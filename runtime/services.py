@@ -22,7 +22,7 @@ from tornado.curl_httpclient import CurlAsyncHTTPClient
 from common.client_ip import TrustedProxies
 from common.lifecycle import Lifecycle
 from common.tasks import start_background
-from contact.credits import Credits
+from contact.credits import Credits, CreditSweeper, credit_hold_timeout
 from contact.delivery.discord import DiscordSender
 from contact.delivery.email import EmailSender, SmtpSettings
 from contact.delivery.sms import SmsSender
@@ -202,12 +202,15 @@ def _start_contact(
         )
     )
     lifecycle.on_close(email.close)
+    credits = Credits(stores.db, stores.clock)
+    sweeper = CreditSweeper(credits, hold_timeout=credit_hold_timeout(config.delivery_timeout))
+    start_background(lifecycle, sweeper.run(), "credit-sweeper")
     return ContactService(
         sites=sites,
         clock=stores.clock,
         limiter=ContactLimiter(stores.redis),
         turnstile=Turnstile(http, config.turnstile_verify_url, config.turnstile_secret, config.turnstile_timeout),
-        credits=Credits(stores.db),
+        credits=credits,
         sms=SmsSender(http, config.sms_api_url, config.delivery_timeout),
         email=email,
         discord=DiscordSender(http, config.discord_api_url, config.discord_bot_token, config.delivery_timeout),

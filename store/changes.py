@@ -17,15 +17,15 @@ from typing import Any
 from pymongo.errors import OperationFailure, PyMongoError
 
 from common.tasks import raise_if_cancelling
-from store.models import CREDIT_FIELDS
+from store.models import CREDIT_FIELDS, CREDIT_HOLDS
 from store.mongo import Database
 from store.sites import SiteDirectory
 
 log = logging.getLogger("hepgg.changes")
 
 # A users update touching only these is not worth evicting for: every contact send moves a credit
-# counter, and no cached site reads one (the debit itself is the atomic check).
-UNCACHED_USER_FIELDS = frozenset(CREDIT_FIELDS.values())
+# counter and its hold, and no cached site reads either (the debit itself is the atomic check).
+UNCACHED_USER_FIELDS = frozenset({*CREDIT_FIELDS.values(), CREDIT_HOLDS})
 
 # Codes meaning "this deployment has no change streams" (standalone mongod and similar).
 UNSUPPORTED_CODES = {40573, 40324, 20}
@@ -81,4 +81,6 @@ def _only_uncached_fields(change: dict[str, Any]) -> bool:
         return False
     description = change.get("updateDescription") or {}
     changed = set(description.get("updatedFields") or {}) | set(description.get("removedFields") or [])
-    return bool(changed) and changed <= UNCACHED_USER_FIELDS
+    changed |= {entry.get("field", "") for entry in description.get("truncatedArrays") or [] if isinstance(entry, dict)}
+    top_level = {path.split(".", 1)[0] for path in changed}  # a $push reports "credit_holds.3"
+    return bool(top_level) and top_level <= UNCACHED_USER_FIELDS

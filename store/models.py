@@ -18,6 +18,8 @@ from store.theme import TEMPLATES, Theme, parse_theme
 
 # The owner's paid message credits per channel (contact debits and refunds them; nothing cached reads them).
 CREDIT_FIELDS = {"sms": "sms_credits", "email": "email_credits"}
+# Credits taken for sends whose outcome is not recorded yet: [{id, channel, at}] (contact/credits.py).
+CREDIT_HOLDS = "credit_holds"
 
 Document = dict[str, Any]
 

@@ -29,8 +29,10 @@ def connect(uri: str, db_name: str, *, app_name: str = "hepgg_server") -> tuple[
 
 
 async def ensure_indexes(db: Database) -> None:
-    """The indexes behind every query: host lookups, an owner's profiles (plans), a profile's events by time."""
+    """The indexes behind every query: host lookups, an owner's profiles (plans), events by time, credit holds."""
     await db.profiles.create_index([("domain", ASCENDING)], unique=True, name="domain_unique")
     await db.profiles.create_index([("owner_id", ASCENDING)], name="by_owner")
     # View/play events (store/stats.py) are kept as each profile's history, read by profile and time.
     await db.stat_events.create_index([("profile_id", ASCENDING), ("at", ASCENDING)], name="by_profile_time")
+    # Pending credit holds by age: the sweeper's query (contact/credits.py); owners without holds are not in it.
+    await db.users.create_index([("credit_holds.at", ASCENDING)], name="credit_holds_by_age", sparse=True)
