@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from presence import cli as presence_cli
-from runtime.config import Config, ConfigError, add_arguments, load_config
+from runtime.config import COMMAND_OPTIONS, Config, ConfigError, add_arguments, load_config
 from runtime.logs import setup_logging
 
 
@@ -26,19 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hepgg_server.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, *arguments: tuple[str, dict[str, str]]) -> None:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        add_arguments(sub)
-        return sub
+        for flag, kwargs in arguments:  # the command's own arguments first, its options after them
+            sub.add_argument(flag, **kwargs)
+        add_arguments(sub, COMMAND_OPTIONS.get(name))
 
     command("serve", "run the server")
-    command("import", "validate and upsert users and profiles from a JSON file").add_argument("file")
-    command("seed-demo", "create the demo owner and profile")
-    command("stats", "print a profile's views and plays as JSON").add_argument("profile_id")
     command(
-        "reconcile", "apply plan limits now (unpublish over-allowance profiles, republish restored ones)"
-    ).add_argument("--now", help="ISO 8601 time to reconcile at (default: now)")
-    presence_cli.add_parser(commands, add_arguments)
+        "import",
+        "validate and upsert users and profiles from a JSON file",
+        ("file", {"help": "the JSON file (format: docs/import.md)"}),
+    )
+    command("seed-demo", "create the demo owner and profile")
+    command("stats", "print a profile's views and plays as JSON", ("profile_id", {"metavar": "PROFILE_ID"}))
+    command(
+        "reconcile",
+        "apply plan limits now (unpublish over-allowance profiles, republish restored ones)",
+        ("--now", {"help": "ISO 8601 time to reconcile at (default: now)"}),
+    )
+    presence_cli.add_parser(commands, add_arguments, COMMAND_OPTIONS)
     return parser
 
 
@@ -61,12 +68,17 @@ def run(args: argparse.Namespace, config: Config) -> int:
     # The commands' modules are imported here, not at the top: `serve` must set up its metrics
     # directory before anything imports prometheus_client (runtime/metrics_dir.py).
     if args.command == "serve":
+        from runtime.embedded import DataDirInUse
         from runtime.metrics_dir import metrics_directory
 
         with metrics_directory() as metrics_dir:
             from runtime.serve import serve
 
-            return serve(config, metrics_dir)
+            try:
+                return serve(config, metrics_dir)
+            except DataDirInUse as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
     from runtime import cli
 
     if args.command == "import":

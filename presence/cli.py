@@ -7,7 +7,9 @@
 Both run the same pipeline as `presence.writer` against the configured Redis
 (on embedded defaults: the running server's Valkey, or one started for the
 command; runtime/cli.py resolves it and hands `run` a client). A bad snapshot is
-refused with a message on stderr, exit status 1, and nothing written.
+refused with a message on stderr, exit status 1, and nothing written; so is
+`set` for a user MongoDB does not know (the Discord bot writes only for known
+users). `clear` needs no such check: clearing a stray snapshot is always safe.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from presence.snapshot import PRESENCE_TTL, SnapshotError
+from presence.snapshot import PRESENCE_TTL, SnapshotError, check_user_id, validate_snapshot
 from presence.writer import clear_presence, write_presence
 
 _ACTIVITY_FLAGS = (  # flag, snapshot field, type
@@ -38,17 +41,18 @@ _ACTIVITY_FLAGS = (  # flag, snapshot field, type
 
 def add_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
-    add_arguments: Callable[[argparse.ArgumentParser], None],
+    add_arguments: Callable[[argparse.ArgumentParser, tuple[str, ...] | None], None],
+    command_options: Mapping[str, tuple[str, ...]],
 ) -> None:
-    """Register the `presence` subcommand on the top-level parser."""
+    """Register the `presence` subcommand on the top-level parser (own arguments first, then store options)."""
     presence = commands.add_parser(
         "presence",
         help="write or clear a user's Discord presence snapshot",
         description="write or clear a user's Discord presence snapshot",
     )
     actions = presence.add_subparsers(dest="presence_action", required=True, metavar="ACTION")
-    set_cmd = actions.add_parser("set", help="validate, store (300 s TTL) and publish a snapshot")
-    add_arguments(set_cmd)
+    set_help = "validate, store (300 s TTL) and publish a snapshot for a user known to MongoDB"
+    set_cmd = actions.add_parser("set", help=set_help, description=set_help)
     set_cmd.add_argument("user_id", metavar="USER_ID")
     set_cmd.add_argument("--status", required=True, help="online, idle, dnd or offline")
     for flag, field, kind in _ACTIVITY_FLAGS:
@@ -56,13 +60,15 @@ def add_parser(
             f"--{flag}", dest=field, default=None, help=f"activity.{field} ({'integer' if kind is int else 'text'})"
         )
     set_cmd.add_argument("--ttl", type=float, default=PRESENCE_TTL, help=argparse.SUPPRESS)  # tests and demos
-    clear_cmd = actions.add_parser("clear", help="delete a snapshot; open streams receive null")
-    add_arguments(clear_cmd)
+    add_arguments(set_cmd, command_options["presence set"])
+    clear_help = "delete a snapshot; open streams receive null"
+    clear_cmd = actions.add_parser("clear", help=clear_help, description=clear_help)
     clear_cmd.add_argument("user_id", metavar="USER_ID")
+    add_arguments(clear_cmd, command_options["presence clear"])
 
 
 def snapshot_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The snapshot the flags describe; SnapshotError for a flag that is not what it must be."""
+    """The snapshot the flags describe; SnapshotError for a flag (or a field) that is not what it must be."""
     activity: dict[str, Any] = {}
     for flag, field, kind in _ACTIVITY_FLAGS:
         value = getattr(args, field)
@@ -77,6 +83,8 @@ def snapshot_from_args(args: argparse.Namespace) -> dict[str, Any]:
     snapshot: dict[str, Any] = {"status": args.status}
     if activity:
         snapshot["activity"] = activity
+    check_user_id(args.user_id)
+    validate_snapshot(snapshot, datetime.now(UTC))  # checked before any store is asked about the user
     return snapshot
 
 

@@ -62,11 +62,27 @@ async def _import(stores: Stores, data: Any) -> int:
     return 0
 
 
+class ImportFileError(Exception):
+    """The import file cannot be read as JSON (the message says why, without a traceback)."""
+
+
+def read_import_file(path: str) -> Any:
+    """The file's JSON (UTF-8, -16 or -32, as RFC 8259 allows); ImportFileError says why it cannot be read."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise ImportFileError(f"{path} nests arrays or objects too deeply to be an import file") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ImportFileError(f"{path} is not JSON: {exc}") from None
+
+
 def cmd_import(config: Config, path: str) -> int:
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        print(f"error: cannot read {path}: {exc}", file=sys.stderr)
+        data = read_import_file(path)
+    except ImportFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return run_command(config, lambda stores: _import(stores, data))
 
@@ -136,6 +152,9 @@ def cmd_seed_demo(config: Config) -> int:
 
 def cmd_stats(config: Config, profile_id: str) -> int:
     async def stats(stores: Stores) -> int:
+        if await stores.db.profiles.find_one({"_id": profile_id}, {"_id": 1}) is None:
+            print(f"error: no profile {profile_id!r} (ids are case-sensitive; see `import`)", file=sys.stderr)
+            return 1
         print(json.dumps(await read_stats(stores.db, profile_id)))
         return 0
 
@@ -158,19 +177,36 @@ def cmd_reconcile(config: Config, now: str | None) -> int:
 
 
 def cmd_presence(config: Config, args: argparse.Namespace) -> int:
-    """`presence set|clear`: only Redis is needed, so no embedded MongoDB is started for it."""
+    """`presence set` checks the snapshot, then that MongoDB knows the user; `clear` needs Redis only."""
+    if args.presence_action == "clear":
+        return _presence_clear(config, args)
     try:
-        snapshot = presence_cli.snapshot_from_args(args) if args.presence_action == "set" else None
+        snapshot = presence_cli.snapshot_from_args(args)
     except SnapshotError as exc:
         print(f"error: {exc}; nothing was written", file=sys.stderr)
         return 1
+
+    async def set_presence(stores: Stores) -> int:
+        if await stores.db.users.find_one({"_id": args.user_id}, {"_id": 1}) is None:
+            print(
+                f"error: no user {args.user_id!r} in MongoDB (presence is written only for known users); "
+                "nothing was written",
+                file=sys.stderr,
+            )
+            return 1
+        return await presence_cli.run(stores.redis, config.redis_sharded_pubsub, args, snapshot)
+
+    return run_command(config, set_presence)
+
+
+def _presence_clear(config: Config, args: argparse.Namespace) -> int:
     embedded, _, redis_url = resolve_store_urls(config, need_mongo=False)
     try:
 
         async def main() -> int:
             redis = make_redis(redis_url)
             try:
-                return await presence_cli.run(redis, config.redis_sharded_pubsub, args, snapshot)
+                return await presence_cli.run(redis, config.redis_sharded_pubsub, args, None)
             finally:
                 await redis.aclose()
 

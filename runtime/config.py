@@ -379,15 +379,34 @@ OPTIONS = _options()
 _BY_ATTR = {option.attr: option for option in OPTIONS}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add every option as a flag whose default is None, so unset flags fall through."""
-    parser.add_argument("--config", default=None, help="TOML file with option = value lines")
+# The options each maintenance command reads (`serve` reads them all): its --help lists only these.
+STORE_OPTIONS = ("data_dir", "mongo_uri", "mongo_db", "redis_url")
+COMMAND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "import": STORE_OPTIONS,
+    "seed-demo": (*STORE_OPTIONS, "port"),  # the demo URL it prints
+    "stats": STORE_OPTIONS,
+    "reconcile": STORE_OPTIONS,
+    "presence set": (*STORE_OPTIONS, "redis_sharded_pubsub"),  # MongoDB: the user must exist
+    "presence clear": ("data_dir", "redis_url", "redis_sharded_pubsub"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """Add the options (all, or `only` these) as flags whose default is None, so unset flags fall through.
+
+    They go under their own heading, after whatever the command added first (its own arguments).
+    """
+    title = "server options" if only is None else "store options"
+    group = parser.add_argument_group(title, "each also read from HEPGG_<OPTION> or a --config TOML file")
+    group.add_argument("--config", default=None, help="TOML file with option = value lines")
     for option in OPTIONS:
+        if only is not None and option.attr not in only:
+            continue
         flag_help = f"{option.help} (env {option.env}; default {option.default!r})"
         if option.type is bool:
-            parser.add_argument(option.flag, nargs="?", const="true", default=None, help=flag_help)
+            group.add_argument(option.flag, nargs="?", const="true", default=None, help=flag_help)
         else:
-            parser.add_argument(option.flag, default=None, help=flag_help)
+            group.add_argument(option.flag, default=None, help=flag_help)
 
 
 def load_config(

@@ -2,9 +2,12 @@
 
 They run as child processes on loopback, never as threads in the server (they
 would share its GIL). Whoever starts them holds an exclusive `flock` on
-`<data-dir>/embedded.lock` for as long as they run and records their URLs in
-`<data-dir>/embedded.json`; a second command on the same data dir finds the lock
-held and connects to the running servers instead of opening the files twice.
+`<data-dir>/embedded.lock` for as long as they run and records their URLs (and
+its pid and command) in `<data-dir>/embedded.json`; a second command on the same
+data dir finds the lock held and connects to the running servers instead of
+opening the files twice. A second `serve` does not: it asks for the stores
+`exclusive`ly and is refused (`DataDirInUse`), since two servers silently
+sharing one data dir is never what an operator meant.
 
 Children get PR_SET_PDEATHSIG so that they die with the process that started
 them, even when it is killed with SIGKILL; on a clean stop they get SIGTERM
@@ -58,6 +61,10 @@ def require_stand_ins(want_mongo: bool, want_redis: bool) -> None:
         )
 
 
+class DataDirInUse(EmbeddedStartError):
+    """An exclusive start found another process running this data dir's embedded stores."""
+
+
 def _child_setup() -> None:  # runs in the child between fork and exec
     die_with_parent()
     os.setpgrp()  # a Ctrl-C in the terminal reaches us, and we stop the children in order
@@ -90,10 +97,20 @@ class EmbeddedEndpoints:
 class EmbeddedStores:
     """Starts (or finds already running) embedded servers for one data dir."""
 
-    def __init__(self, data_dir: str | Path, *, want_mongo: bool = True, want_redis: bool = True):
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        want_mongo: bool = True,
+        want_redis: bool = True,
+        exclusive: bool = False,
+        command: str = "",
+    ):
         self.data_dir = Path(data_dir).resolve()
         self.want_mongo = want_mongo
         self.want_redis = want_redis
+        self.exclusive = exclusive  # refuse (DataDirInUse) rather than attach to another process's stores
+        self.command = command  # recorded for whoever is refused
         self._lock_file: IO[str] | None = None
         self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.endpoints = EmbeddedEndpoints(None, None)
@@ -113,6 +130,8 @@ class EmbeddedStores:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock_file.close()
+            if self.exclusive:
+                raise DataDirInUse(self._in_use_message()) from None
             return self._attach()
         self._lock_file = lock_file
         self.owner = True
@@ -128,12 +147,28 @@ class EmbeddedStores:
             json.dumps(
                 {
                     "pid": os.getpid(),
+                    "command": self.command,
                     "mongo_uri": self.endpoints.mongo_uri,
                     "redis_url": self.endpoints.redis_url,
                 }
             )
         )
         return self.endpoints
+
+    def _in_use_message(self) -> str:
+        state: dict[str, object] = {}
+        for _ in range(100):  # the owner writes the state file once its servers listen
+            with contextlib.suppress(OSError, ValueError):
+                state = json.loads(self._state_path.read_text())
+                break
+            time.sleep(0.05)
+        who = f"pid {state['pid']}" if "pid" in state else "another process"
+        if state.get("command"):
+            who += f" ({state['command']})"
+        return (
+            f"the data dir {self.data_dir} is in use by {who}: stop it, or give this server "
+            "another --data-dir (commands such as import and stats may still use it)"
+        )
 
     def _attach(self) -> EmbeddedEndpoints:
         """Another process owns the servers: read where they listen."""
@@ -244,14 +279,23 @@ class EmbeddedStores:
         self.stop()
 
 
-def resolve_store_urls(config: Config, *, need_mongo: bool = True) -> tuple[EmbeddedStores, str, str]:
+def resolve_store_urls(
+    config: Config, *, need_mongo: bool = True, exclusive: bool = False, command: str = ""
+) -> tuple[EmbeddedStores, str, str]:
     """Start or attach to whatever embedded servers the config asks for; returns them and both URLs.
 
-    The one way every command finds its stores. `need_mongo=False` (presence set/clear) starts no
-    embedded MongoDB; the MongoDB URL is then the configured one, unused.
+    The one way every command finds its stores. `need_mongo=False` (presence clear) starts no
+    embedded MongoDB; the MongoDB URL is then the configured one, unused. `exclusive` (serve)
+    refuses a data dir whose stores another process runs.
     """
     want_mongo = need_mongo and config.mongo_uri == "embedded"
-    stores = EmbeddedStores(config.data_dir, want_mongo=want_mongo, want_redis=config.redis_url == "embedded")
+    stores = EmbeddedStores(
+        config.data_dir,
+        want_mongo=want_mongo,
+        want_redis=config.redis_url == "embedded",
+        exclusive=exclusive,
+        command=command,
+    )
     endpoints = stores.start()
     mongo_uri = endpoints.mongo_uri if want_mongo else config.mongo_uri
     redis_url = endpoints.redis_url if config.redis_url == "embedded" else config.redis_url

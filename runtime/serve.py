@@ -49,7 +49,7 @@ def raise_fd_limit() -> int:
 def serve(config: Config, metrics_dir: str | None = None) -> int:
     """Run until SIGTERM/SIGINT; `metrics_dir` is where workers write metrics (runtime/metrics_dir.py)."""
     log.info("file descriptor limit %d", raise_fd_limit())
-    stores, mongo_uri, redis_url = resolve_store_urls(config)
+    stores, mongo_uri, redis_url = resolve_store_urls(config, exclusive=True, command="serve")
     try:
         sockets = bind_sockets(config.port, config.address, reuse_port=hasattr(socket, "SO_REUSEPORT"), backlog=4096)
         bound_port = sockets[0].getsockname()[1]

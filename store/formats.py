@@ -14,6 +14,11 @@ EMAIL_PATTERN = re.compile(
     r"^[^@\s<>()\[\],;:\"\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
 DISCORD_CHANNEL_PATTERN = re.compile(r"^[0-9]{1,32}$")
+# An RFC 3339 date-time as the import format takes it: T or a space, fractions of a second allowed, Z or an
+# offset (none: UTC). Use with fullmatch; parse_time still decides whether the date exists.
+TIMESTAMP_PATTERN = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
 
 
 def parse_time(value: Any) -> datetime | None:

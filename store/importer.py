@@ -1,9 +1,11 @@
 """`import FILE.json`: validate every record, then upsert users and profiles.
 
 All-or-nothing at the validation step: every bad record is reported and
-nothing is written when any record (or any cross-record rule, such as two
-profiles claiming one domain) fails. Each profile gets a new `version` when its
-stored content changes, which the page uses for og:image cache busting.
+nothing is written when any record (or any rule across records, such as two
+profiles claiming one domain) fails; store/import_validation.py checks all of
+it, down to what MongoDB can store, before the first write. Each profile gets
+a new `version` when its stored content changes, which the page uses for
+og:image cache busting.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from store.import_validation import validate_profile, validate_user
+from store.import_validation import check_document
 from store.mongo import Database
 
 
@@ -34,62 +36,35 @@ def _version_of(doc: dict[str, Any]) -> str:
     return hashlib.blake2b(payload.encode(), digest_size=8).hexdigest()
 
 
-def validate_document(data: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
-    errors: list[str] = []
-    if not isinstance(data, dict):
-        return [], [], ['the file must hold a JSON object like {"users": [...], "profiles": [...]}']
-    unknown = set(data) - {"users", "profiles"}
-    if unknown:
-        errors.append(f"unknown top-level fields: {', '.join(sorted(unknown))}")
-    users_in, profiles_in = data.get("users", []), data.get("profiles", [])
-    if not isinstance(users_in, list) or not isinstance(profiles_in, list):
-        return [], [], [*errors, "users and profiles must be lists"]
-    users, profiles = [], []
-    for i, record in enumerate(users_in):
-        doc, errs = validate_user(record, i)
-        errors += errs
-        if doc:
-            users.append(doc)
-    for i, record in enumerate(profiles_in):
-        doc, errs = validate_profile(record, i)
-        errors += errs
-        if doc:
-            profiles.append(doc)
-    _check_unique(users, "_id", "user id", errors)
-    _check_unique(profiles, "_id", "profile id", errors)
-    _check_unique(profiles, "domain", "domain", errors)
-    return users, profiles, errors
-
-
-def _check_unique(docs: list[dict[str, Any]], key: str, what: str, errors: list[str]) -> None:
-    seen: set[Any] = set()
-    for doc in docs:
-        if doc[key] in seen:
-            errors.append(f"{what} {doc[key]!r} appears more than once in the file")
-        seen.add(doc[key])
-
-
 async def import_document(db: Database, data: Any) -> ImportReport:
-    users, profiles, errors = validate_document(data)
-    report = ImportReport(errors=errors)
-    if errors:
+    checked = check_document(data)
+    report = ImportReport(errors=checked.errors)
+    if report.errors:
         return report
     # Rules that need the database: owners exist, and a domain belongs to one profile.
-    known_users = {u["_id"] for u in users}
-    owner_ids = {p["owner_id"] for p in profiles} - known_users
+    known_users = {record.doc["_id"] for record in checked.users}
+    owner_ids = {record.doc["owner_id"] for record in checked.profiles} - known_users
+    found: set[str] = set()
     if owner_ids:
         found = {d["_id"] async for d in db.users.find({"_id": {"$in": list(owner_ids)}}, {"_id": 1})}
-        for missing in sorted(owner_ids - found):
-            report.errors.append(f"owner {missing!r} is neither in the file nor already imported")
-    if profiles:
-        taken = db.profiles.find({"domain": {"$in": [p["domain"] for p in profiles]}}, {"domain": 1})
-        claims = {p["domain"]: p["_id"] for p in profiles}
+    for record in checked.profiles:
+        owner_id = record.doc["owner_id"]
+        if owner_id not in known_users and owner_id not in found:
+            report.errors.append(f"{record.where}: owner {owner_id!r} is neither in the file nor already imported")
+    if checked.profiles:
+        claims = {record.doc["domain"]: record for record in checked.profiles}
+        taken = db.profiles.find({"domain": {"$in": list(claims)}}, {"domain": 1})
         async for existing in taken:
-            if claims[existing["domain"]] != existing["_id"]:
-                report.errors.append(f"domain {existing['domain']!r} already belongs to profile {existing['_id']!r}")
+            claim = claims[existing["domain"]]
+            if claim.doc["_id"] != existing["_id"]:
+                report.errors.append(
+                    f"{claim.where}: domain {existing['domain']!r} already belongs to profile {existing['_id']!r}"
+                )
     if report.errors:
         return report
 
+    users = [record.doc for record in checked.users]
+    profiles = [record.doc for record in checked.profiles]
     for user in users:
         # Plan fields are replaced; counters such as credits too (the file is the source of truth).
         await db.users.update_one({"_id": user["_id"]}, {"$set": user}, upsert=True)

@@ -61,9 +61,9 @@ def theme_errors(theme: object) -> list[str]:
     errors = []
     unknown = set(theme) - {"accent", "background", "font"}
     if unknown:
-        errors.append(f"theme has unknown fields: {', '.join(sorted(unknown))}")
+        errors.append(f"theme has unknown fields: {', '.join(ascii(key) for key in sorted(unknown))}")
     accent = theme.get("accent", DEFAULT_ACCENT)
-    if not (isinstance(accent, str) and HEX_COLOUR.match(accent)):
+    if not (isinstance(accent, str) and HEX_COLOUR.fullmatch(accent)):
         errors.append("theme.accent must be a hex colour like #7c3aed")
     background = theme.get("background", DEFAULT_BACKGROUND)
     if isinstance(background, dict):
@@ -71,15 +71,15 @@ def theme_errors(theme: object) -> list[str]:
             errors.append("theme.background gradient takes only from, to and angle")
         for end in ("from", "to"):
             value = background.get(end)
-            if not (isinstance(value, str) and HEX_COLOUR.match(value)):
+            if not (isinstance(value, str) and HEX_COLOUR.fullmatch(value)):
                 errors.append(f"theme.background.{end} must be a hex colour")
         angle = background.get("angle", 135)
         if not (isinstance(angle, int) and not isinstance(angle, bool) and 0 <= angle <= 360):
             errors.append("theme.background.angle must be a whole number of degrees 0-360")
-    elif not (isinstance(background, str) and HEX_COLOUR.match(background)):
+    elif not (isinstance(background, str) and HEX_COLOUR.fullmatch(background)):
         errors.append('theme.background must be a hex colour or {"from": "#..", "to": "#..", "angle": 135}')
     font = theme.get("font", "Inter")
-    if font not in FONT_STACKS:
+    if not isinstance(font, str) or font not in FONT_STACKS:
         errors.append(f"theme.font must be one of {', '.join(FONT_STACKS)}")
     return errors
 

@@ -39,6 +39,10 @@ async def test_card_changes_live_after_presence_set(app_server, browser_page, st
         "u1",
         "--redis-url",
         store_urls.redis_url,
+        "--mongo-uri",
+        store_urls.mongo_uri,
+        "--mongo-db",
+        app_server.config.mongo_db,
         "--status",
         "dnd",
         "--activity-name",
@@ -78,7 +82,10 @@ async def test_card_changes_live_after_presence_set(app_server, browser_page, st
 
     async def presence_set_and_wait(activity_text: str, *args: str) -> None:
         """`presence set` from the command line, then wait for the card's activity line to show it."""
-        result = await asyncio.to_thread(run_cli, "presence", "set", "u1", "--redis-url", store_urls.redis_url, *args)
+        stores = ("--redis-url", store_urls.redis_url, "--mongo-uri", store_urls.mongo_uri)
+        result = await asyncio.to_thread(
+            run_cli, "presence", "set", "u1", *stores, "--mongo-db", app_server.config.mongo_db, *args
+        )
         assert result.returncode == 0, result.stderr
         await page.wait_for_function(
             "text => document.querySelector('#presence .presence-activity').textContent === text", arg=activity_text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pymongo
 import pytest
 import redis.asyncio as aioredis
 
@@ -85,14 +86,18 @@ async def test_write_is_one_transaction_of_set_and_publish(redis_client):
     await pubsub.aclose()
 
 
-def test_cli_set_and_clear(store_urls, clean_redis):
+def test_cli_set_and_clear(store_urls, clean_redis, tmp_path):
     url = store_urls.redis_url
+    mongo = ("--mongo-uri", store_urls.mongo_uri, "--mongo-db", f"cli_presence_{tmp_path.name}")
+    with pymongo.MongoClient(store_urls.mongo_uri) as client:
+        client[mongo[3]].users.insert_one({"_id": "cli-user"})
     result = run_cli(
         "presence",
         "set",
         "cli-user",
         "--redis-url",
         url,
+        *mongo,
         "--status",
         "online",
         "--activity-name",
@@ -133,6 +138,22 @@ def test_cli_set_and_clear(store_urls, clean_redis):
         result = run_cli("presence", "clear", "cli-user", "--redis-url", url)
         assert result.returncode == 0, result.stderr
         assert client.get("presence:cli-user") is None
+    finally:
+        client.close()
+
+
+def test_cli_set_refuses_a_user_mongodb_does_not_know(store_urls, clean_redis, tmp_path):
+    mongo = ("--mongo-uri", store_urls.mongo_uri, "--mongo-db", f"cli_presence_{tmp_path.name}")
+    result = run_cli("presence", "set", "nobody", "--redis-url", store_urls.redis_url, *mongo, "--status", "online")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no user 'nobody' in MongoDB") and "nothing was written" in result.stderr
+    assert "Traceback" not in result.stderr
+    import redis
+
+    client = redis.Redis.from_url(store_urls.redis_url)
+    try:
+        assert client.get("presence:nobody") is None
+        assert run_cli("presence", "clear", "nobody", "--redis-url", store_urls.redis_url).returncode == 0
     finally:
         client.close()
 

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from store.importer import validate_document
+from store.import_validation import validate_document
 
 from conftest import CHROMIUM, base_document, launch_chromium
 
