@@ -151,8 +151,9 @@ def test_embedded_servers_die_with_a_crashed_server(tmp_path):
     assert len(children) == 2
     server.stop(signal.SIGKILL)
     assert _wait_dead(children)
-    # and the data dir can be opened again at once (the lock died with the server)
-    assert run_cli("stats", "p1", "--data-dir", str(tmp_path / "data")).returncode == 0
+    # and the data dir can be opened again at once (the lock died with the server): the stores answer
+    result = run_cli("stats", "p1", "--data-dir", str(tmp_path / "data"))
+    assert result.stderr.startswith("error: no profile 'p1'"), result.stderr
 
 
 def test_options_from_env_config_file_and_flags(tmp_path):
@@ -169,3 +170,79 @@ def test_options_from_env_config_file_and_flags(tmp_path):
     assert config.public_origin == "http://localhost:7003"
     bad = run_cli("serve", "--trusted-proxies", "not-a-cidr")
     assert bad.returncode == 2 and "trusted-proxies" in bad.stderr
+
+
+def test_a_second_serve_on_the_same_data_dir_is_refused_naming_the_first(tmp_path):
+    data_dir = tmp_path / "data"
+    server = RunningServer(data_dir, free_port())
+    try:
+        second = run_cli("serve", "--data-dir", str(data_dir), "--port", str(free_port()), timeout=60)
+        assert second.returncode == 1
+        assert f"is in use by pid {server.proc.pid} (serve)" in second.stderr and "Traceback" not in second.stderr
+        # other commands still attach to the running server's stores
+        assert run_cli("stats", "nobody", "--data-dir", str(data_dir)).returncode == 1
+        assert server.proc.poll() is None
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+
+
+def test_stats_of_an_unknown_profile_is_an_error(store_urls, tmp_path):
+    env = {
+        "HEPGG_MONGO_URI": store_urls.mongo_uri,
+        "HEPGG_REDIS_URL": store_urls.redis_url,
+        "HEPGG_MONGO_DB": f"cli_stats_{tmp_path.name}",
+    }
+    result = run_cli("stats", "no-such-profile", env=env)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith("error: no profile 'no-such-profile'")
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(base_document()))
+    assert run_cli("import", str(path), env=env).returncode == 0
+    result = run_cli("stats", "p1", env=env)
+    assert result.returncode == 0 and json.loads(result.stdout)["views"] == 0
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"{}", "nothing to import: the file has no users and no profiles"),
+        (b"[" * 100_000 + b"]" * 100_000, "nests arrays or objects too deeply"),
+        (b"\xff\xfe{", "is not JSON"),
+        (json.dumps(base_document(theme={"font": []})).encode(), "profiles[0] (p1): theme.font must be one of"),
+        (
+            json.dumps(base_document(content={"bio": "X"})).replace('"X"', '"\\ud800"').encode(),
+            "profiles[0] (p1): content.bio must be valid Unicode text",
+        ),
+    ],
+)
+def test_import_answers_bad_files_with_a_message_never_a_traceback(store_urls, tmp_path, content, message):
+    path = tmp_path / "doc.json"
+    path.write_bytes(content)
+    env = {
+        "HEPGG_MONGO_URI": store_urls.mongo_uri,
+        "HEPGG_REDIS_URL": store_urls.redis_url,
+        "HEPGG_MONGO_DB": f"cli_bad_{tmp_path.name}",
+    }
+    result = run_cli("import", str(path), env=env)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command, own, absent",
+    [
+        (["import"], ["file"], "--sse-ping-interval"),
+        (["presence", "set"], ["USER_ID", "--status"], "--turnstile-secret"),
+        (["stats"], ["PROFILE_ID"], "--port"),
+    ],
+)
+def test_command_help_shows_its_own_arguments_first_and_only_the_options_it_reads(command, own, absent):
+    result = run_cli(*command, "--help", timeout=30)
+    assert result.returncode == 0
+    text = result.stdout
+    _usage, _, rest = text.partition("\n\n")
+    assert absent not in text
+    store_heading = rest.index("store options:")
+    for argument in own:
+        assert rest.index(argument) < store_heading, argument
+    assert "--mongo-uri" in rest[store_heading:]
