@@ -14,11 +14,23 @@ EMAIL_PATTERN = re.compile(
     r"^[^@\s<>()\[\],;:\"\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
 DISCORD_CHANNEL_PATTERN = re.compile(r"^[0-9]{1,32}$")
-# An RFC 3339 date-time as the import format takes it: T or a space, fractions of a second allowed, Z or an
-# offset (none: UTC). Use with fullmatch; parse_time still decides whether the date exists.
+# The import format's own shapes (docs/import.md and docs/import.schema.json spell the same patterns;
+# tests/test_import_schema.py holds them together). Use with fullmatch.
+# An RFC 3339 date-time: T, fractions of a second up to microseconds, Z or an offset; parse_time then
+# decides whether the date exists.
 TIMESTAMP_PATTERN = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+    r"(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-[0-9]{2}-[0-9]{2}[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]"
+    r":[0-5][0-9](?:\.[0-9]{1,6})?(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
 )
+# A profile link: http(s) with a host part free of / ? # [ ], or mailto; printable ASCII only (percent-encode
+# the rest), so no parser reads it differently.
+LINK_URL_PATTERN = re.compile(
+    r"[Hh][Tt][Tt][Pp][Ss]?://[!-\"$-.0->@-Z\\^-~]+(?:[/?#][!-~]*)?|[Mm][Aa][Ii][Ll][Tt][Oo]:[!-Z\\^-~]*"
+)
+# An avatar: http(s), a host name or IPv4 address (no user part, no IPv6 literal), an optional port.
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"0*(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+AVATAR_URL_PATTERN = re.compile(rf"[Hh][Tt][Tt][Pp][Ss]?://{_HOST}(?::(?:{_PORT})?)?(?:[/?#][!-~]*)?")
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -25,11 +25,13 @@ import bson
 from bson.errors import BSONError
 
 from store.formats import (
+    AVATAR_URL_PATTERN,
     DISCORD_CHANNEL_PATTERN,
     DOMAIN_PATTERN,
     EMAIL_PATTERN,
     ID_PATTERN,
     ISRC_PATTERN,
+    LINK_URL_PATTERN,
     PHONE_PATTERN,
     TIMESTAMP_PATTERN,
     parse_time,
@@ -39,6 +41,8 @@ from store.theme import TEMPLATES, theme_errors
 
 LIMITS = {"display_name": 80, "bio": 600, "label": 60, "url": 2048, "title": 200, "links": 50, "music": 20}
 MAX_SLOTS = 1000
+# The owner's own address goes into a To: header: printable ASCII only, on top of the address shape.
+OWNER_ADDRESS = re.compile(r"(?=[!-~]+\Z)(?:" + EMAIL_PATTERN.pattern.removeprefix("^").removesuffix("$") + ")")
 MAX_COUNT = 2**63 - 1  # a BSON int64
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 - 64 * 1024  # MongoDB's 16 MiB, less room for what the importer adds
 
@@ -47,6 +51,17 @@ def where(kind: str, index: int, record: Any) -> str:
     """A record's name in messages: users[0] (u1), or users[0] when it has no usable id."""
     record_id = record.get("id") if isinstance(record, dict) else None
     return f"{kind}[{index}]" + (f" ({record_id})" if isinstance(record_id, str) and is_text(record_id) else "")
+
+
+def whole(value: Any) -> int | None:
+    """A JSON whole number (1 and 1.0 are the same number in JSON), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def is_text(value: str) -> bool:
@@ -123,15 +138,15 @@ class _Checker:
 
     def boolean(self, obj: dict[str, Any], key: str, path: str, *, int_ok: bool = False) -> bool:
         value = obj.get(key, False)
-        ok = isinstance(value, bool) or (int_ok and value in (0, 1) and isinstance(value, int))
+        ok = isinstance(value, bool) or (int_ok and whole(value) in (0, 1))
         if not ok:
             self.error(f"{path}.{key}" if path else key, "must be true or false" + (" (or 0/1)" if int_ok else ""))
             return False
         return bool(value)
 
     def count(self, obj: dict[str, Any], key: str) -> int:
-        value = obj.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
+        value = whole(obj.get(key, 0))
+        if value is None or not 0 <= value <= MAX_COUNT:
             self.error(key, f"must be a whole number from 0 to {MAX_COUNT}")
             return 0
         return value
@@ -200,7 +215,7 @@ def validate_user(record: Any, index: int) -> tuple[dict[str, Any] | None, list[
         doc["email"] = {
             "enabled": c.boolean(email, "enabled", "email"),
             "key": c.string(email, "key", "email", max_len=512, blank_is_unset=True),
-            "address": c.string(email, "address", "email", max_len=254, pattern=EMAIL_PATTERN, blank_is_unset=True),
+            "address": c.string(email, "address", "email", max_len=254, pattern=OWNER_ADDRESS, blank_is_unset=True),
             "verified": c.boolean(email, "verified", "email"),
         }
     if "discord" in user:
@@ -240,8 +255,8 @@ def validate_profile(record: Any, index: int) -> tuple[dict[str, Any] | None, li
         "_id": c.string(prof, "id", "", max_len=64, required=True, pattern=ID_PATTERN),
         "owner_id": c.string(prof, "owner_id", "", max_len=64, required=True, pattern=ID_PATTERN),
     }
-    domain = prof.get("domain")
-    host = domain.strip().lower().rstrip(".") if isinstance(domain, str) and domain.isascii() else ""
+    domain = prof.get("domain")  # any case, one trailing dot allowed; stored lower-cased without it
+    host = domain.lower().removesuffix(".") if isinstance(domain, str) and domain.isascii() else ""
     if not DOMAIN_PATTERN.fullmatch(host):
         c.error("domain", "must be a host name like alice.hep.gg")
     else:
@@ -254,9 +269,10 @@ def validate_profile(record: Any, index: int) -> tuple[dict[str, Any] | None, li
     doc["suspended"] = 1 if c.boolean(prof, "suspended", "", int_ok=True) else 0
     doc["expires_at"] = c.time(prof, "expires_at")
     doc["created_at"] = c.time(prof, "created_at")
-    for message in theme_errors(prof.get("theme", {})):
+    theme = _whole_angle(prof.get("theme", {}))
+    for message in theme_errors(theme):
         c.problem(message)  # each names its field: "theme.accent must be ..."
-    doc["theme"] = prof.get("theme", {})
+    doc["theme"] = theme
 
     content = c.fields(prof.get("content", {}), "content", {"display_name", "bio", "avatar_url", "links", "music"})
     doc["content"] = {
@@ -267,7 +283,7 @@ def validate_profile(record: Any, index: int) -> tuple[dict[str, Any] | None, li
         "music": [],
     }
     avatar = doc["content"]["avatar_url"]
-    if avatar is not None and not image_origin(avatar):
+    if avatar is not None and not (AVATAR_URL_PATTERN.fullmatch(avatar) and image_origin(avatar)):
         c.error("content.avatar_url", "must be an http(s) URL with a plain host name, or null")
     links = content.get("links", [])
     if not isinstance(links, list) or len(links) > LIMITS["links"]:
@@ -277,8 +293,8 @@ def validate_profile(record: Any, index: int) -> tuple[dict[str, Any] | None, li
         link = c.fields(link, f"content.links[{i}]", {"label", "url"}, {"label", "url"})
         label = c.string(link, "label", f"content.links[{i}]", max_len=LIMITS["label"], required=True) if link else None
         url = c.string(link, "url", f"content.links[{i}]", max_len=LIMITS["url"], required=True) if link else None
-        if url is not None and not safe_link(url):
-            c.error(f"content.links[{i}].url", "must be an http(s) or mailto URL")
+        if url is not None and not (LINK_URL_PATTERN.fullmatch(url) and safe_link(url)):
+            c.error(f"content.links[{i}].url", "must be an http(s) or mailto URL in printable ASCII")
         doc["content"]["links"].append({"label": label, "url": url})
     tracks = content.get("music", [])
     if not isinstance(tracks, list) or len(tracks) > LIMITS["music"]:
@@ -298,6 +314,16 @@ def validate_profile(record: Any, index: int) -> tuple[dict[str, Any] | None, li
     toggles = c.fields(prof.get("toggles", {}), "toggles", TOGGLES)
     doc["toggles"] = {name: c.boolean(toggles, name, "toggles") for name in TOGGLES if name in toggles}
     return (None if c.errors else doc), c.errors
+
+
+def _whole_angle(theme: Any) -> Any:
+    """The theme with a gradient angle written 90.0 read as 90 (the same JSON number)."""
+    background = theme.get("background") if isinstance(theme, dict) else None
+    if isinstance(background, dict) and isinstance(background.get("angle"), float):
+        angle = whole(background["angle"])
+        if angle is not None:
+            return {**theme, "background": {**background, "angle": angle}}
+    return theme
 
 
 # ---------------------------------------------------------------- a whole file
