@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from presence import cli as presence_cli
 from runtime.config import COMMAND_OPTIONS, Config, ConfigError, add_arguments, load_config
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hepgg_server.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str, *arguments: tuple[str, dict[str, str]]) -> None:
+    def command(name: str, help_text: str, *arguments: tuple[str, dict[str, Any]]) -> None:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         for flag, kwargs in arguments:  # the command's own arguments first, its options after them
             sub.add_argument(flag, **kwargs)

@@ -223,3 +223,38 @@ def test_the_documented_statuses_are_the_ones_checked():
     assert DOCUMENTED["sms"] == {200, 400, 402, 404, 413, 429, 502, 503}
     assert DOCUMENTED["email"] == {200, 400, 402, 404, 413, 429, 502, 503}
     assert DOCUMENTED["discord"] == {200, 400, 404, 413, 429, 502, 503}
+
+
+# ---------------------------------------------------------------- Reply-To is exactly the visitor
+
+
+LOCAL_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+ADDRESSES = st.builds(
+    lambda local, domain: f"{local}@{domain}",
+    st.text(LOCAL_CHARS, min_size=1, max_size=30)
+    | st.sampled_from(["=?utf-8?q?a=40b.c=2C_d=40e.f?=", "a(b)", '"a b"']),
+    st.sampled_from(["example.com", "mail.example.co.uk", "evil.com"]),
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(address=ADDRESSES)
+def test_an_accepted_address_is_the_one_and_only_reply_to(address):
+    """Whatever the email form accepts, the mail built from it names exactly that address in Reply-To."""
+    from email import message_from_bytes
+    from email.policy import default as default_policy
+
+    from contact.delivery.email import SmtpSettings, build_message
+    from contact.errors import InvalidInput
+    from contact.validation import parse_form
+
+    body = json.dumps({"email": address, "message": "hi", "turnstileToken": "t"}).encode()
+    try:
+        form = parse_form("email", body)
+    except InvalidInput:
+        return
+    settings_ = SmtpSettings("127.0.0.1", 25, "", "", "Hep.gg <no-reply@hep.gg>", 1.0)
+    message = build_message(settings_, "owner@example.com", form.email, "", "hi", "alice.hep.gg")
+    parsed = message_from_bytes(message.as_bytes(), policy=default_policy)
+    assert [(a.display_name, a.addr_spec) for a in parsed["Reply-To"].addresses] == [("", address)]
+    assert "=?" not in address
