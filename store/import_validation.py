@@ -158,7 +158,7 @@ class _Checker:
                 raise ValueError(value)
             return parse_time(value)
         except ValueError:
-            self.error(f"{path}.{key}" if path else key, "must be an ISO 8601 timestamp or null")
+            self.error(f"{path}.{key}" if path else key, "must be an RFC 3339 time like 2026-01-01T00:00:00Z, or null")
             return None
 
 
@@ -241,7 +241,7 @@ def validate_user(record: Any, index: int) -> tuple[dict[str, Any] | None, list[
         slot = c.fields(slot, f"slots[{i}]", {"expires_at"}, {"expires_at"})
         expires = c.time(slot, "expires_at", f"slots[{i}]") if slot else None
         if slot and expires is None and "expires_at" in slot:
-            c.error(f"slots[{i}].expires_at", "must be a timestamp")
+            c.error(f"slots[{i}].expires_at", "must be an RFC 3339 time like 2026-01-01T00:00:00Z")
         doc["slots"].append({"expires_at": expires})
     return (None if c.errors else doc), c.errors
 

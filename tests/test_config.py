@@ -121,7 +121,7 @@ def test_a_config_file_with_a_bad_value_is_refused(tmp_path):
         ["serve", "--sse-ping-interval", "-1"],
         ["serve", "--og-render-processes", "0"],
         ["serve", "--public-origin", "notaurl"],
-        ["import", "x.json", "--view-flush-interval", "0"],
+        ["import", "x.json", "--mongo-db", "bad/name"],  # each command checks the options it takes
     ],
 )
 def test_the_server_exits_2_naming_the_option(args, tmp_path):

@@ -45,9 +45,12 @@ def two_profiles() -> dict:
         (lambda d: d["profiles"][0].update(domain="ålice.hep.gg"), "profiles[0] (p1): domain must be a host name"),
         (
             lambda d: d["profiles"][0].update(created_at="2026-01-01"),
-            "profiles[0] (p1): created_at must be an ISO 8601",
+            "profiles[0] (p1): created_at must be an RFC 3339 time",
         ),
-        (lambda d: d["profiles"][0].update(expires_at=20260101), "profiles[0] (p1): expires_at must be an ISO 8601"),
+        (
+            lambda d: d["profiles"][0].update(expires_at=20260101),
+            "profiles[0] (p1): expires_at must be an RFC 3339 time",
+        ),
         (
             lambda d: d["profiles"][0]["content"].update(bio=SURROGATE),
             "profiles[0] (p1): content.bio must be valid Unicode text",
@@ -157,13 +160,22 @@ def test_the_demo_document_and_iso_times_pass():
     assert errors_of(demo_document()) == []
     for stamp in (
         "2026-01-01T00:00:00Z",
-        "2026-01-01 00:00:00.5+02:00",
-        "2026-01-01t00:00:00",
+        "2026-01-01T00:00:00.5+02:00",
+        "2026-01-01t00:00:00z",
         "2026-12-31T23:59:59.123456-05:30",
     ):
         assert errors_of(base_document(created_at=stamp)) == [], stamp
-    for stamp in ("2026-02-30T00:00:00Z", "2026-01-01T00:00:00Z\n", "tomorrow", "2026-01-01T00:00"):
-        assert errors_of(base_document(created_at=stamp)), stamp
+    for stamp in (
+        "2026-02-30T00:00:00Z",
+        "2026-01-01T00:00:00Z\n",
+        "tomorrow",
+        "2026-01-01T00:00",
+        "2026-01-01 00:00:00Z",
+        "2026-01-01T00:00:00",
+    ):
+        assert errors_of(base_document(created_at=stamp)) == [
+            "profiles[0] (p1): created_at must be an RFC 3339 time like 2026-01-01T00:00:00Z, or null"
+        ], stamp
 
 
 def test_a_json_file_with_a_lone_surrogate_is_reported_not_raised(tmp_path):
