@@ -89,6 +89,7 @@ COPY og og
 COPY music music
 COPY contact contact
 COPY presence presence
+COPY demo demo
 COPY templates templates
 COPY static static
 RUN pip wheel --no-cache-dir --no-index --find-links /wheels --no-deps --wheel-dir /dist . \
