@@ -21,6 +21,8 @@ if [ "$with_tests" = 1 ]; then
   # Node.js and npm for the page audits (Lighthouse, axe-core). Machines that ship a newer Node keep it:
   # Lighthouse 12.2.3 needs >= 18.16, which Debian's nodejs has.
   command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
+  # Redis Cluster (redis-cli --cluster) and Sentinel topologies the suite starts (tests/redis_topologies.py)
+  apt_packages+=(redis-server redis-tools redis-sentinel openssl)  # openssl: the TLS test's certificates
 fi
 
 missing=()
@@ -31,6 +33,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
+  # No package may start a system service (nginx, redis-server, redis-sentinel): the tests and benchmarks
+  # run their own instances on ports of their own. Debian's policy-rc.d hook (exit 101 = "do not start")
+  # does that during this install only; one that is already there is left as it is.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod +x "$policy"
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 

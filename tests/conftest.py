@@ -38,8 +38,9 @@ from runtime.http_server import make_http_server  # noqa: E402
 from runtime.services import build_services  # noqa: E402
 from store.importer import import_document  # noqa: E402
 
-# fixtures: `fakes` (contact third parties), `private_stores`, `upstream` (a local music worker)
-pytest_plugins = ["contact_fakes", "private_stores", "music_upstream"]
+# fixtures: `fakes` (contact third parties), `private_stores`, `upstream` (a local music worker),
+# `redis_cluster`, `make_redis_cluster`, `redis_sentinel` (real topologies from Debian's redis packages)
+pytest_plugins = ["contact_fakes", "private_stores", "music_upstream", "redis_topology_fixtures"]
 
 
 @dataclass
