@@ -15,6 +15,7 @@ main() is a pipeline: parse → config → logging → the command.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any
 
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level if args.command == "serve" else "warning")
+    if config.redis_sharded_pubsub:
+        logging.getLogger("hepgg").warning(
+            "--redis-sharded-pubsub is ignored: the pub/sub kind follows the server (sharded on a Redis Cluster)"
+        )
     try:
         return run(args, config)
     except ConfigError as exc:  # e.g. embedded stores asked for but not installed

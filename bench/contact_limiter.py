@@ -21,10 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from redis.asyncio import Redis
-
 from bench.harness import Stack
 from contact.limiter import DAY, ContactLimiter, Rule, Rules
+from store.redis_connect import connect
 
 # Huge buckets so every call is a full decision (allowed), never a cheap early refusal.
 OPEN = Rules(
@@ -52,9 +51,10 @@ async def run_for(seconds: float, concurrency: int, call) -> float:
 
 
 async def bench_limiter(redis_url: str, seconds: float, concurrency: int) -> dict:
-    client = Redis.from_url(redis_url, decode_responses=True, max_connections=concurrency + 4)
-    limiter = ContactLimiter(client, OPEN)
-    script = limiter._script
+    connector = await connect(redis_url, max_connections=concurrency + 4)
+    client = connector.client
+    limiter = ContactLimiter(connector, OPEN)
+    script = limiter._script()
 
     async def triple(n: int, i: int) -> None:
         await limiter.admit("owner", "profile", f"10.0.{n}.{i % 200}", "discord")
@@ -68,7 +68,7 @@ async def bench_limiter(redis_url: str, seconds: float, concurrency: int) -> dic
     for name, call in (("lua-3-buckets", triple), ("3x-lua-1-bucket", one_by_one)):
         await client.flushdb()
         results[name] = await run_for(seconds, concurrency, call)
-    await client.aclose()
+    await connector.close()
     return results
 
 

@@ -33,11 +33,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
 
 from common.client_ip import rate_limit_subject
 from common.metrics import LIMITER_DECISIONS
+from store.redis_connect import REDIS_ERRORS, RedisClient, RedisConnector, describe_error
 
 SCRIPT = (Path(__file__).with_name("limiter.lua")).read_text()
 
@@ -126,10 +126,18 @@ class LimiterUnavailable(Exception):
 
 
 class ContactLimiter:
-    def __init__(self, redis: aioredis.Redis, rules: Rules | None = None):
+    def __init__(self, redis: RedisConnector, rules: Rules | None = None):
         self.rules = rules or Rules()
-        self._script = redis.register_script(SCRIPT)  # EVALSHA, falling back to EVAL once per server
+        self.redis = redis
+        self._scripts: tuple[RedisClient, AsyncScript] | None = None
         self.memo = RefusalMemo()
+
+    def _script(self) -> AsyncScript:
+        """The script on the current client: EVALSHA, falling back to EVAL once per server (or node)."""
+        client = self.redis.client
+        if self._scripts is None or self._scripts[0] is not client:
+            self._scripts = (client, client.register_script(SCRIPT))
+        return self._scripts[1]
 
     @staticmethod
     def keys(owner_id: str, profile_id: str, ip: str, channel: str) -> list[str]:
@@ -162,10 +170,10 @@ class ContactLimiter:
         for rule in rules:
             args += [rule.capacity, rule.period]
         try:
-            allowed, mask, wait_ms, *bucket_waits_ms = await self._script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+            allowed, mask, wait_ms, *bucket_waits_ms = await self._script()(keys=keys, args=args)
+        except REDIS_ERRORS as exc:
             LIMITER_DECISIONS.labels(channel, "error").inc()
-            raise LimiterUnavailable(str(exc)) from exc
+            raise LimiterUnavailable(describe_error(exc)) from exc
         if allowed:
             return Decision(True)
         now = time.monotonic()

@@ -43,6 +43,7 @@ from contact.owner_setup import EmailRecipient, Recipient, SmsRecipient
 from contact.turnstile import Turnstile
 from contact.validation import ContactForm, parse_form
 from store.clock import Clock
+from store.errors import describe_error
 from store.formats import ID_PATTERN
 from store.models import CREDIT_FIELDS, Site
 from store.outages import STORE_OUTAGES
@@ -105,8 +106,8 @@ class ContactService:
     async def _limit(self, decision: Awaitable[Decision]) -> None:
         try:
             verdict = await decision
-        except LimiterUnavailable:
-            log.error("rate limiter unavailable; refusing contact sends")
+        except LimiterUnavailable as exc:  # its text is the Redis error's (MOVED, CLUSTERDOWN, which host...)
+            log.error("rate limiter unavailable (%s); refusing contact sends", exc)
             raise Unavailable() from None
         if not verdict.allowed:
             raise Throttled(verdict.retry_after)
@@ -117,7 +118,7 @@ class ContactService:
         try:
             site = await self.sites.by_id(profile_id)
         except STORE_OUTAGES as exc:  # the profile store is down: fail closed (a bug is not an outage)
-            log.error("profile lookup failed: %s", type(exc).__name__)
+            log.error("profile lookup failed: %s", describe_error(exc))
             raise Unavailable() from None
         if site is None or not site.is_visible(self.clock.now()):
             raise ProfileNotFound()

@@ -21,6 +21,7 @@ from tornado.iostream import StreamClosedError
 from handlers.errors import ApiError, ErrorAnswer, answer_for
 from handlers.services import Services
 from render.security import COMMON_HEADERS, DOCUMENT_HEADERS, NON_DOCUMENT_CSP, STATIC_DOCUMENT_CSP
+from store.errors import describe_error
 from store.outages import STORE_OUTAGES
 
 __all__ = ["NON_DOCUMENT_HEADERS", "ApiError", "ApiHandler", "BaseHandler", "PageHandler", "Route", "StaticHandler"]
@@ -89,7 +90,7 @@ class BaseHandler(tornado.web.RequestHandler):
                 "%s %s answered 503: store unavailable (%s)",
                 self.request.method,
                 self.request.path,
-                type(value).__name__,
+                describe_error(value),
             )
             return
         if not isinstance(value, tornado.web.HTTPError) and answer_for(500, value).expected:

@@ -15,7 +15,6 @@ import logging
 from http.client import responses
 from typing import Any
 
-from redis.exceptions import RedisError
 from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, ResponseStartLine
 from tornado.iostream import IOStream, StreamClosedError
@@ -26,6 +25,7 @@ from handlers.services import Services
 from presence.fast_path import NOTHING_YET, consume, peek_stream_request
 from presence.snapshot import SnapshotError, check_user_id, presence_key
 from presence.sse import STREAM_ROUTE, shed_answer
+from store.redis_connect import REDIS_ERRORS, describe_error
 
 log = logging.getLogger("hepgg.presence")
 
@@ -60,8 +60,8 @@ class PresenceSnapshotHandler(ApiHandler):
     async def get(self, user_id: str) -> None:  # already checked by decode_argument
         try:
             snapshot = await self.services.presence.read(user_id)
-        except RedisError as exc:
-            log.warning("presence snapshot unavailable (%s); answering null", type(exc).__name__)
+        except REDIS_ERRORS as exc:
+            log.warning("presence snapshot unavailable (%s); answering null", describe_error(exc))
             snapshot = None
         self.write_ok({"presence": snapshot})
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from common.client_ip import TrustedProxies
 from common.lifecycle import Lifecycle
 from contact.service import ContactService
@@ -23,6 +21,7 @@ from presence.service import PresenceService
 from store.changes import ChangeWatcher
 from store.clock import Clock
 from store.mongo import Client, Database
+from store.redis_connect import RedisConnector
 from store.sites import SiteDirectory
 from store.stats import StatsWriter
 
@@ -44,7 +43,7 @@ class Services:
     clock: Clock
     mongo: Client
     db: Database
-    redis: Redis
+    redis: RedisConnector  # read `.client` at each use: a late cluster detection replaces it
     sites: SiteDirectory  # cached profile + owner lookups
     stats: StatsWriter  # batched views and plays
     trusted_proxies: TrustedProxies
@@ -65,4 +64,4 @@ class Services:
         await self.mongo.admin.command("ping")
 
     async def ping_redis(self) -> None:
-        await self.redis.ping()
+        await self.redis.check()  # on a cluster: cluster_state:ok and every master answers PING

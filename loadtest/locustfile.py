@@ -49,7 +49,6 @@ def add_options(parser) -> None:
     add("--custom-domains", default="", help="comma-separated custom-domain hosts to visit as well")
     add("--isrc", default="", help="stream this ISRC on every profile instead of the page's tracks")
     add("--redis-url", default="", help="the deployment's Redis: enables the presence publisher")
-    add("--redis-sharded-pubsub", action="store_true", help="publish with SPUBLISH (server runs sharded)")
     add("--publish-interval", type=float, default=2.0, help="seconds between stamped snapshots per owner")
     add("--presence-ttl", type=float, default=60.0, help="TTL of the publisher's snapshots (s)")
     add("--music-kbps", type=float, default=320.0, help="read audio at this bitrate (0 = as fast as served)")
@@ -400,7 +399,7 @@ class PresencePublisher(HepggUser, HttpUser):
         from loadtest.publisher import PresencePublisher as Writer  # redis is needed only here
 
         self.setup_visitor()
-        self.writer = Writer(self.opts.redis_url, sharded=self.opts.redis_sharded_pubsub, ttl=self.opts.presence_ttl)
+        self.writer = Writer(self.opts.redis_url, ttl=self.opts.presence_ttl)  # SPUBLISH on a cluster
         self.seq = 0
         self.owners: list[str] = []
 

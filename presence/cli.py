@@ -21,11 +21,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from presence.snapshot import PRESENCE_TTL, SnapshotError, check_user_id, validate_snapshot
 from presence.writer import clear_presence, write_presence
+from store.redis_connect import REDIS_ERRORS, RedisConnector, describe_error
 
 _ACTIVITY_FLAGS = (  # flag, snapshot field, type
     ("activity-name", "name", str),
@@ -88,19 +86,22 @@ def snapshot_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return snapshot
 
 
-async def run(redis: Redis, sharded: bool, args: argparse.Namespace, snapshot: dict[str, Any] | None) -> int:
-    """Write or clear the snapshot; prints what was done, or the error (exit status 1)."""
+async def run(redis: RedisConnector, args: argparse.Namespace, snapshot: dict[str, Any] | None) -> int:
+    """Write or clear the snapshot; prints what was done, or the error (exit status 1).
+
+    PUBLISH or SPUBLISH follows from the client (a cluster's is sharded): presence/writer.py.
+    """
     try:
         if args.presence_action == "set":
-            written = await write_presence(redis, args.user_id, snapshot, ttl=args.ttl, sharded=sharded)
+            written = await write_presence(redis.client, args.user_id, snapshot, ttl=args.ttl)
             print(json.dumps(written, separators=(",", ":"), ensure_ascii=False))
         else:
-            await clear_presence(redis, args.user_id, sharded=sharded)
+            await clear_presence(redis.client, args.user_id)
             print(json.dumps({"cleared": args.user_id}))
         return 0
     except SnapshotError as exc:
         print(f"error: {exc}; nothing was written", file=sys.stderr)
         return 1
-    except RedisError as exc:
-        print(f"error: Redis: {exc}", file=sys.stderr)
+    except REDIS_ERRORS as exc:
+        print(f"error: Redis at {redis.where}: {describe_error(exc)}", file=sys.stderr)
         return 1

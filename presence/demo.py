@@ -14,11 +14,9 @@ import os
 import time
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from common.tasks import raise_if_cancelling
 from presence.writer import write_presence
+from store.redis_connect import REDIS_ERRORS, RedisConnector, describe_error
 
 log = logging.getLogger("hepgg.presence")
 
@@ -77,18 +75,18 @@ def demo_snapshots(now_ms: int) -> list[dict[str, Any]]:
 
 
 class DemoPresence:
-    def __init__(self, redis: Redis, *, interval: float = 8.0, sharded: bool = False):
+    def __init__(self, redis: RedisConnector, *, interval: float = 8.0):
         self.redis = redis
         self.interval = interval
-        self.sharded = sharded
         self._token = f"{os.getpid()}"
 
     async def _holds_lease(self) -> bool:
         ttl_ms = int(self.interval * 3000)
-        if await self.redis.set(LEASE_KEY, self._token, nx=True, px=ttl_ms):
+        redis = self.redis.client
+        if await redis.set(LEASE_KEY, self._token, nx=True, px=ttl_ms):
             return True
-        if await self.redis.get(LEASE_KEY) == self._token:
-            await self.redis.pexpire(LEASE_KEY, ttl_ms)
+        if await redis.get(LEASE_KEY) == self._token:
+            await redis.pexpire(LEASE_KEY, ttl_ms)
             return True
         return False
 
@@ -98,9 +96,9 @@ class DemoPresence:
             try:
                 if await self._holds_lease():
                     snapshots = demo_snapshots(int(time.time() * 1000))
-                    await write_presence(self.redis, DEMO_USER, snapshots[step % len(snapshots)], sharded=self.sharded)
+                    await write_presence(self.redis.client, DEMO_USER, snapshots[step % len(snapshots)])
                     step += 1
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise_if_cancelling()
-                log.warning("demo presence: %s", exc)
+                log.warning("demo presence: %s", describe_error(exc))
             await asyncio.sleep(self.interval)

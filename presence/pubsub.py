@@ -1,22 +1,21 @@
-"""The hub's own Redis connection: a minimal RESP client for subscribed mode.
+"""The hub's pub/sub connections: a minimal RESP client for subscribed mode.
 
-redis-py's PubSub hides reconnects (and resubscribes behind our back); the hub
-must know when the connection was lost so that it can resend every stream the
-current snapshot, and it wants to pipeline thousands of (UN)SUBSCRIBEs without
-waiting for each reply. This client only connects, authenticates, writes
-commands, and yields parsed replies; the hub owns the policy.
+Measured against redis-py's asyncio PubSub and ClusterPubSub (bench/pubsub_ab.py, docs/perf.md): the hub
+pipelines thousands of (UN)SUBSCRIBEs without awaiting each, parses every reply of one read in one go,
+and must know when a connection was lost (to resend every stream the current snapshot), where redis-py
+resubscribes behind its owner's back. This client only writes commands and yields parsed replies; the
+hub owns the policy. The handshake (TLS, AUTH, CLIENT SETNAME, Sentinel) is redis-py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import ssl as ssl_module
 from typing import Any
 
 import hiredis
-
-CLIENT_NAME = "hepgg-presence-hub"
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisError
 
 
 class PubSubError(ConnectionError):
@@ -32,37 +31,40 @@ def pack(*args: str | bytes) -> bytes:
 
 
 class PubSubConnection:
-    """One TCP (or unix) connection in subscribed mode, built from redis-py connection kwargs."""
+    """One connection in subscribed mode.
 
-    def __init__(self, params: dict[str, Any], *, use_ssl: bool = False, connect_timeout: float = 2.0):
-        self.params = params
-        self.use_ssl = use_ssl
-        self.connect_timeout = connect_timeout
+    Opened by redis-py's own connection class (`RedisConnector.pubsub_connection`), so TLS, credentials,
+    unix sockets and Sentinel resolution work exactly as for commands; after that handshake this class
+    takes the socket's streams over and redis-py's object lets go of them.
+    """
+
+    def __init__(self, connection: AbstractConnection, *, connect_timeout: float = 10.0):
+        self.connection = connection
+        self.connect_timeout = connect_timeout  # a Sentinel lookup plus a TLS handshake, at most
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._parser = hiredis.Reader()
 
+    @property
+    def address(self) -> str:
+        path = getattr(self.connection, "path", None)
+        return path or f"{getattr(self.connection, 'host', '?')}:{getattr(self.connection, 'port', '?')}"
+
     async def connect(self) -> None:
-        path = self.params.get("path")
-        if path:
-            opener = asyncio.open_unix_connection(path)
-        else:
-            opener = asyncio.open_connection(
-                self.params.get("host", "localhost"),
-                self.params.get("port", 6379),
-                ssl=ssl_module.create_default_context() if self.use_ssl else None,
-            )
-        self._reader, writer = await asyncio.wait_for(opener, self.connect_timeout)
-        self._writer = writer
-        sock = writer.get_extra_info("socket")
+        connection = self.connection
+        try:
+            await asyncio.wait_for(connection.connect(), self.connect_timeout)  # type: ignore[no-untyped-call]
+        except (RedisError, OSError, TimeoutError) as exc:
+            connection._close()  # type: ignore[no-untyped-call]
+            raise PubSubError(f"cannot connect to {self.address}: {exc}") from exc
+        self._reader, self._writer = connection._reader, connection._writer
+        connection._reader = connection._writer = None  # ours now: redis-py must not close or read them
+        if self._reader is None or self._writer is None:
+            raise PubSubError("redis-py's connection has no streams to take over")
+        sock = self._writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._parser = hiredis.Reader()
-        password = self.params.get("password")
-        if password:
-            username = self.params.get("username")
-            await self.call(*(("AUTH", username, password) if username else ("AUTH", password)))
-        await self.call("CLIENT", "SETNAME", CLIENT_NAME)
 
     async def call(self, *args: str) -> Any:
         """A request/reply command, only before subscribing (handshake, CONFIG)."""

@@ -9,24 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
-
 from presence.hub import PresenceHub
 from presence.snapshot import decode_snapshot, presence_key
+from store.redis_connect import RedisConnector
 
 
 class PresenceService:
-    def __init__(self, redis: Redis, hub: PresenceHub):
-        self.redis = redis
+    def __init__(self, redis: RedisConnector, hub: PresenceHub):
+        self.redis = redis  # read `redis.client` at each call: a late cluster detection replaces it
         self.hub = hub
 
     async def read(self, user_id: str) -> dict[str, Any] | None:
         """The cached snapshot, or None (no snapshot, expired, or never shared: indistinguishable)."""
-        return decode_snapshot(await self.redis.get(presence_key(user_id)))
-
-
-def hub_connection_params(redis: Redis) -> tuple[dict[str, Any], bool]:
-    """Where `redis` connects, for the hub's own separate connection (and whether it is TLS)."""
-    pool = redis.connection_pool
-    params = {k: pool.connection_kwargs.get(k) for k in ("host", "port", "db", "username", "password", "path")}
-    return params, "SSL" in pool.connection_class.__name__
+        return decode_snapshot(await self.redis.client.get(presence_key(user_id)))

@@ -18,15 +18,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pymongo.errors import PyMongoError
+
 from common.lifecycle import Lifecycle
 from presence import cli as presence_cli
 from presence.snapshot import SnapshotError
 from runtime.config import Config
 from runtime.embedded import resolve_store_urls
 from runtime.reconciler import ReconcilerBusy, run_once
-from runtime.services import Stores, make_redis, open_stores
+from runtime.services import Stores, open_stores
+from store.errors import describe_error
 from store.formats import parse_time
 from store.importer import import_document
+from store.redis_connect import REDIS_ERRORS, connect
 from store.stats import read_stats
 
 
@@ -44,11 +48,24 @@ async def _stores(config: Config) -> AsyncIterator[Stores]:
 
 
 def run_command(config: Config, command: Callable[[Stores], Awaitable[int]]) -> int:
+    """Run `command` on the stores; a store that fails is one line on stderr and exit status 1."""
+
     async def main() -> int:
         async with _stores(config) as stores:
             return await command(stores)
 
-    return asyncio.run(main())
+    return with_store_errors(lambda: asyncio.run(main()))
+
+
+def with_store_errors(run: Callable[[], int]) -> int:
+    """`run()`, or 1 after one `error: MongoDB|Redis: <class>: <text>` line: never a traceback."""
+    try:
+        return run()
+    except PyMongoError as exc:
+        print(f"error: MongoDB: {describe_error(exc)}", file=sys.stderr)
+    except REDIS_ERRORS as exc:
+        print(f"error: Redis: {describe_error(exc)}", file=sys.stderr)
+    return 1
 
 
 async def _import(stores: Stores, data: Any) -> int:
@@ -166,7 +183,7 @@ def cmd_reconcile(config: Config, now: str | None) -> int:
         at = parse_time(now) if now else None
         at = at or stores.clock.now()
         try:
-            changes = await run_once(stores.db, stores.redis, at)
+            changes = await run_once(stores.db, stores.redis.client, at)
         except ReconcilerBusy:
             print("another reconciler is running; nothing done", file=sys.stderr)
             return 3
@@ -194,7 +211,7 @@ def cmd_presence(config: Config, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        return await presence_cli.run(stores.redis, config.redis_sharded_pubsub, args, snapshot)
+        return await presence_cli.run(stores.redis, args, snapshot)
 
     return run_command(config, set_presence)
 
@@ -204,12 +221,12 @@ def _presence_clear(config: Config, args: argparse.Namespace) -> int:
     try:
 
         async def main() -> int:
-            redis = make_redis(redis_url)
+            redis = await connect(redis_url, max_connections=4)  # a cluster node or not: it asks
             try:
-                return await presence_cli.run(redis, config.redis_sharded_pubsub, args, None)
+                return await presence_cli.run(redis, args, None)
             finally:
-                await redis.aclose()
+                await redis.close()
 
-        return asyncio.run(main())
+        return with_store_errors(lambda: asyncio.run(main()))
     finally:
         embedded.stop()

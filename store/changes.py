@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from pymongo.errors import OperationFailure, PyMongoError
 
 from common.tasks import raise_if_cancelling
+from store.errors import describe_error
 from store.models import CREDIT_FIELDS, CREDIT_HOLDS
 from store.mongo import Database
 from store.sites import SiteDirectory
@@ -29,6 +31,7 @@ UNCACHED_USER_FIELDS = frozenset({*CREDIT_FIELDS.values(), CREDIT_HOLDS})
 
 # Codes meaning "this deployment has no change streams" (standalone mongod and similar).
 UNSUPPORTED_CODES = {40573, 40324, 20}
+AWAIT_MS = 1000  # how long the server holds one getMore open waiting for a change (inside timeoutMS)
 
 
 class ChangeWatcher:
@@ -48,10 +51,10 @@ class ChangeWatcher:
                 if exc.code in UNSUPPORTED_CODES:
                     log.info("change streams unavailable (%s); profile cache relies on its TTL", exc.code)
                     return
-                log.warning("change stream failed (%s); reopening", exc.code)
+                log.warning("change stream failed (%s); reopening", describe_error(exc))
             except PyMongoError as exc:
                 raise_if_cancelling()
-                log.warning("change stream interrupted (%s); reopening", type(exc).__name__)
+                log.warning("change stream interrupted (%s); reopening", describe_error(exc))
             self.active.clear()
             self.sites.invalidate()  # we may have missed changes
             await asyncio.sleep(backoff)
@@ -59,11 +62,19 @@ class ChangeWatcher:
 
     async def _follow(self) -> None:
         pipeline = [{"$match": {"ns.coll": {"$in": ["profiles", "users"]}}}]
-        # Each getMore waits at most max_await_time_ms for events, well inside the client's timeoutMS.
-        async with await self.db.watch(pipeline, full_document="updateLookup", max_await_time_ms=1000) as stream:
+        async with await self.db.watch(pipeline, full_document="updateLookup", max_await_time_ms=AWAIT_MS) as stream:
             self.active.set()
-            async for change in stream:
-                self._apply(change)
+            # try_next, not `async for`: PyMongo applies the client's timeoutMS to a whole `next()`, which waits
+            # for a change however long that takes, so an idle stream ended every 5 s (NetworkTimeout, and the
+            # cache dropped each time). One try_next is one getMore that the server ends after AWAIT_MS with or
+            # without a change: each stays inside timeoutMS, so a hung server is still noticed within 5 s.
+            while stream.alive:
+                started = time.monotonic()
+                change = await stream.try_next()
+                if change is not None:
+                    self._apply(change)
+                elif time.monotonic() - started < 0.05:
+                    await asyncio.sleep(0.1)  # a server that ignores maxAwaitTimeMS must not make this spin
 
     def _apply(self, change: dict[str, Any]) -> None:
         collection = change.get("ns", {}).get("coll")

@@ -27,11 +27,15 @@ from typing import Any
 from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
-from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 
 from common.client_ip import rate_limit_subject
 from common.metrics import STATS_FLUSHED
+from store.errors import describe_error
 from store.mongo import Database
+from store.redis_connect import RedisConnector
+from store.redis_keys import AddCommand, per_key
 
 log = logging.getLogger("hepgg.stats")
 
@@ -57,8 +61,18 @@ def view_dedup_key(profile_id: str, ip: str, user_agent: str) -> str:
     return f"hepgg:viewdedup:{profile_id}:{digest}"
 
 
+def _claim(keys: list[str], ids: list[str]) -> AddCommand:
+    """SET key id NX EX GET for the i-th view. The value is the event's id and GET returns what was there:
+    when an earlier try's SET landed but its reply was lost (Redis hung or died), the retry sees its own id."""
+
+    def add(pipe: Pipeline | ClusterPipeline, i: int) -> object:
+        return pipe.set(keys[i], ids[i], nx=True, ex=VIEW_DEDUP_SECONDS, get=True)
+
+    return add
+
+
 class StatsWriter:
-    def __init__(self, db: Database, redis: Redis, interval: float = 1.0):
+    def __init__(self, db: Database, redis: RedisConnector, interval: float = 1.0):
         self.db = db
         self.redis = redis
         self.interval = interval
@@ -119,7 +133,10 @@ class StatsWriter:
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
             except TimeoutError:
-                await self.flush()
+                try:
+                    await self.flush()
+                except Exception:  # a bug must not stop the ticker: what it held is back in the queues
+                    log.exception("stats flush failed; retrying next tick")
 
     async def flush(self) -> None:
         async with self._lock:
@@ -128,28 +145,38 @@ class StatsWriter:
 
     async def _dedup_views(self) -> None:
         batch, self._undeduped = self._undeduped, []
+        kept: list[_Event] = []
+        error: BaseException | None = None
         for start in range(0, len(batch), DEDUP_SLICE):
             views = batch[start : start + DEDUP_SLICE]
+            keys = [view_dedup_key(e.profile_id, e.fields["ip"], e.fields["user_agent"]) for e in views]
+
             try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for event in views:
-                        key = view_dedup_key(event.profile_id, event.fields["ip"], event.fields["user_agent"])
-                        # The value is the event's id and GET returns what was there: when an earlier try's
-                        # SET landed but its reply was lost (Redis hung or died), the retry sees its own id.
-                        pipe.set(key, str(event.id), nx=True, ex=VIEW_DEDUP_SECONDS, get=True)
-                    previous = await pipe.execute()
-            except Exception as exc:  # Redis down: keep the views not yet checked, try again next tick
-                kept = batch[start:]
-                log.warning("view dedup failed (%s); %d views kept for retry", type(exc).__name__, len(kept))
-                self._undeduped[:0] = kept
-                if len(self._undeduped) > MAX_PENDING:
-                    overflow = len(self._undeduped) - MAX_PENDING
-                    self._accepted.extend(self._undeduped[:overflow])
-                    del self._undeduped[:overflow]
-                return
+                previous = await per_key(self.redis.client, keys, _claim(keys, [str(e.id) for e in views]))
+            except BaseException:  # never drop what was taken off the queue (a bug, or a cancel)
+                self._undeduped[:0] = kept + batch[start:]
+                raise
+            failed = [event for event, held in zip(views, previous, strict=True) if isinstance(held, BaseException)]
             self._accepted.extend(
-                event for event, held in zip(views, previous, strict=True) if held in (None, str(event.id))
+                event
+                for event, held in zip(views, previous, strict=True)
+                if not isinstance(held, BaseException) and held in (None, str(event.id))
             )
+            if failed:
+                error = next(held for held in previous if isinstance(held, BaseException))
+                kept.extend(failed)
+                if len(failed) == len(views):  # nothing answered: keep the rest unsent, try next tick
+                    kept.extend(batch[start + DEDUP_SLICE :])
+                    break
+        if kept:
+            # A key whose master is down (or failing over) stays for the next tick; the others were counted.
+            described = describe_error(error) if error is not None else "?"
+            log.warning("view dedup failed for %d views (%s); kept for retry", len(kept), described)
+            self._undeduped[:0] = kept
+            if len(self._undeduped) > MAX_PENDING:
+                overflow = len(self._undeduped) - MAX_PENDING
+                self._accepted.extend(self._undeduped[:overflow])
+                del self._undeduped[:overflow]
 
     async def _insert_events(self, batch: list[_Event]) -> None:
         docs = [
@@ -184,7 +211,7 @@ class StatsWriter:
             )
         except Exception as exc:
             # Keep the batch: a retry re-inserts events idempotently (fixed ids) and re-applies the counters.
-            log.warning("stats write failed (%s); %d events kept for retry", type(exc).__name__, len(batch))
+            log.warning("stats write failed (%s); %d events kept for retry", describe_error(exc), len(batch))
             self._accepted[:0] = batch
             return
         for event in batch:

@@ -313,7 +313,7 @@ async def test_profile_not_found_not_public_or_suspended_is_404(server, fakes, c
     response, answer = await post(server, channel, base, pid=pid)
     assert (response.code, answer) == (404, {"ok": False, "error": "Profile not found"})
     assert fakes.turnstile.requests == []
-    assert await server.services.redis.keys("*contact*") == []  # no bucket spent on a hidden profile
+    assert await server.services.redis.client.keys("*contact*") == []  # no bucket spent on a hidden profile
 
 
 async def test_other_methods_and_channels_answer_in_the_envelope(server):

@@ -17,12 +17,12 @@ import sys
 
 import pytest
 from prometheus_client import REGISTRY
-from redis.asyncio import Redis
 from redis.crc import key_slot
 from test_contact import DISCORD, PATH
 from tornado.httpclient import AsyncHTTPClient
 
 from contact.limiter import DAY, ContactLimiter, RefusalMemo, Rule, Rules
+from store.redis_connect import connect
 
 from conftest import ROOT, base_document, free_port, wait_until_serving
 from contact_fakes import contact_settings
@@ -163,9 +163,10 @@ async def test_forwarded_for_from_trusted_proxy_is_the_client(make_server, fakes
 
 @pytest.fixture
 async def redis_client(store_urls, clean_redis):
-    client = Redis.from_url(store_urls.redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
+    """The limiter's own input: a started connector (the limiter reads its client at each call)."""
+    connector = await connect(store_urls.redis_url)
+    yield connector
+    await connector.close()
 
 
 def test_keys_of_one_call_share_a_cluster_slot():
@@ -191,17 +192,17 @@ async def test_refused_request_takes_no_token_from_the_other_buckets(redis_clien
         refused = await limiter.admit("u1", "p1", "192.0.2.1", "sms")
         assert refused.refused == ("burst",)
     _, daily_key, owner_key = ContactLimiter.keys("u1", "p1", "192.0.2.1", "sms")
-    assert float(await redis_client.hget(daily_key, "t")) == 4  # only the allowed call spent one
-    assert not await redis_client.exists(owner_key)  # admission only checks the owner's bucket
+    assert float(await redis_client.client.hget(daily_key, "t")) == 4  # only the allowed call spent one
+    assert not await redis_client.client.exists(owner_key)  # admission only checks the owner's bucket
     assert (await limiter.take_owner_token("u1", "sms")).allowed
-    assert float(await redis_client.hget(owner_key, "t")) == 49
+    assert float(await redis_client.client.hget(owner_key, "t")) == 49
 
 
 async def test_admission_never_spends_the_owner_token(redis_client):
     limiter = ContactLimiter(redis_client)
     for i in range(60):  # more than the owner's 50 SMS a day, from as many visitors
         assert (await limiter.admit("u1", "p1", f"192.0.2.{i}", "sms")).allowed
-    assert not await redis_client.exists(ContactLimiter.keys("u1", "p1", "", "sms")[2])
+    assert not await redis_client.client.exists(ContactLimiter.keys("u1", "p1", "", "sms")[2])
     for _ in range(50):
         assert (await limiter.take_owner_token("u1", "sms")).allowed
     refused = await limiter.take_owner_token("u1", "sms")
@@ -221,9 +222,9 @@ async def test_the_last_owner_token_goes_to_one_of_two_admitted_sends(redis_clie
     assert refused.refused == ("owner",)
     # The refusing process remembers it: the next admission there is refused without Redis.
     loser = limiter if not takes[0].allowed else other_process
-    calls = await limiter_calls(redis_client)
+    calls = await limiter_calls(redis_client.client)
     assert (await loser.admit("u1", "p1", "192.0.2.3", "email")).refused == ("owner",)
-    assert await limiter_calls(redis_client) == calls
+    assert await limiter_calls(redis_client.client) == calls
 
 
 async def test_buckets_refill_on_the_redis_clock_and_expire(redis_client):
@@ -233,10 +234,10 @@ async def test_buckets_refill_on_the_redis_clock_and_expire(redis_client):
     refused = await limiter.admit("u1", "p1", "192.0.2.1", "discord")
     assert not refused.allowed and refused.retry_after == 1
     burst_key = ContactLimiter.keys("u1", "p1", "192.0.2.1", "discord")[0]
-    seconds, micros = await redis_client.time()
-    stamp = int(await redis_client.hget(burst_key, "ts"))
+    seconds, micros = await redis_client.client.time()
+    stamp = int(await redis_client.client.hget(burst_key, "ts"))
     assert abs(stamp - (seconds * 1_000_000 + micros)) < 2_000_000  # written from Redis TIME
-    assert 0 < await redis_client.pttl(burst_key) <= 2_000  # gone once it would be full again
+    assert 0 < await redis_client.client.pttl(burst_key) <= 2_000  # gone once it would be full again
     await asyncio.sleep(0.55)  # one token per 0.5 s
     assert (await limiter.admit("u1", "p1", "192.0.2.1", "discord")).allowed
 
@@ -272,13 +273,13 @@ async def test_a_known_refusal_is_answered_without_redis(redis_client):
     limiter = ContactLimiter(redis_client, Rules(burst=Rule("burst", 1, 60)))
     assert (await limiter.admit("u1", "p1", "192.0.2.1", "discord")).allowed
     first = await limiter.admit("u1", "p1", "192.0.2.1", "discord")
-    calls = await limiter_calls(redis_client)
+    calls = await limiter_calls(redis_client.client)
     again = [await limiter.admit("u1", "p1", "192.0.2.1", "discord") for _ in range(50)]
-    assert await limiter_calls(redis_client) == calls  # none of the 50 reached Redis
+    assert await limiter_calls(redis_client.client) == calls  # none of the 50 reached Redis
     assert first.refused == ("burst",) and all(d.refused == ("burst",) for d in again)
     assert first.retry_after == 60 and all(55 <= d.retry_after <= 60 for d in again)
     assert (await limiter.admit("u1", "p1", "192.0.2.2", "discord")).allowed  # another visitor asks Redis
-    assert await limiter_calls(redis_client) == calls + 1
+    assert await limiter_calls(redis_client.client) == calls + 1
 
 
 async def test_a_remembered_refusal_ends_when_the_bucket_refills(redis_client):

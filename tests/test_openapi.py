@@ -220,7 +220,7 @@ async def test_presence_snapshot_null_then_set_and_400s(server):
     response = await server.fetch("/api/v1/profiles/presence/u1")
     conform(response, path, "GET", expect=200, path_parameters={"userID": "u1"})
     assert json.loads(response.body) == {"ok": True, "data": {"presence": None}}
-    await write_presence(server.services.redis, "u1", SNAPSHOT)
+    await write_presence(server.services.redis.client, "u1", SNAPSHOT)
     response = await server.fetch("/api/v1/profiles/presence/u1")
     conform(response, path, "GET", expect=200, path_parameters={"userID": "u1"})
     assert json.loads(response.body)["data"]["presence"]["activity"] == SNAPSHOT["activity"]
@@ -251,7 +251,7 @@ async def read_first_event(port: int, path: str) -> tuple[int, dict[str, list[st
 
 
 async def test_presence_stream_first_event_conforms(server):
-    await write_presence(server.services.redis, "u1", SNAPSHOT)
+    await write_presence(server.services.redis.client, "u1", SNAPSHOT)
     status, headers, event = await read_first_event(server.port, "/api/v1/profiles/presence/u1/stream")
     assert status == 200
     assert headers["connection"] == ["keep-alive"]

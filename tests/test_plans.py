@@ -70,7 +70,7 @@ async def _published(server) -> list[str]:
 
 
 async def _reconcile(server, now):
-    changes = await run_once(server.services.db, server.services.redis, now)
+    changes = await run_once(server.services.db, server.services.redis.client, now)
     server.services.sites.invalidate()
     return [(c.profile_id, c.action) for c in changes]
 
@@ -128,7 +128,7 @@ async def test_two_reconcilers_at_once_change_each_profile_once(make_server):
     server = await make_server(reconcile_interval=0)
     await _load_owner(server, premium_until="2020-01-01T00:00:00Z", profiles=3)
     results = await asyncio.gather(
-        *(run_once(server.services.db, server.services.redis, T0) for _ in range(2)), return_exceptions=True
+        *(run_once(server.services.db, server.services.redis.client, T0) for _ in range(2)), return_exceptions=True
     )
     outcomes = sorted(type(r).__name__ for r in results)
     assert outcomes == ["ReconcilerBusy", "list"]
@@ -136,7 +136,7 @@ async def test_two_reconcilers_at_once_change_each_profile_once(make_server):
     assert sorted(c.profile_id for c in applied) == ["p2", "p3"]
     assert await server.services.db.plan_changes.count_documents({}) == 2
     # the lock was released: the next run works and finds nothing to do
-    assert await run_once(server.services.db, server.services.redis, T0) == []
+    assert await run_once(server.services.db, server.services.redis.client, T0) == []
 
 
 async def test_scheduled_reconciler_inside_serve(make_server):

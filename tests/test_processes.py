@@ -85,9 +85,9 @@ async def test_view_dedup_and_reconciler_lock_are_global_across_servers(make_ser
     await second.services.stats.flush()
     assert (await read_stats(first.services.db, "p1"))["views"] == 1
 
-    await first.services.redis.set("hepgg:{reconciler}:lock", "held-by-first", px=5000)
+    await first.services.redis.client.set("hepgg:{reconciler}:lock", "held-by-first", px=5000)
     try:
-        await run_once(second.services.db, second.services.redis, datetime.now(UTC))
+        await run_once(second.services.db, second.services.redis.client, datetime.now(UTC))
         raise AssertionError("the second server ran while the first held the lock")
     except ReconcilerBusy:
         pass
@@ -174,7 +174,7 @@ async def test_presence_set_reaches_listeners_on_every_server(make_server):
     path = "/api/v1/profiles/presence/owner-2/stream"
     clients = [await SSEClient.open(server.port, path) for server in servers for _ in range(3)]
     assert [await c.event() for c in clients] == [None] * 6
-    await write_presence(servers[0].services.redis, "owner-2", {"status": "idle"})
+    await write_presence(servers[0].services.redis.client, "owner-2", {"status": "idle"})
     assert [(await c.event())["status"] for c in clients] == ["idle"] * 6
     for client in clients:
         client.close()

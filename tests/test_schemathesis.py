@@ -48,7 +48,7 @@ async def fuzz_server(make_server, fakes, upstream):
         music_stall_timeout=1.0,
     )
     await server.load(contract_document())
-    await write_presence(server.services.redis, "u1", SNAPSHOT)
+    await write_presence(server.services.redis.client, "u1", SNAPSHOT)
     # Every generated request comes from 127.0.0.1: a roomier burst bucket lets the fuzzer reach
     # validation, Turnstile and delivery (test_openapi.py meets the spec's 429).
     server.services.contact.limiter = ContactLimiter(
