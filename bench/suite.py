@@ -29,6 +29,8 @@ BENCHMARKS = {
     "sse": "bench.sse_bench",
     "music": "bench.music_bench",
     "contact": "bench.contact_bench",
+    "pubsub": "bench.pubsub_ab",  # the hub's pub/sub client vs redis-py's PubSub (single Redis and cluster)
+    "cluster": "bench.cluster_bench",  # SSE fan-out and views/s on a Redis Cluster vs one Redis
 }
 
 

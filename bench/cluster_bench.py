@@ -1,0 +1,267 @@
+"""Our server on a Redis Cluster (3 masters + 3 replicas) vs on one Redis, same run, 2 server processes.
+
+    bench/run --only cluster [--quick]
+
+Both topologies are started by the run (the single Redis as in every benchmark; the cluster from Debian's
+redis-server by tests/redis_topologies.py), all nodes on CPU 1 with the load generators. For each topology
+`serve --processes 2` (both workers on CPU 0, SO_REUSEPORT) is given only the URL (one node of the cluster:
+it detects the rest), and measured:
+
+  fan-out p50/p99  SSE publish -> receipt (bench/sse_load_client.py), N streams on one user, then N streams
+                   over N/10 users (their channels on every master); publishes are PUBLISH on one Redis,
+                   SPUBLISH to the channel's master on the cluster
+  views/s          wrk GET / with a new visitor per request (X-Forwarded-For, trusted), c=32; each request
+                   records a view (de-duplicated in Redis: per master on the cluster); the views written
+                   must match the requests
+The topologies run in the order single, cluster, cluster, single (full run; quick: single, cluster) and the
+figures are averaged per topology, so a drift of the shared machine does not favour either. Targets
+(issue 15): fan-out p99 <= 1.2x the single Redis, views/s no lower than on the single Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import redis
+from redis.crc import key_slot
+
+from bench.harness import BROWSER_UA, CLIENT_CPU, ROOT, Stack, cpu_seconds, unique_ip_lua, wrk
+from bench.page_bench import HOST, VISITORS_LUA, document
+from bench.results import BenchResult, Figure, Target
+from bench.sse_bench import Client, payload
+
+FANOUT_TARGET = Target("ratio<=", 1.2, "issue 15: fan-out p99 on the cluster <= 1.2x the single Redis")
+VIEWS_TARGET = Target("ratio>=", 1.0, "issue 15: no loss of view throughput on the cluster")
+PATH_FORMAT = "/api/v1/profiles/presence/b{}/stream"
+
+
+class Topology:
+    """Where the server's Redis is, and a publisher that costs the same on both: one plain connection per
+    master, the channel's master chosen from the slot map read once (a cluster-aware client's own
+    overhead would otherwise count as fan-out latency, since events are stamped before publishing)."""
+
+    def __init__(self, stack: Stack, name: str, url: str, masters: dict[int, tuple[str, int]] | None = None):
+        self.stack, self.name, self.url = stack, name, url
+        if masters is None:
+            self.command, self.route = "PUBLISH", None
+            self.clients = {None: redis.Redis.from_url(url)}
+        else:
+            self.command, self.route = "SPUBLISH", masters
+            self.clients = {address: redis.Redis(host=address[0], port=address[1]) for address in set(masters.values())}
+
+    def publish(self, user: int, data: str) -> None:
+        channel = f"presence:b{user}"
+        client = self.clients[None if self.route is None else self.route[key_slot(channel.encode())]]
+        client.execute_command(self.command, channel, data)
+
+    def serve(self):
+        return self.stack.hepgg(
+            "--processes",
+            "2",
+            "--redis-url",
+            self.url,
+            "--trusted-proxies",
+            "127.0.0.1/32",
+            "--sse-max-streams",
+            "19990",
+            "--view-flush-interval",
+            "1",
+            name=f"hepgg-{self.name}",
+        )
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+
+def workers_cpu(proc) -> float:
+    """CPU seconds of `serve`'s worker processes (the parent's children), whose work is what we measure."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    total = 0.0
+    for pid in children:
+        try:
+            total += cpu_seconds(int(pid))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def views(stack: Stack) -> int:
+    return json.loads(stack.hepgg_cli("stats", "pg1"))["views"]
+
+
+def fanout(topology: Topology, client: Client, port: int, n: int, users: int, events: int) -> dict:
+    connect = client.call(cmd="connect", port=port, path_format=PATH_FORMAT, users=users, n=n, inflight=500)
+    time.sleep(0.5)
+    for user in range(users):
+        topology.publish(user, payload(0))
+    client.call(cmd="wait", count=connect["connected"], timeout=60)
+    client.call(cmd="stats")  # reset
+    per_user = connect["connected"] // users
+    if users == 1:
+        for seq in range(1, events + 1):
+            topology.publish(0, payload(seq))
+            client.call(cmd="wait", count=seq * connect["connected"], timeout=30)
+            time.sleep(0.2)
+        expected = events * connect["connected"]
+    else:
+        for seq in range(1, events + 1):
+            topology.publish(random.randrange(users), payload(seq))
+            time.sleep(0.003)
+        expected = events * per_user
+        client.call(cmd="wait", count=expected, timeout=30)
+    stats = client.call(cmd="stats")
+    client.call(cmd="close")
+    time.sleep(0.5)
+    return {**stats, "connected": connect["connected"], "failed": connect["failed"], "expected": expected}
+
+
+def one_pass(stack: Stack, topology: Topology, client: Client, quick: bool, first_ip: int) -> dict:
+    n_one = 1000 if quick else 4000
+    n_spread = 1000 if quick else 4000
+    seconds = 3 if quick else 6
+    proc, port = topology.serve()
+    try:
+        one = fanout(topology, client, port, n_one, 1, 3 if quick else 5)
+        spread = fanout(topology, client, port, n_spread, n_spread // 10, 100 if quick else 300)
+        before = views(stack)
+        cpu_before = workers_cpu(proc)
+        page = wrk(
+            stack,
+            f"http://127.0.0.1:{port}/",
+            connections=32,
+            seconds=seconds,
+            headers={"Host": HOST, "User-Agent": BROWSER_UA},
+            lua=unique_ip_lua(first_ip) + VISITORS_LUA,
+        )
+        time.sleep(3)  # two flush intervals: every view of the run written
+        cpu = workers_cpu(proc) - cpu_before  # rendering, recording and flushing (dedup + MongoDB) the views
+        recorded = views(stack) - before
+    finally:
+        stack.stop(proc)
+    return {
+        "topology": topology.name,
+        "one_p50_ms": one["p50_ms"],
+        "one_p99_ms": one["p99_ms"],
+        "one_n": n_one,
+        "one_deliveries": one["n"],
+        "one_expected": one["expected"],
+        "spread_p50_ms": spread["p50_ms"],
+        "spread_p99_ms": spread["p99_ms"],
+        "spread_deliveries": spread["n"],
+        "spread_expected": spread["expected"],
+        "page_req_s": page["req_per_s"],
+        "page_requests": page["requests"],
+        "page_errors": page["status_errors"] + page["read_errors"] + page["timeouts"],
+        "views_recorded": recorded,
+        "cpu_ms_per_view": cpu / max(1, page["requests"]) * 1000,
+    }
+
+
+def mean(rows: list[dict], key: str) -> float:
+    return sum(row[key] for row in rows) / len(rows)
+
+
+def run(stack: Stack, quick: bool) -> BenchResult:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from redis_topologies import RedisClusterTopology
+
+    stack.import_document("page", document())
+    cluster = RedisClusterTopology(stack.tmp / "cluster")
+    client = Client(stack)
+    rows: list[dict] = []
+    try:
+        cluster.start()
+        if (os.cpu_count() or 1) > 1:
+            for node in cluster.nodes:
+                os.sched_setaffinity(node.proc.pid, {CLIENT_CPU})
+        masters = {}
+        for entry in cluster.cluster_nodes():
+            if "master" in entry["flags"]:
+                host, port = entry["address"].rsplit(":", 1)
+                for low, high in entry["slots"]:
+                    for slot in range(low, high + 1):
+                        masters[slot] = (host, int(port))
+        topologies = {
+            "single": Topology(stack, "single", stack.redis_url),
+            "cluster": Topology(stack, "cluster", cluster.url, masters),
+        }
+        order = ["single", "cluster"] if quick else ["single", "cluster", "cluster", "single"]
+        for index, name in enumerate(order):
+            row = one_pass(stack, topologies[name], client, quick, first_ip=index << 22)
+            rows.append(row)
+            print(
+                f"   cluster bench {name}: one-user p99 {row['one_p99_ms']} ms, spread p99 {row['spread_p99_ms']} ms, "
+                f"{row['page_req_s']:.0f} views/s ({row['views_recorded']} of {row['page_requests']} recorded)",
+                flush=True,
+            )
+        for topology in topologies.values():
+            topology.close()
+    finally:
+        client.stop()
+        cluster.stop()
+    result = BenchResult("cluster")
+    result.series["rows"] = rows
+    single = [r for r in rows if r["topology"] == "single"]
+    on_cluster = [r for r in rows if r["topology"] == "cluster"]
+    peer = "single Redis"
+    n_one, n_spread = rows[0]["one_n"], rows[0]["one_n"]
+    for metric, key, size, target in (
+        ("fan-out p50", "one_p50_ms", f"{n_one} streams, one user, 2 processes", None),
+        ("fan-out p99", "one_p99_ms", f"{n_one} streams, one user, 2 processes", FANOUT_TARGET),
+        ("fan-out p50", "spread_p50_ms", f"{n_spread} streams over {n_spread // 10} users", None),
+        ("fan-out p99", "spread_p99_ms", f"{n_spread} streams over {n_spread // 10} users", FANOUT_TARGET),
+    ):
+        result.figures.append(
+            Figure("cluster", metric, size, "ms", mean(on_cluster, key), mean(single, key), peer, target)
+        )
+    lost = sum(r["page_requests"] - r["views_recorded"] for r in rows if r["views_recorded"] < r["page_requests"])
+    result.figures.append(
+        Figure(
+            "cluster",
+            "views/s (page + view recorded)",
+            "c=32, a new visitor per request, 2 processes",
+            "req/s",
+            mean(on_cluster, "page_req_s"),
+            mean(single, "page_req_s"),
+            peer,
+            VIEWS_TARGET,
+            note=f"views recorded short of requests: {lost}",
+        )
+    )
+    result.figures.append(
+        Figure(
+            "cluster",
+            "server CPU per view",
+            "the same runs: workers' CPU / requests",
+            "ms",
+            mean(on_cluster, "cpu_ms_per_view"),
+            mean(single, "cpu_ms_per_view"),
+            peer,
+        )
+    )
+    return result
+
+
+def main() -> int:
+    import argparse
+
+    from bench.results import table
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    with Stack() as stack:
+        result = run(stack, args.quick)
+    print(table([result]))
+    print(json.dumps(result.series["rows"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
