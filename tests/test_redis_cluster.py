@@ -15,6 +15,7 @@ from collections import defaultdict
 
 import pytest
 from test_contact import DISCORD, PATH
+from test_faults import wait_until
 from tornado.httpclient import AsyncHTTPClient
 
 from presence.snapshot import presence_key
@@ -28,6 +29,10 @@ from contact_fakes import contact_settings
 from presence_client import SSEClient
 
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) ClusterTest/1.0"
+# The shared cluster starts in ~7-18 s and each test starts a server: ~100 s for the module at load 12, so all
+# of it is in the slow tier (the quick tier stays under 90 s).
+pytestmark = pytest.mark.slow
+
 STREAM = "/api/v1/profiles/presence/{}/stream"
 
 
@@ -57,18 +62,6 @@ def owners_document(owner_ids: list[str]) -> dict:
         doc["users"].append(user)
         doc["profiles"].append(profile)
     return doc
-
-
-async def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"condition not met within {timeout}s"
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture
@@ -286,7 +279,6 @@ async def next_event_equal(client: SSEClient, expected, timeout: float = 15.0) -
             return
 
 
-@pytest.mark.slow
 async def test_killing_a_master_under_streams_and_page_load(make_redis_cluster, make_server, fakes, caplog):
     cluster = make_redis_cluster()  # on the loop's thread: nodes die with the thread that started them
     server = await make_server(
@@ -391,7 +383,6 @@ async def test_a_stream_follows_its_slot_to_another_master(server, redis_cluster
         await asyncio.to_thread(redis_cluster.move_slot, slot, source)
 
 
-@pytest.mark.slow
 async def test_a_worker_started_while_its_node_was_down_moves_to_the_cluster_client(make_redis_cluster, make_server):
     cluster = make_redis_cluster()
     named = cluster.replicas_of(cluster.masters()[0])[0]  # the URL's node: a replica, so the cluster stays up

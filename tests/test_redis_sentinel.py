@@ -13,7 +13,8 @@ import json
 import time
 
 import pytest
-from test_redis_cluster import STREAM, PageLoad, next_event_equal, wait_until
+from test_faults import wait_until
+from test_redis_cluster import STREAM, PageLoad, next_event_equal
 
 from presence.writer import write_presence
 from runtime.config import ConfigError, load_config
