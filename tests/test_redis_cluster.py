@@ -270,6 +270,17 @@ async def send_discord(server, profile_id: str, ip: str, count: int) -> list[int
     return sorted(r.code for r in responses)
 
 
+async def write_until_back(client, user: str, killed_at: float, within: float) -> float:
+    """Write `user`'s presence until a write succeeds; the seconds from `killed_at` until it did."""
+    while True:
+        try:
+            await write_presence(client, user, {"status": "idle"})
+            return time.monotonic() - killed_at
+        except Exception:
+            assert time.monotonic() - killed_at < within, f"writes did not come back within {within} s"
+            await asyncio.sleep(0.1)
+
+
 async def next_event_equal(client: SSEClient, expected, timeout: float = 15.0) -> None:
     """Events until `expected` arrives (a moved channel first gets its current snapshot again)."""
     deadline = time.monotonic() + timeout
@@ -314,14 +325,7 @@ async def test_killing_a_master_under_streams_and_page_load(make_redis_cluster, 
 
         poller = asyncio.create_task(poll_ready())
         # Writes to the killed master's slots succeed again within seconds (its replica takes over).
-        while True:
-            try:
-                await write_presence(writer.client, victim_user, {"status": "idle"})
-                break
-            except Exception:
-                assert time.monotonic() - killed_at < 20, "writes did not come back within 20 s"
-                await asyncio.sleep(0.1)
-        writes_back = time.monotonic() - killed_at
+        writes_back = await write_until_back(writer.client, victim_user, killed_at, within=20)
         failover = await asyncio.to_thread(cluster.wait_failover, killed)
         await wait_until(lambda: 200 in readiness[-3:] and readiness[-1] == 200, timeout=20)
         poller.cancel()

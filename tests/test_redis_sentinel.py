@@ -14,7 +14,7 @@ import time
 
 import pytest
 from test_faults import wait_until
-from test_redis_cluster import STREAM, PageLoad, next_event_equal
+from test_redis_cluster import STREAM, PageLoad, next_event_equal, write_until_back
 
 from presence.writer import write_presence
 from runtime.config import ConfigError, load_config
@@ -113,14 +113,7 @@ async def test_sentinel_failover_under_streams_and_page_load(redis_sentinel, mak
         await asyncio.sleep(1.0)
         killed_at = time.monotonic()
         killed = redis_sentinel.kill_primary()
-        while True:
-            try:
-                await write_presence(writer.client, users[0], {"status": "idle"})
-                break
-            except Exception:
-                assert time.monotonic() - killed_at < 30, "writes did not come back within 30 s"
-                await asyncio.sleep(0.1)
-        writes_back = time.monotonic() - killed_at
+        writes_back = await write_until_back(writer.client, users[0], killed_at, within=30)
         await asyncio.to_thread(redis_sentinel.wait_failover, killed)
         written = {user: await write_presence(writer.client, user, {"status": "dnd"}) for user in users}
         for index, client in enumerate(listeners):
