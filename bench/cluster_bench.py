@@ -151,6 +151,7 @@ def one_pass(stack: Stack, topology: Topology, client: Client, quick: bool, firs
         "one_n": n_one,
         "one_deliveries": one["n"],
         "one_expected": one["expected"],
+        "spread_n": n_spread,
         "spread_p50_ms": spread["p50_ms"],
         "spread_p99_ms": spread["p99_ms"],
         "spread_deliveries": spread["n"],
@@ -210,7 +211,7 @@ def run(stack: Stack, quick: bool) -> BenchResult:
     single = [r for r in rows if r["topology"] == "single"]
     on_cluster = [r for r in rows if r["topology"] == "cluster"]
     peer = "single Redis"
-    n_one, n_spread = rows[0]["one_n"], rows[0]["one_n"]
+    n_one, n_spread = rows[0]["one_n"], rows[0]["spread_n"]
     for metric, key, size, target in (
         ("fan-out p50", "one_p50_ms", f"{n_one} streams, one user, 2 processes", None),
         ("fan-out p99", "one_p99_ms", f"{n_one} streams, one user, 2 processes", FANOUT_TARGET),
