@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from handlers.page import PAGE_VARIANTS_KEPT
+from store.redis_connect import connect
 
 from conftest import base_document
 
@@ -262,13 +263,11 @@ async def test_views_survive_a_redis_outage(make_server, store_urls):
     server = await make_server()
     await server.load(base_document())
     good_redis = server.services.stats.redis
-    import redis.asyncio as aioredis
-
-    server.services.stats.redis = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    server.services.stats.redis = await connect("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     await server.fetch("/", host="alice.hep.gg", headers={"User-Agent": BROWSER_UA})
     await server.services.stats.flush()
     assert server.services.stats.pending == 1  # kept, not dropped
-    await server.services.stats.redis.aclose()
+    await server.services.stats.redis.close()
     server.services.stats.redis = good_redis
     assert (await _stats(server))["views"] == 1
 

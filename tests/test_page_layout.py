@@ -149,7 +149,7 @@ async def test_activity_name_is_not_cut_on_a_phone(app_server, browser):
     await app_server.load(profiles())
     activity = {"name": "Visual Studio Code", "type": 0, "details": "Editing hub.py", "state": "Workspace: hepgg"}
     activity["startedAt"] = int(time.time() * 1000) - 60_000
-    await write_presence(app_server.services.redis, "u1", {"status": "online", "activity": activity})
+    await write_presence(app_server.services.redis.client, "u1", {"status": "online", "activity": activity})
     for template in TEMPLATES:
         context, page = await open_page(browser, app_server, template, PHONE)
         title = page.locator("#presence .presence-activity")

@@ -107,7 +107,7 @@ async def demo_server(make_server, upstream):
     server = await make_server(music_upstream_url=upstream.url, turnstile_sitekey=SITEKEY)
     for template in TEMPLATES:
         await server.load(demo_in(template)[0])
-    await write_presence(server.services.redis, "demo-owner", vs_code(int(time.time() * 1000)))
+    await write_presence(server.services.redis.client, "demo-owner", vs_code(int(time.time() * 1000)))
     return server
 
 
