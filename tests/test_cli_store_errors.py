@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pymongo
 import pytest
 
 from conftest import free_port, run_cli
@@ -9,15 +10,11 @@ from conftest import free_port, run_cli
 pytestmark = pytest.mark.slow
 
 
-def stores(store_urls, *, redis: str | None = None, mongo: str | None = None) -> list[str]:
-    return [
-        "--mongo-uri",
-        mongo or store_urls.mongo_uri,
-        "--redis-url",
-        redis or store_urls.redis_url,
-        "--mongo-db",
-        "cli_errors",
-    ]
+def stores(store_urls, *, redis: str | None = None, mongo: str | None = None, command=()) -> list[str]:
+    redis_url = ["--redis-url", redis or store_urls.redis_url]
+    if list(command[:2]) == ["presence", "clear"]:  # needs Redis only, and takes no MongoDB option
+        return redis_url
+    return [*redis_url, "--mongo-uri", mongo or store_urls.mongo_uri, "--mongo-db", "cli_errors"]
 
 
 @pytest.mark.parametrize(
@@ -26,8 +23,10 @@ def stores(store_urls, *, redis: str | None = None, mongo: str | None = None) ->
     ids=["reconcile", "presence-set", "presence-clear"],
 )
 def test_redis_down(store_urls, command):
+    with pymongo.MongoClient(store_urls.mongo_uri) as client:  # `presence set` asks MongoDB first: u1 exists
+        client.cli_errors.users.replace_one({"_id": "u1"}, {"_id": "u1"}, upsert=True)
     down = f"redis://127.0.0.1:{free_port()}/0"
-    done = run_cli(*command, *stores(store_urls, redis=down))
+    done = run_cli(*command, *stores(store_urls, redis=down, command=command))
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: Redis"), done.stderr

@@ -115,9 +115,11 @@ async def test_views_on_every_master_are_counted_once(server, redis_cluster):
 
 async def test_presence_cli_writes_users_on_every_master(server, redis_cluster):
     users = spread(redis_cluster, (f"cli{i}" for i in range(200)), presence_key, 1)
+    await server.load(owners_document(users))  # `presence set` writes only for users MongoDB knows
+    stores = ("--redis-url", redis_cluster.url, "--mongo-uri", server.config.mongo_uri)
     for user in users:
         done = await asyncio.to_thread(
-            run_cli, "presence", "set", user, "--status", "dnd", "--redis-url", redis_cluster.url, timeout=60
+            run_cli, "presence", "set", user, "--status", "dnd", *stores, "--mongo-db", server.config.mongo_db
         )
         assert done.returncode == 0, done.stderr
         response = await server.fetch(f"/api/v1/profiles/presence/{user}")
