@@ -302,7 +302,7 @@ class Stack:
         path = self.tmp / f"{name}.json"
         path.write_text(json.dumps(document))
         done = subprocess.run(
-            [PYTHON, str(ROOT / "hepgg_server.py"), "import", str(path), *self.store_flags(), "--log-level", "warning"],
+            [PYTHON, str(ROOT / "hepgg_server.py"), "import", str(path), *self.store_flags()],
             cwd=ROOT,
             env=self.hepgg_env(),
             capture_output=True,
@@ -340,7 +340,7 @@ class Stack:
 
     def hepgg_cli(self, *args: str) -> str:
         done = subprocess.run(
-            [PYTHON, str(ROOT / "hepgg_server.py"), *args, *self.store_flags(), "--log-level", "warning"],
+            [PYTHON, str(ROOT / "hepgg_server.py"), *args, *self.store_flags()],
             cwd=ROOT,
             env=self.hepgg_env(),
             capture_output=True,
