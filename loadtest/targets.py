@@ -19,7 +19,10 @@ _OG_IMAGE = re.compile(r'<meta property="og:image" content="([^"]+)"')
 _STREAM = re.compile(r'data-stream-url="([^"]+)"')
 _SNAPSHOT = re.compile(r'data-snapshot-url="([^"]+)"')
 _AUDIO = re.compile(r'<audio[^>]* src="([^"]+)"')
-_FORM = re.compile(r'<form class="contact-form" method="post" action="([^"]+)" data-channel="(sms|email|discord)"')
+# A contact form's tag, whatever the order of its attributes (the template adds id/aria ones).
+_FORM = re.compile(r'<form\b[^>]*\bclass="contact-form"[^>]*>')
+_ACTION = re.compile(r'\baction="([^"]+)"')
+_CHANNEL = re.compile(r'\bdata-channel="(sms|email|discord)"')
 _MUSIC_PATH = re.compile(r"^/api/v1/profiles/[^/]+/music/([^/]+)$")
 
 
@@ -57,7 +60,10 @@ def parse_page(host: str, html: str) -> SiteTargets:
     if match := _STREAM.search(html):
         site.stream_path = _path(match.group(1))
     site.music_paths = [_path(src) for src in _AUDIO.findall(html)]
-    site.contact_paths = {channel: _path(action) for action, channel in _FORM.findall(html)}
+    for tag in _FORM.findall(html):
+        action, channel = _ACTION.search(tag), _CHANNEL.search(tag)
+        if action and channel:
+            site.contact_paths[channel.group(1)] = _path(action.group(1))
     return site
 
 
