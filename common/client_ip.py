@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 # "[v6]", "[v6]:port" and "v4:port": forms some proxies write into X-Forwarded-For.
-_BRACKETED = re.compile(r"^\[([0-9A-Fa-f:.]+)\](?::\d{1,5})?$")
-_V4_WITH_PORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$")
+_BRACKETED = re.compile(r"\A\[([0-9A-Fa-f:.]+)\](?::[0-9]{1,5})?\Z")
+_V4_WITH_PORT = re.compile(r"\A([0-9]{1,3}(?:\.[0-9]{1,3}){3}):[0-9]{1,5}\Z")
 
 
 @lru_cache(maxsize=8192)

@@ -49,9 +49,9 @@ class MusicHandler(ApiHandler):
         await self._proxy("GET", profile_id, isrc)
 
     async def _proxy(self, method: str, profile_id: str, isrc: str) -> None:
-        if not profile_id or not ISRC_PATTERN.match(isrc):
+        if not profile_id or not ISRC_PATTERN.fullmatch(isrc):
             raise tornado.web.HTTPError(400)
-        if not ID_PATTERN.match(profile_id):
+        if not ID_PATTERN.fullmatch(profile_id):
             raise tornado.web.HTTPError(404)  # could never exist: no lookup
         if self.services.draining:
             raise tornado.web.HTTPError(503)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 LOADTEST_ACTIVITY = "hepgg-loadtest"
-_STAMP = re.compile(r"^sent=(\d+\.\d+) seq=(\d+)$")
+_STAMP = re.compile(r"\Asent=([0-9]+\.[0-9]+) seq=([0-9]+)\Z")
 
 
 def stamped_snapshot(sent: float, seq: int) -> dict:

@@ -23,7 +23,7 @@ _AUDIO = re.compile(r'<audio[^>]* src="([^"]+)"')
 _FORM = re.compile(r'<form\b[^>]*\bclass="contact-form"[^>]*>')
 _ACTION = re.compile(r'\baction="([^"]+)"')
 _CHANNEL = re.compile(r'\bdata-channel="(sms|email|discord)"')
-_MUSIC_PATH = re.compile(r"^/api/v1/profiles/[^/]+/music/([^/]+)$")
+_MUSIC_PATH = re.compile(r"\A/api/v1/profiles/[^/]+/music/([^/]+)\Z")
 
 
 @dataclass

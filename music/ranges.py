@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-_SINGLE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+_SINGLE = re.compile(r"\Abytes=([0-9]{0,19})-([0-9]{0,19})\Z")
 # What we are willing to pass upstream: a byte-range set, nothing that could smuggle anything else.
-_FORWARDABLE = re.compile(r"^bytes=[0-9, -]{1,200}$")
+_FORWARDABLE = re.compile(r"\Abytes=[0-9, -]{1,200}\Z")
 
 # A range starting at 0 that asks for fewer bytes than this is a player's probe
 # (Safari sends bytes=0-1 before the real request), not a play.

@@ -6,14 +6,14 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # user and profile ids
-ISRC_PATTERN = re.compile(r"^[A-Za-z0-9]{12}$")
-DOMAIN_PATTERN = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
-PHONE_PATTERN = re.compile(r"^\+[1-9][0-9]{6,14}$")
+ID_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")  # user and profile ids
+ISRC_PATTERN = re.compile(r"\A[A-Za-z0-9]{12}\Z")
+DOMAIN_PATTERN = re.compile(r"\A(?=.{1,253}\Z)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}\Z")
+PHONE_PATTERN = re.compile(r"\A\+[1-9][0-9]{6,14}\Z")
 EMAIL_PATTERN = re.compile(
-    r"^[^@\s<>()\[\],;:\"\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+    r"\A[^@\s<>()\[\],;:\"\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+\Z"
 )
-DISCORD_CHANNEL_PATTERN = re.compile(r"^[0-9]{1,32}$")
+DISCORD_CHANNEL_PATTERN = re.compile(r"\A[0-9]{1,32}\Z")
 # The import format's own shapes (docs/import.md and docs/import.schema.json spell the same patterns;
 # tests/test_import_schema.py holds them together). Use with fullmatch.
 # An RFC 3339 date-time: T, fractions of a second up to microseconds, Z or an offset; parse_time then

@@ -29,7 +29,7 @@ def safe_link(url: str) -> bool:
 
 # A URL host we are willing to name in a CSP source list: DNS labels, IPv4, or a bracketed IPv6.
 _SOURCE_HOST = re.compile(
-    r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$|^\[[0-9a-f:.]+\]$"
+    r"\A(?:(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?|\[[0-9a-f:.]+\])\Z"
 )
 
 

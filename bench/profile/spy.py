@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+FRAME = re.compile(r"\A(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>[0-9]+))?\)\Z")
 
 
 def _short(frame: str) -> str:
