@@ -1,17 +1,27 @@
-"""Views and plays: recorded in memory on the hot path, written in batches.
+"""Views and plays: recorded in memory on the hot path, written in batches, each counted exactly once.
 
 `record_view` and `record_play` only append to a list. A flusher (started by
 the server, every `interval` seconds, and once more on shutdown) does the rest:
 
 1. views are de-duplicated per profile + IP + User-Agent for 30 s with Redis
-   `SET NX EX` (one pipeline for the batch, so it is global across processes);
-2. accepted views and plays become one `insert_many` of events and one
-   `$inc` per profile in `profile_stats`.
+   `SET NX EX` (pipelined per Redis master, so it is global across processes);
+2. accepted views and plays are grouped per profile into a *unit* with a fixed id. A
+   unit's events are inserted into `stat_events` (fixed ids: a retry is
+   idempotent), then its counters are added to `profile_stats` by one update
+   that only matches while the document does not yet list the unit's id, and
+   records it (`applied`, the last few ids). So a retry after a lost reply, a
+   timeout or a crash between the two writes never adds a unit twice, and a
+   unit whose write failed is never partly applied.
 
-Nothing is dropped when a store is down: a batch that fails goes back to the
-front of its queue and is retried on the next tick (views not yet
-de-duplicated stay in the first queue; accepted ones wait in the second, so a
-retry never double counts).
+Units are independent: one profile's broken `profile_stats` document (a counter
+that is not a number) fails only its own update (`ordered=False`); the other
+profiles' counters are written. A unit refused by MongoDB itself PARK_AFTER
+times is parked in `stats_parked` with its counters and an error log line (its
+events are already in `stat_events`), so it never blocks or inflates anything.
+A profile has at most one unit in flight: its newer events wait behind it.
+
+Nothing is dropped when a store is down: views not yet de-duplicated stay in
+the first queue, accepted events and units wait for the next tick.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline
 
@@ -43,7 +53,11 @@ VIEW_DEDUP_SECONDS = 30
 # Building and reading a pipeline is Python work on the event loop: a second's views of a busy process
 # (thousands) in one pipeline stalled page requests by tens of ms, so they go in slices.
 DEDUP_SLICE = 500
-MAX_PENDING = 200_000  # past this, oldest undeduplicated views are counted without dedup rather than dropped
+MAX_PENDING = 200_000  # past this, oldest undeduplicated events are counted without dedup rather than dropped
+APPLIED_KEPT = 64  # unit ids kept per profile_stats document: one unit per profile and process is in flight
+PARK_AFTER = 5  # updates refused by MongoDB (not outages) before a unit is parked
+MAX_ISRC_KEYS = 200  # distinct tracks counted in one profile's plays_by_isrc; plays beyond still count in `plays`
+DUPLICATE_KEY = 11000
 
 
 @dataclass
@@ -55,6 +69,48 @@ class _Event:
     fields: dict[str, Any] = field(default_factory=dict)
     id: ObjectId = field(default_factory=ObjectId)  # fixed at record time, so a retried insert is idempotent
 
+    def dedup_key(self) -> str:
+        return view_dedup_key(self.profile_id, self.fields["ip"], self.fields["user_agent"])
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "_id": self.id,
+            "kind": self.kind,
+            "profile_id": self.profile_id,
+            "owner_id": self.owner_id,
+            "at": self.at,
+            **self.fields,
+        }
+
+
+@dataclass(eq=False)
+class _Unit:
+    """One profile's accepted events of one flush, and the counters they add (applied exactly once)."""
+
+    profile_id: str
+    owner_id: str
+    events: list[_Event]
+    id: ObjectId = field(default_factory=ObjectId)
+    inserted: bool = False  # its events are in stat_events
+    refusals: int = 0
+    last_error: str = ""
+
+    def increments(self, known_isrcs: set[str] | None = None) -> dict[str, int]:
+        """`views`, `plays` and `plays_by_isrc.<ISRC>` (new ISRC keys only while the document has room)."""
+        inc: dict[str, int] = defaultdict(int)
+        room = MAX_ISRC_KEYS - len(known_isrcs) if known_isrcs is not None else MAX_ISRC_KEYS
+        for event in self.events:
+            inc[f"{event.kind}s"] += 1
+            if event.kind == "play":
+                isrc = event.fields["isrc"]
+                key = f"plays_by_isrc.{isrc}"
+                if key not in inc and not (known_isrcs is not None and isrc in known_isrcs):
+                    if room <= 0:
+                        continue
+                    room -= 1
+                inc[key] += 1
+        return dict(inc)
+
 
 def view_dedup_key(profile_id: str, ip: str, user_agent: str) -> str:
     digest = hashlib.blake2b(f"{rate_limit_subject(ip)}\x00{user_agent}".encode(), digest_size=12).hexdigest()
@@ -62,7 +118,7 @@ def view_dedup_key(profile_id: str, ip: str, user_agent: str) -> str:
 
 
 def _claim(keys: list[str], ids: list[str]) -> AddCommand:
-    """SET key id NX EX GET for the i-th view. The value is the event's id and GET returns what was there:
+    """SET key id NX EX GET for the i-th event. The value is the event's id and GET returns what was there:
     when an earlier try's SET landed but its reply was lost (Redis hung or died), the retry sees its own id."""
 
     def add(pipe: Pipeline | ClusterPipeline, i: int) -> object:
@@ -77,11 +133,13 @@ class StatsWriter:
         self.redis = redis
         self.interval = interval
         self._undeduped: list[_Event] = []  # views awaiting the Redis dedup check
-        self._accepted: list[_Event] = []  # views and plays to write to MongoDB
+        self._accepted: list[_Event] = []  # events to group into units
+        self._units: dict[str, _Unit] = {}  # profile id -> its unit in flight
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.flushed = {"view": 0, "play": 0}
+        self.parked = 0
 
     def record_view(
         self, profile_id: str, owner_id: str, at: datetime, ip: str, user_agent: str, referer: str | None
@@ -105,7 +163,7 @@ class StatsWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._undeduped) + len(self._accepted)
+        return len(self._undeduped) + len(self._accepted) + sum(len(unit.events) for unit in self._units.values())
 
     def start(self) -> None:
         if self._task is None:
@@ -140,86 +198,183 @@ class StatsWriter:
 
     async def flush(self) -> None:
         async with self._lock:
-            await self._dedup_views()
+            await self._dedup()
             await self._write_accepted()
 
-    async def _dedup_views(self) -> None:
+    async def _dedup(self) -> None:
         batch, self._undeduped = self._undeduped, []
         kept: list[_Event] = []
         error: BaseException | None = None
         for start in range(0, len(batch), DEDUP_SLICE):
-            views = batch[start : start + DEDUP_SLICE]
-            keys = [view_dedup_key(e.profile_id, e.fields["ip"], e.fields["user_agent"]) for e in views]
-
+            events = batch[start : start + DEDUP_SLICE]
+            keys = [event.dedup_key() for event in events]
             try:
-                previous = await per_key(self.redis.client, keys, _claim(keys, [str(e.id) for e in views]))
+                previous = await per_key(self.redis.client, keys, _claim(keys, [str(e.id) for e in events]))
             except BaseException:  # never drop what was taken off the queue (a bug, or a cancel)
                 self._undeduped[:0] = kept + batch[start:]
                 raise
-            failed = [event for event, held in zip(views, previous, strict=True) if isinstance(held, BaseException)]
+            failed = [event for event, held in zip(events, previous, strict=True) if isinstance(held, BaseException)]
             self._accepted.extend(
                 event
-                for event, held in zip(views, previous, strict=True)
+                for event, held in zip(events, previous, strict=True)
                 if not isinstance(held, BaseException) and held in (None, str(event.id))
             )
             if failed:
                 error = next(held for held in previous if isinstance(held, BaseException))
                 kept.extend(failed)
-                if len(failed) == len(views):  # nothing answered: keep the rest unsent, try next tick
+                if len(failed) == len(events):  # nothing answered: keep the rest unsent, try next tick
                     kept.extend(batch[start + DEDUP_SLICE :])
                     break
         if kept:
             # A key whose master is down (or failing over) stays for the next tick; the others were counted.
             described = describe_error(error) if error is not None else "?"
-            log.warning("view dedup failed for %d views (%s); kept for retry", len(kept), described)
+            log.warning("stats dedup failed for %d events (%s); kept for retry", len(kept), described)
             self._undeduped[:0] = kept
             if len(self._undeduped) > MAX_PENDING:
                 overflow = len(self._undeduped) - MAX_PENDING
                 self._accepted.extend(self._undeduped[:overflow])
                 del self._undeduped[:overflow]
 
-    async def _insert_events(self, batch: list[_Event]) -> None:
-        docs = [
-            {"_id": e.id, "kind": e.kind, "profile_id": e.profile_id, "owner_id": e.owner_id, "at": e.at, **e.fields}
-            for e in batch
-        ]
-        try:
-            await self.db.stat_events.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
-                raise  # anything but "already written by an earlier try"
+    def _form_units(self) -> None:
+        """Group accepted events into one unit per profile that has none in flight; the rest wait."""
+        waiting: list[_Event] = []
+        grouped: dict[str, list[_Event]] = defaultdict(list)
+        for event in self._accepted:
+            (waiting if event.profile_id in self._units else grouped[event.profile_id]).append(event)
+        self._accepted = waiting
+        for profile_id, events in grouped.items():
+            self._units[profile_id] = _Unit(profile_id, events[-1].owner_id, events)
 
     async def _write_accepted(self) -> None:
-        batch, self._accepted = self._accepted, []
-        if not batch:
+        self._form_units()
+        units = list(self._units.values())
+        if not units:
             return
-        increments: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        owners: dict[str, str] = {}
-        for event in batch:
-            owners[event.profile_id] = event.owner_id
-            increments[event.profile_id][f"{event.kind}s"] += 1
-            if event.kind == "play":
-                increments[event.profile_id][f"plays_by_isrc.{event.fields['isrc']}"] += 1
         try:
-            await self._insert_events(batch)
+            await self._insert_events([unit for unit in units if not unit.inserted])
+            ready = [unit for unit in units if unit.inserted]
+            refused: dict[_Unit, str] = {}
+            if ready:
+                await self._ensure_documents(ready)
+                refused = await self._apply(ready, await self._known_isrcs(ready))
+            for unit in ready:
+                if unit not in refused:
+                    self._done(unit)
+                elif self._refused(unit, refused[unit]):
+                    await self._park(unit)
+        except Exception as exc:
+            # The store is down or did not answer: the units stay as they are (their ids make the retry exact).
+            log.warning("stats write failed (%s); %d events kept for retry", describe_error(exc), self.pending)
+
+    async def _insert_events(self, units: list[_Unit]) -> None:
+        """Insert the units' events; a unit is `inserted` once all of its events are stored."""
+        if not units:
+            return
+        owner = [unit for unit in units for _ in unit.events]
+        failed: set[int] = set()
+        try:
+            await self.db.stat_events.insert_many(
+                [event.document() for unit in units for event in unit.events], ordered=False
+            )
+        except BulkWriteError as exc:  # "already written by an earlier try" is success; anything else: retry
+            failed = {
+                error["index"] for error in exc.details.get("writeErrors", []) if error.get("code") != DUPLICATE_KEY
+            }
+        failed_units = {id(owner[index]) for index in failed}
+        for unit in units:
+            unit.inserted = id(unit) not in failed_units
+
+    async def _ensure_documents(self, units: list[_Unit]) -> None:
+        """Each unit's profile_stats document exists (so the conditional update below never needs an upsert)."""
+        try:
             await self.db.profile_stats.bulk_write(
                 [
-                    UpdateOne({"_id": pid}, {"$inc": dict(inc), "$set": {"owner_id": owners[pid]}}, upsert=True)
-                    for pid, inc in increments.items()
+                    UpdateOne({"_id": unit.profile_id}, {"$set": {"owner_id": unit.owner_id}}, upsert=True)
+                    for unit in units
                 ],
                 ordered=False,
             )
-        except Exception as exc:
-            # Keep the batch: a retry re-inserts events idempotently (fixed ids) and re-applies the counters.
-            log.warning("stats write failed (%s); %d events kept for retry", describe_error(exc), len(batch))
-            self._accepted[:0] = batch
-            return
-        for event in batch:
+        except BulkWriteError as exc:
+            # Two processes creating one document race on _id: the loser's document exists all the same.
+            if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                log.warning("profile_stats upsert refused: %s", exc.details.get("writeErrors", [])[:1])
+
+    async def _known_isrcs(self, units: list[_Unit]) -> dict[str, set[str]]:
+        """The ISRC keys already in plays_by_isrc, for the profiles whose units count plays."""
+        ids = [unit.profile_id for unit in units if any(event.kind == "play" for event in unit.events)]
+        if not ids:
+            return {}
+        known: dict[str, set[str]] = {}
+        async for doc in self.db.profile_stats.find({"_id": {"$in": ids}}, {"plays_by_isrc": 1}):
+            by_isrc = doc.get("plays_by_isrc")
+            known[doc["_id"]] = set(by_isrc) if isinstance(by_isrc, dict) else set()
+        return known
+
+    async def _apply(self, units: list[_Unit], known: dict[str, set[str]]) -> dict[_Unit, str]:
+        """Add each unit's counters unless its id is already recorded; returns the units MongoDB refused."""
+        try:
+            await self.db.profile_stats.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": unit.profile_id, "applied": {"$ne": unit.id}},
+                        {
+                            "$inc": unit.increments(known.get(unit.profile_id)),
+                            "$push": {"applied": {"$each": [unit.id], "$slice": -APPLIED_KEPT}},
+                        },
+                    )
+                    for unit in units
+                ],
+                ordered=False,
+            )
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if exc.details.get("writeConcernErrors"):
+                raise  # not known to be durable: retry the lot (the ids make it exact)
+            return {units[error["index"]]: str(error.get("errmsg", error.get("code")))[:300] for error in errors}
+        return {}
+
+    def _done(self, unit: _Unit) -> None:
+        del self._units[unit.profile_id]
+        for event in unit.events:
             self.flushed[event.kind] += 1
         for kind in ("view", "play"):
-            count = sum(1 for event in batch if event.kind == kind)
+            count = sum(1 for event in unit.events if event.kind == kind)
             if count:
                 STATS_FLUSHED.labels(kind).inc(count)
+
+    def _refused(self, unit: _Unit, error: str) -> bool:
+        """Note MongoDB's refusal of a unit's update; True when it is time to park the unit."""
+        unit.refusals += 1
+        unit.last_error = error
+        if unit.refusals == 1:
+            log.warning("profile_stats update for %s refused (%s); retrying", unit.profile_id, error)
+        return unit.refusals >= PARK_AFTER
+
+    async def _park(self, unit: _Unit) -> None:
+        """Set aside a unit MongoDB keeps refusing: recorded in stats_parked with its counters, and logged."""
+        increments = unit.increments()
+        document = {
+            "_id": unit.id,
+            "profile_id": unit.profile_id,
+            "owner_id": unit.owner_id,
+            "increments": {key.replace(".", ":"): value for key, value in increments.items()},
+            "event_ids": [event.id for event in unit.events],
+            "error": unit.last_error,
+        }
+        try:
+            await self.db.stats_parked.insert_one(document)
+        except DuplicateKeyError:
+            pass  # parked by an earlier try whose reply was lost
+        del self._units[unit.profile_id]
+        self.parked += 1
+        log.error(
+            "profile_stats for %s refused %d times (%s): parked unit %s %s in stats_parked (events are in stat_events)",
+            unit.profile_id,
+            unit.refusals,
+            unit.last_error,
+            unit.id,
+            increments,
+        )
 
 
 async def read_stats(db: Database, profile_id: str) -> dict[str, Any]:
