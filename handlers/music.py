@@ -1,7 +1,7 @@
 """GET/HEAD /api/v1/profiles/<profileID>/music/<isrc>: the embedded music proxy (spec: "Embedded music proxy").
 
-Errors have empty bodies (400 malformed, 404 not visible / no music key, 502
-upstream failure). The streaming itself lives in music/relay.py; this handler
+Errors have empty bodies (400 malformed, 404 not visible / no music key / a
+track the profile does not list, 502 upstream failure). The streaming itself lives in music/relay.py; this handler
 validates, resolves the profile, runs one Relay and maps its outcome:
 a failure after the first byte closes the connection, so a browser never takes
 a truncated track for a whole one.
@@ -60,6 +60,8 @@ class MusicHandler(ApiHandler):
         if site is None or not site.is_visible(now) or not site.owner.music_key:
             raise tornado.web.HTTPError(404)
         isrc = isrc.upper()
+        if not site.profile.lists_track(isrc):
+            raise tornado.web.HTTPError(404)  # the owner's key plays only what the profile shows
         range_header = ranges.forwardable(self.request.headers.get("Range"))
         counts = method == "GET" and ranges.counts_as_play(self.request.headers.get("Range"))
 

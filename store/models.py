@@ -144,6 +144,10 @@ class Profile:
     def toggle(self, name: str) -> bool:
         return bool(self.toggles.get(name))
 
+    def lists_track(self, isrc: str) -> bool:
+        """Whether the profile shows this track (ISRCs compare case-insensitively; stored upper-case)."""
+        return any(track.isrc == isrc.upper() for track in self.music)
+
     @classmethod
     def from_doc(cls, doc: Document) -> Profile:
         content = doc.get("content") or {}

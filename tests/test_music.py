@@ -422,6 +422,28 @@ async def test_shutdown_lets_streams_finish_within_the_grace_then_stops_them(mus
     sock.close()
 
 
+# ---------------------------------------------------------------- only listed tracks
+
+
+async def test_a_track_the_profile_does_not_list_is_404_without_upstream_work(music_server, upstream):
+    for isrc in ("GBAYE0601498", "USRC17607838", "usrc1760783X"):
+        for method in ("GET", "HEAD"):
+            response = await music_server.fetch(f"/api/v1/profiles/p1/music/{isrc}", method=method)
+            assert (response.code, response.body) == (404, b""), (isrc, method)
+    assert upstream.requests == []
+    assert (await plays(music_server))["plays"] == 0
+    response = await music_server.fetch(f"/api/v1/profiles/p1/music/{ISRC.lower()}")  # listed: any case
+    assert response.code == 200
+
+
+async def test_removing_a_track_from_the_profile_stops_serving_it(music_server, upstream):
+    assert (await music_server.fetch(PATH)).code == 200
+    await music_server.services.db.profiles.update_one({"_id": "p1"}, {"$set": {"content.music": []}})
+    music_server.services.sites.invalidate()
+    assert (await music_server.fetch(PATH)).code == 404
+    assert len(upstream.requests) == 1
+
+
 # ---------------------------------------------------------------- plays
 
 

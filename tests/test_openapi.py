@@ -312,6 +312,7 @@ async def test_music_errors_have_empty_bodies(server, upstream):
         ("p1", "USRC-1760783", 400),
         ("nobody", ISRC, 404),
         ("p2", ISRC, 404),
+        ("p1", "GBAYE0601498", 404),  # a track the profile does not list
     ):
         response = await server.fetch(f"/api/v1/profiles/{profile_id}/music/{isrc}")
         conform(response, MUSIC, "GET", expect=expect, **music_case(profile_id, isrc))
