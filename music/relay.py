@@ -269,7 +269,7 @@ class Relay:
         upstream = self._upstream_headers
         if status is None or not 200 <= status <= 599:
             raise ValueError(f"unusable upstream status {status}")
-        length = _content_length(upstream)
+        length = _framing(upstream)
         out = {name: upstream[name] for name in FORWARDED_HEADERS if name in upstream}
         if length is None:
             out.pop("Content-Length", None)
@@ -400,8 +400,24 @@ class Relay:
             self._count_sent()
 
 
-def _content_length(headers: httputil.HTTPHeaders) -> int | None:
-    value = headers.get("Content-Length", "").strip()
-    if value.isdigit() and len(value) <= 18:
-        return int(value)
-    return None
+def _framing(headers: httputil.HTTPHeaders) -> int | None:
+    """The upstream body's Content-Length (None: chunked or close-delimited), or ValueError for framing a proxy
+    must not forward (RFC 9112 §6.3): Content-Length with Transfer-Encoding, an invalid or conflicting
+    Content-Length, a transfer coding other than chunked. Nothing has reached the listener then: a 502."""
+    lengths = headers.get_list("Content-Length")
+    codings = headers.get_list("Transfer-Encoding")
+    if codings:
+        if lengths:
+            raise ValueError("upstream sent both Content-Length and Transfer-Encoding")
+        if [coding.strip().lower() for coding in ",".join(codings).split(",")] != ["chunked"]:
+            raise ValueError("upstream transfer coding is not chunked")
+        return None
+    if not lengths:
+        return None
+    values = {value.strip() for value in ",".join(lengths).split(",")}
+    if len(values) != 1:
+        raise ValueError("upstream sent conflicting Content-Length values")
+    value = values.pop()
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise ValueError("upstream Content-Length is invalid")
+    return int(value)

@@ -34,6 +34,22 @@ TRACK_HEADERS = {
 }
 
 
+# Answers Tornado would never write, sent byte for byte (then the worker closes the connection).
+RAW_ANSWERS = {
+    "length-and-chunked": (
+        b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"a\r\n0123456789\r\n0\r\n\r\n"
+    ),
+    "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n012345",
+    "bad-length": b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n01234",
+    "gzip-coding": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\n01234\r\n0\r\n\r\n",
+    "short-body": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+    "bad-status-line": b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok",
+    "garbage": b"\x00\x01not http at all\r\n\r\n",
+    "close-delimited": b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\n\r\n" + b"x" * 1000,
+}
+
+
 def body_bytes(size: int) -> bytes:
     """Deterministic, position-dependent bytes, so an off-by-one range is visible."""
     return bytes((i * 7 + i // 251) % 256 for i in range(size))
@@ -41,7 +57,9 @@ def body_bytes(size: int) -> bytes:
 
 @dataclass
 class Upstream:
-    mode: str = "ok"  # ok | range | chunked | status:NNN | hang | hang-body | reset | stream | wav
+    mode: str = (
+        "ok"  # ok | range | chunked | status:NNN | hang | hang-body | reset | stream | wav | raw:<RAW_ANSWERS key>
+    )
     body: bytes = field(default_factory=lambda: body_bytes(300_000))
     wav: bytes = b""
     stream_size: int = 256 * 1024 * 1024
@@ -89,6 +107,10 @@ class TrackHandler(tornado.web.RequestHandler):
         mode = up.mode
         if mode == "hang":
             await asyncio.sleep(30)
+            return
+        if mode.startswith("raw:"):
+            await self.request.connection.stream.write(RAW_ANSWERS[mode[4:]])
+            self.request.connection.stream.close()
             return
         if mode.startswith("status:"):
             self.set_status(int(mode.split(":")[1]))

@@ -464,3 +464,25 @@ async def test_a_failed_stream_is_not_a_play(music_server, upstream):
     upstream.mode = "hang"
     await music_server.fetch(PATH)
     assert (await plays(music_server))["plays"] == 0
+
+
+# ---------------------------------------------------------------- malformed upstream answers
+
+
+@pytest.mark.parametrize(
+    "answer", ["length-and-chunked", "two-lengths", "bad-length", "gzip-coding", "bad-status-line", "garbage"]
+)
+async def test_a_malformed_upstream_answer_is_an_empty_502(music_server, upstream, answer, caplog):
+    upstream.mode = f"raw:{answer}"
+    raw = await raw_get(music_server.port, PATH)
+    assert (raw.status, raw.raw_body) == (502, b""), answer
+    assert "content-type" not in raw.headers
+    assert (await plays(music_server))["plays"] == 0
+    assert any(record.message.startswith("502 GET") for record in caplog.records if record.name == "hepgg.access")
+
+
+async def test_an_upstream_body_short_of_its_length_aborts_the_listener(music_server, upstream):
+    upstream.mode = "raw:short-body"
+    raw = await raw_get(music_server.port, PATH)
+    assert raw.status == 200 and raw.headers["content-length"] == "100"
+    assert raw.raw_body == b"0123456789" and not raw.complete()
