@@ -1,8 +1,8 @@
 """GET/HEAD /api/v1/profiles/<profileID>/music/<isrc>: the embedded music proxy (spec: "Embedded music proxy").
 
 Errors have empty bodies (400 malformed, 404 not visible / no music key / a
-track the profile does not list, 502 upstream failure). The streaming itself lives in music/relay.py; this handler
-validates, resolves the profile, runs one Relay and maps its outcome:
+track the profile does not list, 416 several ranges, 502 upstream failure).
+The streaming itself lives in music/relay.py; this handler validates, resolves the profile, runs one Relay and maps its outcome:
 a failure after the first byte closes the connection, so a browser never takes
 a truncated track for a whole one.
 """
@@ -62,21 +62,23 @@ class MusicHandler(ApiHandler):
         isrc = isrc.upper()
         if not site.profile.lists_track(isrc):
             raise tornado.web.HTTPError(404)  # the owner's key plays only what the profile shows
-        range_header = ranges.forwardable(self.request.headers.get("Range"))
-        counts = method == "GET" and ranges.counts_as_play(self.request.headers.get("Range"))
+        wanted = ranges.parse(self.request.headers.get("Range"))
+        if isinstance(wanted, ranges.Several):
+            raise tornado.web.HTTPError(416)  # one range at a time (docs/music.md); nothing asked upstream
+        visitor_ip, user_agent = self.client_ip, self.request.headers.get("User-Agent", "")
 
-        def on_commit(status: int) -> None:
-            if counts and 200 <= status < 300:
-                self.services.stats.record_play(site.profile.id, site.owner.id, self.services.clock.now(), isrc)
+        def on_play() -> None:
+            now = self.services.clock.now()
+            self.services.stats.record_play(site.profile.id, site.owner.id, now, isrc, visitor_ip, user_agent)
 
         self.relay = self.music.relay(
             url=self.music.track_url(isrc),
             method=method,
             music_key=site.owner.music_key,
-            range_header=range_header,
-            wanted=ranges.parse_single(range_header),
+            range_header=wanted.header() if wanted is not None else None,
+            wanted=wanted,
             sink=self,
-            on_commit=on_commit,
+            on_play=on_play,
         )
         stream = OpenStream(site.profile.id, self.relay)
         self.music.opened(stream)

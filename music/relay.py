@@ -42,7 +42,8 @@ from tornado.httpclient import HTTPRequest
 from tornado.iostream import StreamClosedError
 
 from common.metrics import PROXIED_BYTES
-from music.ranges import ByteRange, resolve
+from music.plays import PlayRule, play_rule
+from music.ranges import ByteRange, content_range, resolve
 
 log = logging.getLogger("hepgg.music")
 
@@ -96,7 +97,7 @@ class Relay:
         stall_timeout: float,
         chunk_bytes: int,
         high_water: int,
-        on_commit: Callable[[int], None] | None = None,
+        on_play: Callable[[], None] | None = None,
     ):
         self.client = client
         self.url = url
@@ -109,7 +110,7 @@ class Relay:
         self.stall_timeout = max(1, round(stall_timeout))
         self.chunk_bytes = chunk_bytes
         self.high_water = high_water
-        self.on_commit = on_commit
+        self.on_play = on_play  # called once, when this answer becomes a play (music/plays.py)
 
         self.status: int | None = None  # the status the listener gets
         self.length_known = False  # the listener's response carries a Content-Length
@@ -133,6 +134,7 @@ class Relay:
         self._discard = False
         self._pump_task: asyncio.Task[None] | None = None
         self._uncounted = 0  # bytes sent but not yet added to PROXIED_BYTES
+        self._play: PlayRule | None = None  # how this answer becomes a play; None once counted or never
 
     @property
     def paused(self) -> bool:
@@ -176,7 +178,10 @@ class Relay:
                 self._discard = True  # nothing was flushed yet: a clean 502 is still possible
             # else: the handler closes the connection, which ends the pump's pending flush.
         self._count_sent()
-        return self._outcome(error)
+        outcome = self._outcome(error)
+        if outcome == COMPLETE and self._play is not None and self._play.whole_track_body and self.sent > 0:
+            self._played()
+        return outcome
 
     def _outcome(self, error: str | None) -> str:
         if self.stop_reason is not None:
@@ -296,6 +301,7 @@ class Relay:
                     self._skip, self._take = first, last - first + 1
         if status in (204, 304) or self.method == "HEAD":
             self._no_body = True
+        self._play = self._play_rule(status, length, out.get("Content-Range"))
         self.status = status
         self.length_known = "Content-Length" in out
         self.sink.set_status(status)
@@ -339,11 +345,22 @@ class Relay:
 
     # ------------------------------------------------------------ listener side
 
+    def _play_rule(self, status: int, length: int | None, range_header: str | None) -> PlayRule | None:
+        if status == 200:
+            return play_rule(self.method, status, 0, length)
+        if status == 206:
+            span = content_range(range_header)  # ours (emulated) or the worker's
+            if span is not None:
+                return play_rule(self.method, status, span[0], span[1])
+        return None
+
+    def _played(self) -> None:
+        self._play = None
+        if self.on_play is not None:
+            self.on_play()
+
     def _commit(self) -> None:
-        if not self.committed:
-            self.committed = True
-            if self.on_commit is not None:
-                self.on_commit(self.status or 0)
+        self.committed = True
 
     def _flush_now(self) -> None:
         """Hand the queued bytes to the listener's socket at once (inside the write callback).
@@ -364,6 +381,8 @@ class Relay:
     def _sent(self, count: int) -> None:
         self.sent += count
         self._inflight = 0
+        if self._play is not None and self.sent >= self._play.threshold:
+            self._played()
         self._uncounted += count
         if self._uncounted >= COUNT_EVERY:
             self._count_sent()

@@ -76,7 +76,7 @@ class MusicService:
         range_header: str | None,
         wanted: ByteRange | None,
         sink: Sink,
-        on_commit: Callable[[int], None],
+        on_play: Callable[[], None],
     ) -> Relay:
         settings = self.settings
         return Relay(
@@ -91,7 +91,7 @@ class MusicService:
             stall_timeout=settings.stall_timeout,
             chunk_bytes=settings.chunk_bytes,
             high_water=settings.high_water,
-            on_commit=on_commit,
+            on_play=on_play,
         )
 
     def opened(self, stream: OpenStream) -> None:

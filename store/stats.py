@@ -3,9 +3,11 @@
 `record_view` and `record_play` only append to a list. A flusher (started by
 the server, every `interval` seconds, and once more on shutdown) does the rest:
 
-1. views are de-duplicated per profile + IP + User-Agent for 30 s with Redis
-   `SET NX EX` (pipelined per Redis master, so it is global across processes);
-2. accepted views and plays are grouped per profile into a *unit* with a fixed id. A
+1. views and plays are de-duplicated per visitor for 30 s with Redis
+   `SET NX EX` (pipelined per Redis master, so it is global across processes): a
+   view per profile + address + User-Agent, a play per profile + track +
+   address + User-Agent (the address as the rate limits count it: IPv6 by /64);
+2. accepted events are grouped per profile into a *unit* with a fixed id. A
    unit's events are inserted into `stat_events` (fixed ids: a retry is
    idempotent), then its counters are added to `profile_stats` by one update
    that only matches while the document does not yet list the unit's id, and
@@ -49,7 +51,8 @@ from store.redis_keys import AddCommand, per_key
 
 log = logging.getLogger("hepgg.stats")
 
-VIEW_DEDUP_SECONDS = 30
+DEDUP_SECONDS = 30
+VIEW_DEDUP_SECONDS = DEDUP_SECONDS
 # Building and reading a pipeline is Python work on the event loop: a second's views of a busy process
 # (thousands) in one pipeline stalled page requests by tens of ms, so they go in slices.
 DEDUP_SLICE = 500
@@ -70,6 +73,8 @@ class _Event:
     id: ObjectId = field(default_factory=ObjectId)  # fixed at record time, so a retried insert is idempotent
 
     def dedup_key(self) -> str:
+        if self.kind == "play":
+            return play_dedup_key(self.profile_id, self.fields["isrc"], self.fields["ip"], self.fields["user_agent"])
         return view_dedup_key(self.profile_id, self.fields["ip"], self.fields["user_agent"])
 
     def document(self) -> dict[str, Any]:
@@ -112,9 +117,16 @@ class _Unit:
         return dict(inc)
 
 
+def _visitor(ip: str, user_agent: str) -> str:
+    return hashlib.blake2b(f"{rate_limit_subject(ip)}\x00{user_agent}".encode(), digest_size=12).hexdigest()
+
+
 def view_dedup_key(profile_id: str, ip: str, user_agent: str) -> str:
-    digest = hashlib.blake2b(f"{rate_limit_subject(ip)}\x00{user_agent}".encode(), digest_size=12).hexdigest()
-    return f"hepgg:viewdedup:{profile_id}:{digest}"
+    return f"hepgg:viewdedup:{profile_id}:{_visitor(ip, user_agent)}"
+
+
+def play_dedup_key(profile_id: str, isrc: str, ip: str, user_agent: str) -> str:
+    return f"hepgg:playdedup:{profile_id}:{isrc}:{_visitor(ip, user_agent)}"
 
 
 def _claim(keys: list[str], ids: list[str]) -> AddCommand:
@@ -122,7 +134,7 @@ def _claim(keys: list[str], ids: list[str]) -> AddCommand:
     when an earlier try's SET landed but its reply was lost (Redis hung or died), the retry sees its own id."""
 
     def add(pipe: Pipeline | ClusterPipeline, i: int) -> object:
-        return pipe.set(keys[i], ids[i], nx=True, ex=VIEW_DEDUP_SECONDS, get=True)
+        return pipe.set(keys[i], ids[i], nx=True, ex=DEDUP_SECONDS, get=True)
 
     return add
 
@@ -132,7 +144,7 @@ class StatsWriter:
         self.db = db
         self.redis = redis
         self.interval = interval
-        self._undeduped: list[_Event] = []  # views awaiting the Redis dedup check
+        self._undeduped: list[_Event] = []  # events awaiting the Redis dedup check
         self._accepted: list[_Event] = []  # events to group into units
         self._units: dict[str, _Unit] = {}  # profile id -> its unit in flight
         self._lock = asyncio.Lock()
@@ -158,8 +170,11 @@ class StatsWriter:
             )
         )
 
-    def record_play(self, profile_id: str, owner_id: str, at: datetime, isrc: str) -> None:
-        self._accepted.append(_Event("play", profile_id, owner_id, at, {"isrc": isrc}))
+    def record_play(self, profile_id: str, owner_id: str, at: datetime, isrc: str, ip: str, user_agent: str) -> None:
+        """A visitor started a track (music/plays.py decides when); counted once per visitor and track per 30 s."""
+        self._undeduped.append(
+            _Event("play", profile_id, owner_id, at, {"isrc": isrc, "ip": ip, "user_agent": user_agent[:512]})
+        )
 
     @property
     def pending(self) -> int:

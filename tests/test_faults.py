@@ -165,8 +165,10 @@ async def test_mongo_down_503_with_retry_after_then_recovers_without_restart(ser
     # Views and plays made just before MongoDB dies: hold the flusher so they are still in memory.
     async with stats._lock:
         assert {(await view(server)).code for _ in range(10)} == {200}
-        for _ in range(3):
-            response = await server.fetch(MUSIC)
+        for n in range(3):  # three visitors starting the track: three plays
+            response = await server.fetch(
+                MUSIC, headers={"User-Agent": BROWSER_UA, "X-Forwarded-For": f"198.20.0.{n + 1}"}
+            )
             assert response.code == 200 and response.body == upstream.body
         assert stats.pending == 13
         # SIGTERM: SecantusDB loses its last acknowledged writes on SIGKILL (no WT log sync; see

@@ -31,7 +31,11 @@ FORWARDED = (
 @pytest.fixture
 async def music_server(make_server, upstream):
     server = await make_server(
-        music_upstream_url=upstream.url, music_connect_timeout=1.0, music_stall_timeout=1.0, music_max_streams=50
+        music_upstream_url=upstream.url,
+        music_connect_timeout=1.0,
+        music_stall_timeout=1.0,
+        music_max_streams=50,
+        trusted_proxies=("127.0.0.1/32",),  # so X-Forwarded-For names the visitor
     )
     await server.load(base_document())
     return server
@@ -177,13 +181,28 @@ async def test_unsatisfiable_range_is_416_with_the_length(music_server, upstream
     assert response.body == b""
 
 
-async def test_malformed_or_multi_range_gets_the_whole_track(music_server, upstream):
-    response = await music_server.fetch(PATH, headers={"Range": "bytes=0-1,5-9"})
-    assert response.code == 200  # the worker ignores it and so do we: the whole track, in order
+@pytest.mark.parametrize("header", ["bytes=0-1,5-9", "bytes=0-,0-", "bytes=0-0, 2-3", "bytes=-1,0-"])
+async def test_several_ranges_are_refused_416_before_any_upstream_work(music_server, upstream, header):
+    for method in ("GET", "HEAD"):
+        response = await music_server.fetch(PATH, method=method, headers={"Range": header})
+        assert (response.code, response.body) == (416, b""), (header, method)
+        assert "Content-Range" not in response.headers  # the length is the worker's to say; it was not asked
+    assert upstream.requests == []
+    assert (await plays(music_server))["plays"] == 0
+
+
+@pytest.mark.parametrize("header", ["items=0-1", "bytes=5-3", "bytes=a-b", "bytes=-", "bytes=0-1;x", "bytes 0-1"])
+async def test_an_invalid_range_is_ignored_the_whole_track(music_server, upstream, header):
+    response = await music_server.fetch(PATH, headers={"Range": header})
+    assert response.code == 200, header
     assert response.body == upstream.body
-    response = await music_server.fetch(PATH, headers={"Range": "items=0-1"})
-    assert response.code == 200
-    assert "Range" not in upstream.requests[-1]["headers"]  # not a bytes range: not forwarded
+    assert "Range" not in upstream.requests[-1]["headers"]  # not a valid bytes range: not forwarded
+
+
+async def test_the_forwarded_range_is_normalised(music_server, upstream):
+    response = await music_server.fetch(PATH, headers={"Range": "BYTES = 1000-1999 ,"})
+    assert response.code == 206
+    assert upstream.requests[-1]["headers"]["Range"] == "bytes=1000-1999"
 
 
 # ---------------------------------------------------------------- 400 / 404
@@ -446,23 +465,86 @@ async def test_removing_a_track_from_the_profile_stops_serving_it(music_server, 
 
 # ---------------------------------------------------------------- plays
 
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Chrome/140.0"
 
-async def test_plays_count_once_per_get_from_byte_zero(music_server, upstream):
-    await music_server.fetch(PATH)  # 1
-    await music_server.fetch(PATH, headers={"Range": "bytes=0-"})  # 2
-    await music_server.fetch(PATH, headers={"Range": "bytes=0-1"})  # Safari's probe: no
-    await music_server.fetch(PATH, headers={"Range": "bytes=1000-"})  # a seek: no
-    await music_server.fetch(PATH, method="HEAD")  # no
+
+def visitor(n: int, user_agent: str = BROWSER) -> dict[str, str]:
+    """Headers of visitor n (the test client at 127.0.0.1 is a trusted proxy: X-Forwarded-For names the visitor)."""
+    return {"X-Forwarded-For": f"198.51.100.{n}", "User-Agent": user_agent}
+
+
+async def test_a_play_is_a_visitor_starting_a_track(music_server, upstream):
+    assert (await music_server.fetch(PATH, headers=visitor(1))).code == 200  # 1
+    await music_server.fetch(PATH, headers={**visitor(2), "Range": "bytes=0-"})  # 2
+    await music_server.fetch(PATH, headers={**visitor(3), "Range": "bytes=0-1"})  # Safari's probe: no
+    await music_server.fetch(PATH, headers={**visitor(4), "Range": "bytes=1000-"})  # a seek: no
+    await music_server.fetch(PATH, headers={**visitor(5), "Range": "bytes=-5000"})  # a suffix: no
+    await music_server.fetch(PATH, method="HEAD", headers=visitor(6))  # no
     upstream.mode = "status:404"
-    await music_server.fetch(PATH)  # the worker has no such track: no
+    await music_server.fetch(PATH, headers=visitor(7))  # the worker has no such track: no
     stats = await plays(music_server)
     assert stats["plays"] == 2
     assert stats["plays_by_isrc"] == {ISRC: 2}
 
 
+async def test_probes_from_byte_zero_are_not_plays(music_server, upstream):
+    for n in range(10):
+        response = await music_server.fetch(PATH, headers={**visitor(n), "Range": "bytes=0-2"})
+        assert response.code == 206 and len(response.body) == 3
+    assert (await plays(music_server))["plays"] == 0
+
+
+async def test_one_visitor_starting_a_track_again_and_again_is_one_play(music_server, upstream):
+    for _ in range(10):
+        assert (await music_server.fetch(PATH, headers=visitor(1))).code == 200
+    for address in ("2001:db8:1:1::1", "2001:db8:1:1::2", "2001:db8:1:1:ffff::9"):  # one IPv6 /64
+        await music_server.fetch(PATH, headers={"X-Forwarded-For": address, "User-Agent": BROWSER})
+    await music_server.fetch(PATH, headers=visitor(1, user_agent="Other/1.0"))  # another browser: another play
+    stats = await plays(music_server)
+    assert stats["plays"] == 3
+    events = await music_server.services.db.stat_events.count_documents({"kind": "play"})
+    assert events == 3
+
+
+async def test_sockets_that_never_read_count_one_play_per_visitor(music_server, upstream):
+    loop = asyncio.get_running_loop()
+    socks = []
+    try:
+        for _ in range(40):  # one visitor, 40 connections that send the request and never read
+            sock = socket.socket()
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", music_server.port))
+            request = f"GET {PATH} HTTP/1.1\r\nHost: hep.gg\r\nUser-Agent: {BROWSER}\r\n\r\n"
+            await loop.sock_sendall(sock, request.encode())
+            socks.append(sock)
+        # The 300 KB track fits in the kernel's socket buffers: each connection was handed all of it.
+        await wait_until(lambda: len(upstream.requests) == 40 and not music_server.services.music.streams, 30)
+        assert (await plays(music_server))["plays"] == 1
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+async def test_a_short_track_of_unknown_length_is_a_play_when_it_ends_cleanly(music_server, upstream):
+    upstream.mode = "raw:close-delimited"  # 1,000 bytes, no Content-Length: read until the worker closes
+    raw = await raw_get(music_server.port, PATH, headers=visitor(1))
+    assert raw.status == 200 and raw.complete()
+    assert (await plays(music_server))["plays"] == 1
+
+
+async def test_a_track_shorter_than_the_play_threshold_counts_when_whole(music_server, upstream):
+    upstream.body = upstream.body[:5000]
+    assert (await music_server.fetch(PATH, headers=visitor(1))).code == 200
+    assert (await music_server.fetch(PATH, headers={**visitor(2), "Range": "bytes=0-99"})).code == 206  # no
+    assert (await plays(music_server))["plays"] == 1
+
+
 async def test_a_failed_stream_is_not_a_play(music_server, upstream):
     upstream.mode = "hang"
     await music_server.fetch(PATH)
+    upstream.mode = "hang-body"  # 1,000 bytes, then silence: fewer than a play's worth
+    raw = await raw_get(music_server.port, PATH, headers=visitor(2))
+    assert raw.status == 200 and not raw.complete()
     assert (await plays(music_server))["plays"] == 0
 
 
@@ -474,7 +556,7 @@ async def test_a_failed_stream_is_not_a_play(music_server, upstream):
 )
 async def test_a_malformed_upstream_answer_is_an_empty_502(music_server, upstream, answer, caplog):
     upstream.mode = f"raw:{answer}"
-    raw = await raw_get(music_server.port, PATH)
+    raw = await raw_get(music_server.port, PATH, headers=visitor(1))
     assert (raw.status, raw.raw_body) == (502, b""), answer
     assert "content-type" not in raw.headers
     assert (await plays(music_server))["plays"] == 0

@@ -300,6 +300,8 @@ async def test_music_success_range_and_head(server, upstream):
     conform(response, MUSIC, "GET", expect=206, **music_case(Range="bytes=0-1"))
     response = await server.fetch(f"/api/v1/profiles/p1/music/{ISRC}", headers={"Range": "bytes=999999999-"})
     conform(response, MUSIC, "GET", expect=416, **music_case(Range="bytes=999999999-"))
+    response = await server.fetch(f"/api/v1/profiles/p1/music/{ISRC}", headers={"Range": "bytes=0-1,4-5"})
+    conform(response, MUSIC, "GET", expect=416, **music_case(Range="bytes=0-1,4-5"))
     response = await server.fetch(f"/api/v1/profiles/p1/music/{ISRC}", method="HEAD")
     conform(response, MUSIC, "HEAD", expect=200, **music_case())
     response = await server.fetch(f"/api/v1/profiles/p1/music/{ISRC}", method="OPTIONS")

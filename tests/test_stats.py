@@ -142,9 +142,9 @@ async def test_plays_by_isrc_keeps_at_most_the_cap_of_distinct_tracks(server, mo
     monkeypatch.setattr(stats_module, "MAX_ISRC_KEYS", 3)
     stats = server.services.stats
     now = server.services.clock.now()
-    for _round in range(2):
+    for round_ in range(2):
         for n in range(5):
-            stats.record_play("p1", "u1", now, f"USRC1760000{n}")
+            stats.record_play("p1", "u1", now, f"USRC1760000{n}", f"203.0.113.{round_ * 10 + n}", UA)
         await stats.flush()
     result = await read_stats(server.services.db, "p1")
     assert result["plays"] == 10
