@@ -60,6 +60,18 @@ class TrustedProxies:
         ip = parse_address(address)
         return ip is not None and any(ip in net for net in self.networks)
 
+    def scheme(self, peer: str, forwarded_proto: str | None, connection_scheme: str) -> str:
+        """The scheme the visitor used: the connection's, or X-Forwarded-Proto's when the peer is a trusted proxy.
+
+        A proxy that terminates TLS says `https` there (deploy/nginx.conf sets it); from anyone else the
+        header is ignored. A list (proxies that append) is read from its last value, the nearest proxy's.
+        """
+        if forwarded_proto and self.trusts(peer):
+            claimed = forwarded_proto.rsplit(",", 1)[-1].strip().lower()
+            if claimed in ("http", "https"):
+                return claimed
+        return connection_scheme
+
     def client_ip(self, peer: str, forwarded_for: str | None) -> str:
         peer_ip = parse_address(peer)
         peer = str(peer_ip) if peer_ip is not None else peer

@@ -49,6 +49,14 @@ class BaseHandler(tornado.web.RequestHandler):
         peer = self.request.remote_ip or ""
         return self.services.trusted_proxies.client_ip(peer, self.request.headers.get("X-Forwarded-For"))
 
+    @property
+    def request_scheme(self) -> str:
+        """http or https as the visitor used it: X-Forwarded-Proto counts only from a trusted proxy."""
+        peer = self.request.remote_ip or ""
+        return self.services.trusted_proxies.scheme(
+            peer, self.request.headers.get("X-Forwarded-Proto"), self.request.protocol
+        )
+
     def set_default_headers(self) -> None:
         for name, value in NON_DOCUMENT_HEADERS.items():
             self.set_header(name, value)

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import tornado.web
 
+from common.origin import canonical_origin, port_of
 from handlers.base import PageHandler
 from render.icons import favicon_svg
 from render.page import PageSettings, page_context
@@ -29,7 +30,7 @@ def is_bot(user_agent: str) -> bool:
     return not user_agent or bool(BOT_USER_AGENT.search(user_agent))
 
 
-PAGE_VARIANTS_KEPT = 8  # per site: http/https × the host spellings seen in practice
+PAGE_VARIANTS_KEPT = 4  # per site: http/https × a port or two (the origin is canonical: one spelling per port)
 
 
 class ProfilePageHandler(PageHandler):
@@ -39,14 +40,17 @@ class ProfilePageHandler(PageHandler):
         return None  # the page is `no-store`: no cache will ever revalidate, so hashing the body for an ETag is wasted
 
     def _rendered(self, site: Site, now: datetime) -> tuple[str, bytes]:
-        """(CSP, HTML) of the page, rendered once per site data, request origin and plan state.
+        """(CSP, HTML) of the page, rendered once per site data, canonical origin and plan state.
 
         The page is a pure function of those (the clock only enters through premium: presence and
         the powered-by line), so it is kept on the Site object; a changed profile is a new object.
+        The origin is the profile's domain with the request's scheme (a trusted proxy's
+        X-Forwarded-Proto) and port in canonical form, so spellings of one origin share an entry.
         """
-        origin = f"{self.request.protocol}://{self.request.host.lower()}"
+        origin = canonical_origin(self.request_scheme, site.profile.domain, port_of(self.request.host))
         key = ("page", origin, site.shows_presence(now), site.shows_powered_by(now))
-        rendered: tuple[str, bytes] | None = site.memo.get(key)
+        memo = site.memo
+        rendered: tuple[str, bytes] | None = memo.get(key)
         if rendered is None:
             settings = PageSettings(self.services.settings.public_origin, self.services.settings.turnstile_sitekey)
             context = page_context(site, settings, now, origin)
@@ -54,14 +58,16 @@ class ProfilePageHandler(PageHandler):
                 context["content_security_policy"],
                 self.render_string(f"{site.profile.template}.html", **context),
             )
-            if len(site.memo) < PAGE_VARIANTS_KEPT:  # the Host's port is the visitor's to vary: bounded
-                site.memo[key] = rendered
+            if len(memo) >= PAGE_VARIANTS_KEPT:  # the port is the visitor's to vary: the oldest goes
+                del memo[next(iter(memo))]
+            memo[key] = rendered
         return rendered
 
     async def get(self) -> None:
         # Lower-cased, port stripped; "alice.hep.gg." (the FQDN form) names the same host as the
         # profile lookup already knows, so the apex and slot checks must see it the same way.
-        host = self.request.host_name.rstrip(".")
+        # An empty port ("alice.hep.gg:", RFC 3986 §3.2.3) names no port: Tornado leaves its colon on.
+        host = self.request.host_name.removesuffix(":").rstrip(".")
         settings = self.services.settings
         if host == settings.base_domain or host in settings.exempt_domains:
             self.redirect(settings.dashboard_url)
