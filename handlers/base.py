@@ -36,6 +36,16 @@ Route = tuple[str, Any]
 NON_DOCUMENT_HEADERS = {**COMMON_HEADERS, "Content-Security-Policy": NON_DOCUMENT_CSP}
 
 
+def allowed_methods(handler: type[tornado.web.RequestHandler]) -> str:
+    """The methods a handler class implements (a 405's Allow header, RFC 9110 §15.5.6)."""
+    base = tornado.web.RequestHandler
+    return ", ".join(
+        method
+        for method in handler.SUPPORTED_METHODS
+        if getattr(handler, method.lower(), None) is not getattr(base, method.lower(), None)
+    )
+
+
 class BaseHandler(tornado.web.RequestHandler):
     services: Services
     _error: ErrorAnswer | None = None
@@ -66,7 +76,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        self._error = answer_for(status_code, exc)
+        self._error = answer_for(status_code, exc, allow=allowed_methods(type(self)))
         if self._error.reason:
             kwargs["reason"] = self._error.reason
         super().send_error(self._error.status, **kwargs)

@@ -18,7 +18,7 @@ traceback or a log message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import tornado.web
 
@@ -59,8 +59,18 @@ def message_for(status: int) -> str:
     return MESSAGES.get(status, "Bad request" if status < 500 else "Internal error")
 
 
-def answer_for(status_code: int, exc: BaseException | None) -> ErrorAnswer:
-    """The answer for a request that failed with `exc` (Tornado's `status_code`: 500 for a raised exception)."""
+def answer_for(status_code: int, exc: BaseException | None, allow: str = "") -> ErrorAnswer:
+    """The answer for a request that failed with `exc` (Tornado's `status_code`: 500 for a raised exception).
+
+    `allow` lists the methods the resource has: a 405 names them in Allow (RFC 9110 §15.5.6).
+    """
+    answer = _answer_for(status_code, exc)
+    if answer.status == 405 and allow:
+        return replace(answer, headers={**answer.headers, "Allow": allow})
+    return answer
+
+
+def _answer_for(status_code: int, exc: BaseException | None) -> ErrorAnswer:
     if isinstance(exc, ApiError):
         return ErrorAnswer(exc.status_code, exc.message, exc.headers)
     if isinstance(exc, ContactError):

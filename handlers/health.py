@@ -12,6 +12,8 @@ class HealthHandler(BaseHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish({"ok": True, "data": {"status": "alive"}})
 
+    head = get
+
 
 class ReadyHandler(BaseHandler):
     async def get(self) -> None:
@@ -22,6 +24,8 @@ class ReadyHandler(BaseHandler):
         ready = all(status.values()) and not self.services.draining
         self.set_status(200 if ready else 503)
         self.finish({"ok": ready, "data": {"stores": status, "draining": self.services.draining}})
+
+    head = get
 
 
 ROUTES = [

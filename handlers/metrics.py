@@ -16,5 +16,7 @@ class MetricsHandler(BaseHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish(body)
 
+    head = get
+
 
 ROUTES = [(r"/metrics", MetricsHandler)]

@@ -64,6 +64,12 @@ class ProfilePageHandler(PageHandler):
         return rendered
 
     async def get(self) -> None:
+        await self._page(count_view=True)
+
+    async def head(self) -> None:
+        await self._page(count_view=False)  # RFC 9110 §9.3.2: HEAD wherever GET; it is not a view
+
+    async def _page(self, *, count_view: bool) -> None:
         # Lower-cased, port stripped; "alice.hep.gg." (the FQDN form) names the same host as the
         # profile lookup already knows, so the apex and slot checks must see it the same way.
         # An empty port ("alice.hep.gg:", RFC 3986 §3.2.3) names no port: Tornado leaves its colon on.
@@ -85,7 +91,7 @@ class ProfilePageHandler(PageHandler):
         self.set_header("Content-Security-Policy", csp)
         self.finish(html)
         user_agent = self.request.headers.get("User-Agent", "")
-        if not is_bot(user_agent):
+        if count_view and not is_bot(user_agent):
             self.services.stats.record_view(
                 site.profile.id,
                 site.owner.id,
@@ -110,6 +116,8 @@ class FaviconHandler(PageHandler):
         self.set_header("Cache-Control", "public, max-age=3600")  # the page links it with ?v=<version>
         self.finish(favicon_svg(initials(profile.display_name or profile.domain), profile.theme.accent))
 
+    head = get  # RFC 9110 §9.3.2
+
 
 class FallThroughHandler(PageHandler):
     """/<shortid> on a profile host belongs to the uploader: 404 here, without a profile lookup."""
@@ -117,13 +125,22 @@ class FallThroughHandler(PageHandler):
     def get(self, *args: str) -> None:
         raise tornado.web.HTTPError(404)
 
+    head = get
+
 
 class NotFoundPageHandler(PageHandler):
-    """The application's default handler: any path no route matches (several segments, an absolute-form
-    target), any method, gets our 404 page with our headers instead of Tornado's bare one."""
+    """The application's default handler: any path no route matches (several segments, `*`), any method,
+    gets our 404 page with our headers instead of Tornado's bare one."""
 
     def prepare(self) -> None:
         raise tornado.web.HTTPError(404)
+
+
+class BadTargetHandler(PageHandler):
+    """A request target that is neither a path nor an http(s) absolute URL (runtime/app.py): 400."""
+
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(400)
 
 
 ROUTES = [

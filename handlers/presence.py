@@ -24,7 +24,7 @@ from handlers.errors import ApiError, message_for
 from handlers.services import Services
 from presence.fast_path import NOTHING_YET, consume, peek_stream_request
 from presence.snapshot import SnapshotError, check_user_id, presence_key
-from presence.sse import STREAM_ROUTE, shed_answer
+from presence.sse import STREAM_HEAD_HEADERS, STREAM_ROUTE, shed_answer
 from store.redis_connect import REDIS_ERRORS, describe_error
 
 log = logging.getLogger("hepgg.presence")
@@ -53,7 +53,7 @@ class PresenceSnapshotHandler(ApiHandler):
     """
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
-        if self.request.method != "GET":
+        if self.request.method not in ("GET", "HEAD"):
             return super().decode_argument(value, name)  # a preflight answers for any id
         return parse_user_id(value)  # bytes that are not UTF-8: 400 "userID invalid", as the stream says
 
@@ -64,6 +64,8 @@ class PresenceSnapshotHandler(ApiHandler):
             log.warning("presence snapshot unavailable (%s); answering null", describe_error(exc))
             snapshot = None
         self.write_ok({"presence": snapshot})
+
+    head = get  # Tornado sends the headers of the GET answer, without its body
 
 
 class PresenceStream:
@@ -80,14 +82,19 @@ class PresenceStream:
         services: Services = target_kwargs["services"]
         if request.method == "OPTIONS":
             return _answer(
-                request, 204, b"", {"Access-Control-Allow-Methods": "GET, OPTIONS", "Access-Control-Max-Age": "86400"}
+                request,
+                204,
+                b"",
+                {"Access-Control-Allow-Methods": "GET, HEAD, OPTIONS", "Access-Control-Max-Age": "86400"},
             )
-        if request.method != "GET":
-            return _answer_error(request, 405, message_for(405), {"Allow": "GET, OPTIONS"})
+        if request.method not in ("GET", "HEAD"):
+            return _answer_error(request, 405, message_for(405), {"Allow": "GET, HEAD, OPTIONS"})
         try:
             user_id = parse_user_id(path_args[0] if path_args else None)
         except ApiError as exc:
             return _answer_error(request, exc.status_code, exc.message)
+        if request.method == "HEAD":
+            return _answer_head(request)
         connection = request.connection
         assert isinstance(connection, HTTP1Connection)
         open_stream(services, connection.detach(), user_id, request.version == "HTTP/1.1")
@@ -143,7 +150,17 @@ def _answer(request: HTTPServerRequest, status: int, body: bytes, extra: dict[st
         headers[name] = value
     connection = request.connection
     assert connection is not None
+    if request.method == "HEAD":
+        body = b""  # the headers GET would get (Content-Length included), no body
     connection.write_headers(ResponseStartLine("HTTP/1.1", status, responses.get(status, "Error")), headers, body)
+    connection.finish()
+
+
+def _answer_head(request: HTTPServerRequest) -> None:
+    """HEAD of a stream: the head a GET would get (RFC 9110 §9.3.2), no body, no listener."""
+    connection = request.connection
+    assert connection is not None
+    connection.write_headers(ResponseStartLine("HTTP/1.1", 200, "OK"), HTTPHeaders(STREAM_HEAD_HEADERS))
     connection.finish()
 
 

@@ -76,17 +76,23 @@ def ending(message: bytes, chunked: bool) -> bytes:
     return b"%x\r\n%b\r\n0\r\n\r\n" % (len(message), message) if chunked else message
 
 
+# Every stream answer's headers but Connection and framing (a HEAD gets exactly these).
+STREAM_HEAD_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",  # a proxy in front must not hold events back
+    "Access-Control-Allow-Origin": "*",
+    **COMMON_HEADERS,
+    "Content-Security-Policy": NON_DOCUMENT_CSP,
+}
+
+
 def response_head(chunked: bool, *, keep_alive: bool = True) -> bytes:
     """The 200 head of a stream (`keep_alive=False`: of an answer that closes after its body, a shed)."""
     head = [
         b"HTTP/1.1 200 OK",
-        b"Content-Type: text/event-stream",
-        b"Cache-Control: no-store",
+        *(f"{name}: {value}".encode() for name, value in STREAM_HEAD_HEADERS.items()),
         b"Connection: keep-alive" if keep_alive else b"Connection: close",
-        b"X-Accel-Buffering: no",  # a proxy in front must not hold events back
-        b"Access-Control-Allow-Origin: *",
-        *(f"{name}: {value}".encode() for name, value in COMMON_HEADERS.items()),
-        b"Content-Security-Policy: " + NON_DOCUMENT_CSP.encode(),
     ]
     if chunked:
         head.append(b"Transfer-Encoding: chunked")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import tornado.web
+from tornado.httputil import HTTPServerRequest, split_host_and_port
 
+from common.origin import absolute_target
 from handlers import all_routes
-from handlers.page import FaviconHandler, NotFoundPageHandler
+from handlers.page import BadTargetHandler, FaviconHandler, NotFoundPageHandler
 from handlers.services import Services
 from handlers.static import CompressingStaticHandler
 from runtime.logs import access_logger
@@ -15,9 +18,32 @@ from runtime.logs import access_logger
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class Application(tornado.web.Application):
+    """Tornado's Application, routing absolute-form targets (RFC 9112 §3.2.2) like their origin form.
+
+    `GET http://alice.hep.gg/ HTTP/1.1` must be accepted by a server, and the
+    target's authority names the host (the Host header is ignored). Tornado keeps
+    the whole URL as the path, so no route would match: the request is rewritten
+    to its origin form and host before routing, for every route. A target that is
+    neither origin-form, `*`, nor an http(s) absolute form is a 400.
+    """
+
+    def find_handler(self, request: HTTPServerRequest, **kwargs: Any) -> Any:
+        uri = request.uri or ""
+        if not uri.startswith("/") and uri != "*":
+            target = absolute_target(uri)
+            if target is None:
+                return self.get_handler_delegate(request, BadTargetHandler, self.settings["default_handler_args"])
+            request.uri = target.target
+            request.path, _, request.query = target.target.partition("?")
+            request.host = request.headers["Host"] = target.authority
+            request.host_name = split_host_and_port(target.authority.lower())[0]
+        return super().find_handler(request, **kwargs)
+
+
 def make_app(services: Services, *, json_logs: bool = False) -> tornado.web.Application:
     routes = [(pattern, handler, {"services": services}) for pattern, handler in all_routes()]
-    app = tornado.web.Application(
+    app = Application(
         routes,
         template_path=str(ROOT / "templates"),
         static_path=str(ROOT / "static"),

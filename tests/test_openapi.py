@@ -105,12 +105,16 @@ def test_every_route_of_the_server_is_documented():
     documented = {(op.ok().method.upper(), op.ok().path) for op in SCHEMA.get_all_operations()}
     expected = {
         ("GET", "/"),
+        ("HEAD", "/"),
         ("GET", "/{shortid}"),
+        ("HEAD", "/{shortid}"),
         ("GET", "/api/v1/profiles/{profileID}/og.png"),
         ("HEAD", "/api/v1/profiles/{profileID}/og.png"),
         ("GET", "/api/v1/profiles/presence/{userID}"),
+        ("HEAD", "/api/v1/profiles/presence/{userID}"),
         ("OPTIONS", "/api/v1/profiles/presence/{userID}"),
         ("GET", "/api/v1/profiles/presence/{userID}/stream"),
+        ("HEAD", "/api/v1/profiles/presence/{userID}/stream"),
         ("OPTIONS", "/api/v1/profiles/presence/{userID}/stream"),
         ("GET", "/api/v1/profiles/{profileID}/music/{isrc}"),
         ("HEAD", "/api/v1/profiles/{profileID}/music/{isrc}"),
@@ -186,11 +190,15 @@ async def server(make_server, fakes, upstream):
 async def test_page(server, host, expect):
     response = await server.fetch("/", host=host)
     conform(response, "/", "GET", expect=expect, headers={"Host": host})
+    head = await server.fetch("/", host=host, method="HEAD")
+    conform(head, "/", "HEAD", expect=expect, headers={"Host": host})
 
 
 async def test_shortid_falls_through_with_404(server):
     response = await server.fetch("/a1B2c3", host="alice.hep.gg")
     conform(response, "/{shortid}", "GET", expect=404, path_parameters={"shortid": "a1B2c3"})
+    head = await server.fetch("/a1B2c3", host="alice.hep.gg", method="HEAD")
+    conform(head, "/{shortid}", "HEAD", expect=404, path_parameters={"shortid": "a1B2c3"})
 
 
 # ---------------------------------------------------------------- og
@@ -279,6 +287,8 @@ async def test_presence_stream_400_and_preflight(server):
     response = await server.fetch("/api/v1/profiles/presence//stream")
     conform(response, path, "GET", expect=400, path_parameters={"userID": ""})
     assert json.loads(response.body) == {"ok": False, "error": "userID required"}
+    head = await server.fetch("/api/v1/profiles/presence/u1/stream", method="HEAD")
+    conform(head, path, "HEAD", expect=200, path_parameters={"userID": "u1"})
     response = await server.fetch("/api/v1/profiles/presence/u1/stream", method="OPTIONS")
     conform(response, path, "OPTIONS", expect=204, path_parameters={"userID": "u1"})
 
