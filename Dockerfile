@@ -121,7 +121,7 @@ COPY --from=app /approot/ /
 ENV HEPGG_DATA_DIR=/var/lib/hepgg
 # Arguments after the image name go to hepgg-server, after the demo is seeded (idempotent).
 ENTRYPOINT ["/bin/sh", "-c", "hepgg-server seed-demo && exec hepgg-server \"$@\"", "hepgg-server"]
-CMD ["serve", "--demo-presence"]
+CMD ["serve", "--demo"]
 
 # ---- production (the default target, so it comes last): external stores only
 FROM runtime AS production

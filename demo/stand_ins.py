@@ -5,7 +5,8 @@ One small Tornado app on 127.0.0.1:<random port> (plus an SMTP sink on another) 
 * the music worker (`GET/HEAD /music/tracks/<ISRC>`): tones synthesized here (demo/tones.py) as WAV,
   with the x-track-* headers and single byte ranges (206), so the page's player plays and seeks;
 * Turnstile's siteverify (`POST /turnstile/siteverify`): passes the tokens the demo widget
-  (static/demo-turnstile.js) makes, each once, like Cloudflare's single-use tokens;
+  (demo/assets/turnstile.js, served to the page same-origin at /_demo/turnstile.js) makes, each once,
+  like Cloudflare's single-use tokens;
 * the SMS API (`POST /sms/messages`), Discord (`POST /discord/channels/<id>/messages`) and an SMTP relay:
   each delivery lands in an in-memory outbox and one log line ("demo outbox: ...").
 
@@ -21,6 +22,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import tornado.web
@@ -34,7 +36,11 @@ log = logging.getLogger("hepgg.demo")
 SITEKEY = "demo-sitekey"  # rendered into the demo page; the widget accepts nothing else
 SECRET = "demo-secret"
 TOKEN = re.compile(r"demo-pass-[0-9a-f]{32}")
-ARTWORK = "/_static/demo-cover.svg"  # same origin as the page, so its CSP admits it as 'self'
+ASSETS = Path(__file__).resolve().parent / "assets"  # served at ASSET_PREFIX by the server in demo mode only
+ASSET_PREFIX = "/_demo/"
+WIDGET_SCRIPT = ASSET_PREFIX + "turnstile.js"  # the page loads it like Cloudflare's api.js (explicit rendering)
+ARTWORK = ASSET_PREFIX + "cover.svg"  # same origin as the page, so its CSP admits it as 'self'
+DEMO_ISRC = "USRC17607839"  # the demo profile's track (runtime/cli.py), synthesized once at start
 TRACK_HEADERS = {
     "Content-Type": "audio/wav",
     "Accept-Ranges": "bytes",
@@ -194,6 +200,7 @@ class DemoStandIns:
         self.smtp = SmtpSink(self.outbox)
         self.http: HTTPServer | None = None
         self.port = 0
+        self._warm: asyncio.Task[bytes] | None = None
 
     async def start(self) -> DemoStandIns:
         args = {"outbox": self.outbox}
@@ -210,9 +217,14 @@ class DemoStandIns:
         self.http = HTTPServer(app)
         self.http.add_sockets(sockets)
         await self.smtp.start()
+        # The demo track takes about a second of CPU to synthesize: do it now, not when a visitor presses play.
+        self._warm = asyncio.create_task(asyncio.to_thread(track_wav, DEMO_ISRC), name="demo-track-warm-up")
+        log.info("demo stand-ins on 127.0.0.1:%d (SMTP :%d): music, Turnstile, SMS, Discord", self.port, self.smtp.port)
         return self
 
     async def stop(self) -> None:
+        if self._warm is not None:
+            await asyncio.gather(self._warm, return_exceptions=True)  # a thread cannot be cancelled: let it end
         if self.http is not None:
             self.http.stop()
             await self.http.close_all_connections()

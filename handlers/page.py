@@ -11,7 +11,7 @@ import tornado.web
 from common.origin import canonical_origin, port_of
 from handlers.base import PageHandler
 from render.icons import favicon_svg
-from render.page import PageSettings, page_context
+from render.page import page_context
 from render.text import initials
 from store.models import Site
 
@@ -52,8 +52,7 @@ class ProfilePageHandler(PageHandler):
         memo = site.memo
         rendered: tuple[str, bytes] | None = memo.get(key)
         if rendered is None:
-            settings = PageSettings(self.services.settings.public_origin, self.services.settings.turnstile_sitekey)
-            context = page_context(site, settings, now, origin)
+            context = page_context(site, self.services.settings.page, now, origin)
             rendered = (
                 context["content_security_policy"],
                 self.render_string(f"{site.profile.template}.html", **context),

@@ -18,6 +18,7 @@ from contact.service import ContactService
 from music.service import MusicService
 from og.service import OgService
 from presence.service import PresenceService
+from render.page import PageSettings
 from store.changes import ChangeWatcher
 from store.clock import Clock
 from store.mongo import Client, Database
@@ -34,7 +35,8 @@ class HandlerSettings:
     exempt_domains: tuple[str, ...]  # roots that always go to the dashboard
     dashboard_url: str
     public_origin: str  # scheme://host[:port] for absolute URLs (og:image)
-    turnstile_sitekey: str
+    page: PageSettings  # what the profile page depends on (Turnstile's site key and script, image hosts)
+    demo: bool = False  # `serve --demo`: the demo's own assets are served at /_demo/
 
 
 @dataclass

@@ -25,6 +25,8 @@ LEASE_KEY = "presence-demo-lease"
 
 
 def demo_snapshots(now_ms: int) -> list[dict[str, Any]]:
+    # No largeImage: the demo runs without internet, and album art from i.scdn.co would be a failed request
+    # in the visitor's console. The card shows each activity type's icon instead.
     return [
         {
             "status": "online",
@@ -35,7 +37,6 @@ def demo_snapshots(now_ms: int) -> list[dict[str, Any]]:
                 "state": "M83",
                 "startedAt": now_ms - 40_000,
                 "endsAt": now_ms + 203_000,
-                "largeImage": "spotify:ab67616d0000b273fff2cb485c36a6d8f639bdba",
                 "largeText": "Hurry Up, We're Dreaming",
             },
         },

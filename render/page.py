@@ -31,8 +31,16 @@ CONTACT_NAMES = {"email": "Email", "sms": "Text", "discord": "Discord"}
 
 @dataclass(frozen=True)
 class PageSettings:
+    """The server's settings a page depends on (built once per worker: runtime/services.py)."""
+
     public_origin: str
     turnstile_sitekey: str
+    # Cloudflare's script, or the demo's same-origin stand-in (`serve --demo`), which needs no CSP source.
+    turnstile_script: str = TURNSTILE_SCRIPT
+
+    @property
+    def turnstile_is_third_party(self) -> bool:
+        return self.turnstile_script.startswith(TURNSTILE_ORIGIN + "/")
 
 
 def og_image_url(public_origin: str, site: Site) -> str:
@@ -73,7 +81,7 @@ def page_context(site: Site, settings: PageSettings, now: datetime, canonical_or
     csp = page_csp(
         avatar_origin=image_origin(profile.avatar_url) if profile.avatar_url else None,
         presence=show_presence,
-        turnstile=bool(settings.turnstile_sitekey) and any(contact.values()),
+        turnstile=bool(settings.turnstile_sitekey) and bool(channels) and settings.turnstile_is_third_party,
         inline_style=css,
     )
     return {
@@ -98,7 +106,7 @@ def page_context(site: Site, settings: PageSettings, now: datetime, canonical_or
         "contact_icons": CONTACT_ICONS,
         "any_contact": bool(channels),
         "turnstile_sitekey": settings.turnstile_sitekey,
-        "turnstile_script": TURNSTILE_SCRIPT,
+        "turnstile_script": settings.turnstile_script,
         "sprite": sprite(tuple(icons)),
         "link_icon": link_icon,
         # The avatar's origin is already in img-src; without one, our own initials icon (handlers/page.py).

@@ -9,6 +9,7 @@ import tornado.web
 from tornado.httputil import HTTPServerRequest, split_host_and_port
 
 from common.origin import absolute_target
+from demo.stand_ins import ASSET_PREFIX, ASSETS
 from handlers import all_routes
 from handlers.page import BadTargetHandler, FaviconHandler, NotFoundPageHandler
 from handlers.services import Services
@@ -59,5 +60,10 @@ def make_app(services: Services, *, json_logs: bool = False) -> tornado.web.Appl
     )
     # `static_path` makes Tornado serve /favicon.ico (and /robots.txt) from static/, ahead of every route; a
     # rule for any host added afterwards is matched first, so a profile's /favicon.ico is its own icon.
-    app.add_handlers(r".*$", [(r"/favicon\.ico", FaviconHandler, {"services": services})])
+    own: list[tuple[str, type[tornado.web.RequestHandler], dict[str, Any]]] = [
+        (r"/favicon\.ico", FaviconHandler, {"services": services})
+    ]
+    if services.settings.demo:  # the demo's Turnstile widget and track artwork: never served outside --demo
+        own.append((ASSET_PREFIX + r"(turnstile\.js|cover\.svg)", CompressingStaticHandler, {"path": str(ASSETS)}))
+    app.add_handlers(r".*$", own)
     return app

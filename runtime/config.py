@@ -288,7 +288,12 @@ class Config:
     reconcile_interval: float = option(
         60.0, "seconds between plan reconciler runs inside serve (0: never)", check=off_or_between(0.1, 86400)
     )
-    demo_presence: bool = option(False, "cycle the demo owner's presence (for the demo)")
+    demo: bool = option(
+        False,
+        "the demo with no internet: local stand-ins for the music worker, Turnstile and the SMS/SMTP/Discord "
+        "deliveries (an in-memory outbox, logged), and --demo-presence; embedded stores only",
+    )
+    demo_presence: bool = option(False, "cycle the demo owner's presence (part of --demo)")
     json_logs: bool = option(False, "write access logs as JSON lines")
     log_level: str = option("info", "debug, info, warning or error", check=one_of("debug", "info", "warning", "error"))
 
@@ -450,7 +455,22 @@ def load_config(
         values[option.attr] = value
     if not values["public_origin"]:
         values["public_origin"] = f"http://localhost:{values['port']}"
+    _refuse_demo_with_external_stores(values)
     return Config(**values)
+
+
+def _refuse_demo_with_external_stores(values: Mapping[str, Any]) -> None:
+    """The demo's Turnstile stand-in passes its own tokens and its deliveries go nowhere: it must never
+    face a real deployment's data, so it runs on the embedded stores only."""
+    if not values["demo"]:
+        return
+    external = [_BY_ATTR[name] for name in ("mongo_uri", "redis_url") if values[name] != "embedded"]
+    if external:
+        named = " and ".join(f"{option.flag} (env {option.env})" for option in external)
+        raise ConfigError(
+            f"--demo runs only on the embedded stores (its anti-spam stand-in passes any demo token and its "
+            f"messages go to an in-memory outbox): drop {named}, or drop --demo (env HEPGG_DEMO)"
+        )
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

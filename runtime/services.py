@@ -14,7 +14,7 @@ CLI commands need only the stores: `open_stores`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 
@@ -28,6 +28,7 @@ from contact.delivery.sms import SmsSender
 from contact.limiter import ContactLimiter
 from contact.service import ContactService
 from contact.turnstile import Turnstile
+from demo.stand_ins import WIDGET_SCRIPT, DemoStandIns
 from handlers.services import HandlerSettings, Services
 from music.service import MusicService, MusicSettings
 from og.service import OgService
@@ -35,6 +36,7 @@ from presence.demo import DemoPresence
 from presence.hub import PresenceHub
 from presence.service import PresenceService
 from presence.ticker import keepalive
+from render.page import PageSettings
 from runtime import reconciler
 from runtime.config import Config
 from store.changes import ChangeWatcher
@@ -105,6 +107,8 @@ async def _build(
 ) -> Services:
     stores = await open_stores(config, mongo_uri, redis_url, lifecycle, clock=clock)
     db, redis, clock = stores.db, stores.redis, stores.clock
+    if config.demo:
+        config = await _start_demo(config, lifecycle)
 
     # Turnstile, SMS, Discord and avatars share one client for short requests; music has its own.
     http = CurlAsyncHTTPClient(force_instance=True, max_clients=64, max_body_size=SHORT_REQUEST_MAX_BODY)
@@ -128,12 +132,16 @@ async def _build(
     music = _start_music(config, sites, clock, lifecycle)
     contact = _start_contact(config, http, stores, sites, lifecycle)
     presence = _start_presence(config, redis, lifecycle)
+    page = PageSettings(public_origin=config.public_origin, turnstile_sitekey=config.turnstile_sitekey)
+    if config.demo:
+        page = replace(page, turnstile_script=WIDGET_SCRIPT)
     settings = HandlerSettings(
         base_domain=config.base_domain,
         exempt_domains=config.exempt_domains,
         dashboard_url=config.dashboard_url,
         public_origin=config.public_origin,
-        turnstile_sitekey=config.turnstile_sitekey,
+        page=page,
+        demo=config.demo,
     )
     return Services(
         settings=settings,
@@ -152,6 +160,19 @@ async def _build(
         change_watcher=change_watcher,
         metrics_dir=metrics_dir,
     )
+
+
+async def _start_demo(config: Config, lifecycle: Lifecycle) -> Config:
+    """`--demo`: the stand-ins for the demo's third parties (demo/), and the config that points at them.
+
+    Only on the embedded stores (runtime/config.py refuses anything else at start-up): the Turnstile
+    stand-in passes its own widget's tokens, and messages land in an in-memory outbox, one log line each.
+    """
+    stand_ins = DemoStandIns()
+    lifecycle.on_close(stand_ins.stop)
+    await stand_ins.start()
+    log.warning("demo mode: music, Turnstile and deliveries are local stand-ins; nothing is sent anywhere")
+    return replace(config, **stand_ins.urls(), demo_presence=True)
 
 
 async def _start_og(config: Config, http: CurlAsyncHTTPClient, lifecycle: Lifecycle) -> OgService:

@@ -11,8 +11,10 @@ Checks, each with a deadline:
   count follows the CPUs (`--cpus 1.5` gives 1), HEALTHCHECK healthy on a non-default HEPGG_PORT and failing
   on a wrong one, SIGTERM with SSE clients open exits 0 within the grace and every client got `retry:`;
 - production without HEPGG_MONGO_URI/HEPGG_REDIS_URL exits 2 with a message naming them, no traceback;
-- standalone with no environment at all serves the demo (`-p` on slirp4netns: no bridge, no firewall rules),
-  its data dir belongs to the runtime user, HEALTHCHECK healthy, `podman stop` exits 0;
+- standalone with no environment at all serves the demo (`-p` on slirp4netns: no bridge, no firewall rules)
+  with its stand-ins (`serve --demo`: the track plays, a text lands in the demo outbox; production answers
+  404 for the stand-in's widget), its data dir belongs to the runtime user, HEALTHCHECK healthy, `podman stop`
+  exits 0;
 - nothing of the build (sources, wheels, the `ca` secret) is left in either image;
 - then the image sizes: total, and the layers above the base.
 
@@ -144,10 +146,19 @@ def quiet(text: str) -> str:
 # ---------------------------------------------------------------- HTTP
 
 
-def get(port: int, path: str, host: str | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+def get(
+    port: int,
+    path: str,
+    host: str | None = None,
+    timeout: float = 10,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        connection.request("GET", path, headers={"Host": host or f"127.0.0.1:{port}"})
+        connection.request(method, path, body=body, headers={"Host": host or f"127.0.0.1:{port}", **(headers or {})})
         response = connection.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
@@ -334,6 +345,9 @@ def check_production(podman: Podman, work: Path, run_id: str, grace: float) -> N
         if status != 200 or headers.get("content-type") != "image/png" or png_size(body) != (1200, 630):
             raise CheckFailed(f"og.png answered {status} {headers.get('content-type')}")
         say(f"ok  demo page, a static file and og.png (1200x630, {len(body):,} bytes)")
+        status, _, _ = get(port, "/_demo/turnstile.js", host="demo.localhost")
+        if status != 404:
+            raise CheckFailed(f"production serves the demo's Turnstile stand-in ({status}): only `serve --demo` may")
 
         extensions = (
             "import pycurl, uvloop, hiredis, bson._cbson, pymongo._cmessage, tornado.speedups, wand.image, io; "
@@ -423,6 +437,7 @@ def check_standalone(podman: Podman, run_id: str) -> None:
         if b"Demo Profile" not in body:
             raise CheckFailed("standalone: / on demo.localhost is not the demo page")
         say(f"ok  standalone with no environment seeds the demo and serves it ({time.monotonic() - started:.1f}s)")
+        check_demo_stand_ins(podman, name, port)
         owners = podman("exec", name, "stat", "-c", "%u", "/var/lib/hepgg", "/var/lib/hepgg/mongo").stdout.split()
         if set(owners) != {RUNTIME_UID}:
             raise CheckFailed(f"standalone data dir owners: {owners}")
@@ -440,6 +455,34 @@ def check_standalone(podman: Podman, run_id: str) -> None:
         )
     finally:
         podman.remove_all()
+
+
+def check_demo_stand_ins(podman: Podman, name: str, port: int) -> None:
+    """`serve --demo` in the standalone image: the track plays and a message lands in the demo outbox."""
+    host = f"demo.localhost:{port}"
+    status, headers, _ = get(port, "/_demo/turnstile.js", host=host)
+    if status != 200 or "javascript" not in headers.get("content-type", ""):
+        raise CheckFailed(f"standalone: the demo's Turnstile widget answered {status}")
+    music = "/api/v1/profiles/demo/music/USRC17607839"
+    status, headers, body = get(port, music, host=host, timeout=60, headers={"Range": "bytes=0-99"})
+    if status != 206 or headers.get("content-type") != "audio/wav" or body[:4] != b"RIFF":
+        raise CheckFailed(f"standalone: the demo track answered {status} {headers.get('content-type')}")
+    token = "demo-pass-" + os.urandom(16).hex()  # the shape the demo widget makes; the stand-in passes it once
+    payload = json.dumps({"message": "hello from the image test", "turnstileToken": token}).encode()
+    status, _, body = get(
+        port,
+        "/api/v1/profiles/demo/contact/sms",
+        host=host,
+        timeout=30,
+        method="POST",
+        body=payload,
+        headers={"Content-Type": "application/json"},
+    )
+    if status != 200:
+        raise CheckFailed(f"standalone: a demo text message answered {status}: {body[:300]!r}")
+    if "demo outbox: sms to +15550100" not in podman.logs(name):
+        raise CheckFailed("standalone: the demo message is not in the outbox log")
+    say("ok  standalone runs --demo: the track plays (206 audio/wav), a text lands in the demo outbox")
 
 
 def bound_store(podman: Podman, work: Path, limit_gb: float = 10.0) -> None:

@@ -132,6 +132,35 @@ def test_the_server_exits_2_naming_the_option(args, tmp_path):
     assert not (tmp_path / "data").exists()  # refused before anything started
 
 
+@pytest.mark.parametrize(
+    "stores, named, not_named",
+    [
+        ({"mongo_uri": "mongodb://db:27017/"}, ["--mongo-uri", "HEPGG_MONGO_URI"], ["--redis-url"]),
+        ({"redis_url": "redis://cache:6379/0"}, ["--redis-url", "HEPGG_REDIS_URL"], ["--mongo-uri"]),
+        ({"mongo_uri": "mongodb://db/", "redis_url": "redis://cache/0"}, ["--mongo-uri", "--redis-url"], []),
+    ],
+)
+def test_the_demo_is_refused_with_external_stores(stores, named, not_named):
+    # Its Turnstile stand-in passes its own tokens and its messages go nowhere: never next to real data.
+    with pytest.raises(ConfigError) as refused:
+        load_config(environ={}, demo=True, **stores)
+    message = str(refused.value)
+    assert message.startswith("--demo runs only on the embedded stores")
+    assert all(name in message for name in named) and not any(name in message for name in not_named)
+    assert "db:27017" not in message and "cache" not in message  # store URLs are secrets
+    assert load_config(environ={}, demo=True).demo is True  # embedded (the default) is fine
+    assert load_config(environ={}, **stores).demo is False  # and so are external stores without the demo
+
+
+def test_the_server_refuses_the_demo_with_external_stores_exit_2(tmp_path):
+    env = {"HEPGG_REDIS_URL": "redis://127.0.0.1:1/0"}
+    result = run_cli("serve", "--demo", "--data-dir", str(tmp_path / "data"), env=env, timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("configuration error: --demo runs only on the embedded stores")
+    assert "--redis-url (env HEPGG_REDIS_URL)" in result.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything started
+
+
 def test_help_creates_no_metrics_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
     env["TMPDIR"] = str(tmp_path)

@@ -65,12 +65,8 @@ def wheel(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_the_wheel_carries_templates_static_files_and_every_package(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for path in [
-        *ROOT.glob("templates/**/*.html"),
-        *ROOT.glob("static/*"),
-        ROOT / "contact" / "limiter.lua",
-        ROOT / "render" / "brand_icons.json",
-    ]:
+    data = [*ROOT.glob("templates/**/*.html"), *ROOT.glob("static/*"), *ROOT.glob("demo/assets/*")]
+    for path in [*data, ROOT / "contact" / "limiter.lua", ROOT / "render" / "brand_icons.json"]:
         assert str(path.relative_to(ROOT)) in names
     for init in ROOT.glob("*/__init__.py"):
         if init.parent.name not in {"tests", "bench", "loadtest"}:

@@ -1,5 +1,5 @@
-// The demo's stand-in for Cloudflare Turnstile's api.js (explicit rendering), served only to pages of a
-// server running `serve --demo` (demo/stand_ins.py verifies its tokens, each once). It shows the visitor
+// The demo's stand-in for Cloudflare Turnstile's api.js (explicit rendering), served at /_demo/turnstile.js
+// only by a server running `serve --demo` (demo/stand_ins.py verifies its tokens, each once). It shows the visitor
 // that this check is a local stand-in, "passes" after a moment, and makes a fresh token after each reset.
 (function () {
   "use strict";
