@@ -10,6 +10,7 @@ import tornado.web
 
 from common.origin import canonical_origin, port_of
 from handlers.base import PageHandler
+from render.colour import page_inks
 from render.icons import favicon_svg
 from render.page import page_context
 from render.text import initials
@@ -113,7 +114,8 @@ class FaviconHandler(PageHandler):
         profile = site.profile
         self.set_header("Content-Type", "image/svg+xml")
         self.set_header("Cache-Control", "public, max-age=3600")  # the page links it with ?v=<version>
-        self.finish(favicon_svg(initials(profile.display_name or profile.domain), profile.theme.accent))
+        ink = page_inks(profile.theme).on_accent  # as the page's initials: white or black, whichever reads
+        self.finish(favicon_svg(initials(profile.display_name or profile.domain), profile.theme.accent, ink))
 
     head = get  # RFC 9110 §9.3.2
 

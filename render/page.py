@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-from render.colour import is_dark
+from render.colour import GLOW, GLOW_2, HOVER, TINT, page_inks
 from render.icons import CONTACT_ICONS, MUSIC_ICONS, PRESENCE_ICONS, link_icon, sprite
 from render.security import TURNSTILE_ORIGIN, page_csp
 from render.text import initials
@@ -51,17 +51,30 @@ def presence_stream_path(owner_id: str) -> str:
     return f"/api/v1/profiles/presence/{quote(owner_id, safe='')}/stream"
 
 
+def _percent(fraction: float) -> str:
+    return f"{round(fraction * 100, 1):g}%"
+
+
 @lru_cache(maxsize=1024)
-def theme_css(theme: Theme) -> str:
-    """The page's one inline <style>: custom properties from validated hex colours and a font stack we
-    wrote (store/theme.py), so nothing an owner typed reaches CSS. The CSP allows it by its hash."""
-    dark = is_dark(theme)
+def theme_css(theme: Theme, backdrop: bool = False) -> str:
+    """The page's one inline <style>: custom properties from validated hex colours, inks that reach WCAG AA
+    on this theme (render/colour.py) and a font stack we wrote (store/theme.py), so nothing an owner typed
+    reaches CSS. The CSP allows it by its hash."""
+    inks = page_inks(theme, backdrop)
+    strength = inks.decoration
+    card = f"rgba(255,255,255,{round(0.06 * strength, 3):g})" if inks.dark else "rgba(255,255,255,.62)"
     return (
         f":root{{--accent:{theme.accent};--bg:{theme.background_css};--bg-solid:{theme.background_from};"
-        f"--font:{theme.font_stack};--fg:{'#f4f4f7' if dark else '#15151a'};"
-        f"--muted:{'#a1a1b5' if dark else '#55556a'};"
-        f"--card:{'rgba(255,255,255,.06)' if dark else 'rgba(255,255,255,.62)'};"
-        f"--line:{'rgba(255,255,255,.12)' if dark else 'rgba(0,0,0,.12)'}}}"
+        f"--font:{theme.font_stack};--fg:{inks.fg};--muted:{inks.muted};--on-accent:{inks.on_accent};"
+        f"--accent-deep:{inks.accent_deep};--accent-text:{inks.accent_text};"
+        f"--ok:{inks.ok};--err:{inks.error};--warn:{inks.warn};--card:{card};"
+        f"--line:{'rgba(255,255,255,.12)' if inks.dark else 'rgba(0,0,0,.12)'};"
+        f"--glow:color-mix(in srgb,var(--accent) {_percent(GLOW * strength)},transparent);"
+        f"--glow2:{_percent(GLOW_2 * strength)};"
+        f"--soft:color-mix(in srgb,var(--accent) {_percent(HOVER * strength)},transparent);"
+        f"--tint:color-mix(in srgb,var(--fg) {_percent(TINT * strength)},transparent)"
+        + (f";--backdrop:{inks.backdrop:g}" if backdrop else "")
+        + "}"
     )
 
 
@@ -88,7 +101,7 @@ def page_context(site: Site, settings: PageSettings, now: datetime, canonical_or
         "profile": profile,
         "theme": profile.theme,
         "theme_css": css,
-        "dark": is_dark(profile.theme),  # light text on a dark background (html class, color-scheme)
+        "dark": page_inks(profile.theme).dark,  # light text on a dark background (html class, color-scheme)
         "content_security_policy": csp,
         "title": title,
         "description": description,

@@ -3,12 +3,22 @@
 The page writes these into a <style> block, so only values matching these
 closed forms are ever accepted: hex colours, a two-stop gradient with an angle,
 and fonts from a fixed list mapped to font stacks we write ourselves.
+
+Readability (WCAG 2 AA): the page's text colours are ours, picked at render
+(render/colour.py) to reach 4.5:1 on whatever the owner chose. The one choice
+no text colour can fix is a background that is light in one place and dark in
+another: a gradient is refused when neither white nor black text reaches 4.5:1
+on every colour it paints (both ends and between). A flat colour always passes
+(every colour has 4.58:1 or more with white or with black), and so does any
+accent: button labels on it are white or black, whichever reads.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from common.wcag import AA_TEXT, along, worst_contrast
 
 HEX_COLOUR = re.compile(r"\A#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})\Z")
 
@@ -54,6 +64,22 @@ def expand_hex(colour: str) -> str:
     return colour
 
 
+TEXT_EXTREMES = {"#ffffff": "white", "#000000": "black"}
+
+
+def unreadable_gradient(start: str, end: str) -> str | None:
+    """Why no text colour can read on a gradient from `start` to `end` (None when one can)."""
+    painted = along(expand_hex(start), expand_hex(end))
+    ratio, ink = max((worst_contrast(ink, painted), ink) for ink in TEXT_EXTREMES)
+    if ratio >= AA_TEXT:
+        return None
+    return (
+        f"theme.background is too light in one place and too dark in another for any text colour to read on "
+        f"all of it (best: {TEXT_EXTREMES[ink]} text at {ratio:.2f}:1, WCAG AA needs {AA_TEXT}:1); "
+        "choose from and to closer in lightness"
+    )
+
+
 def theme_errors(theme: object) -> list[str]:
     """Why a stored/imported theme object is invalid (empty list when it is fine)."""
     if not isinstance(theme, dict):
@@ -76,6 +102,10 @@ def theme_errors(theme: object) -> list[str]:
         angle = background.get("angle", 135)
         if not (isinstance(angle, int) and not isinstance(angle, bool) and 0 <= angle <= 360):
             errors.append("theme.background.angle must be a whole number of degrees 0-360")
+        if not errors:
+            unreadable = unreadable_gradient(background["from"], background["to"])
+            if unreadable:
+                errors.append(unreadable)
     elif not (isinstance(background, str) and HEX_COLOUR.fullmatch(background)):
         errors.append('theme.background must be a hex colour or {"from": "#..", "to": "#..", "angle": 135}')
     font = theme.get("font", "Inter")
