@@ -18,9 +18,9 @@ from urllib.parse import quote
 from render.colour import GLOW, GLOW_2, HOVER, TINT, page_inks
 from render.icons import CONTACT_ICONS, MUSIC_ICONS, PRESENCE_ICONS, link_icon, sprite
 from render.security import TURNSTILE_ORIGIN, page_csp
-from render.text import initials
+from render.text import compact_count, initials
 from store.models import Site
-from store.safety import image_origin
+from store.safety import allowed_image_origin, image_origin
 from store.theme import Theme
 
 # Explicit rendering: static/contact.js loads the widget when a visitor first opens a form.
@@ -37,6 +37,8 @@ class PageSettings:
     turnstile_sitekey: str
     # Cloudflare's script, or the demo's same-origin stand-in (`serve --demo`), which needs no CSP source.
     turnstile_script: str = TURNSTILE_SCRIPT
+    # Hosts an owner's background image and banner may come from (--image-hosts); others are not shown.
+    image_hosts: frozenset[str] = frozenset()
 
     @property
     def turnstile_is_third_party(self) -> bool:
@@ -90,9 +92,22 @@ def page_context(site: Site, settings: PageSettings, now: datetime, canonical_or
     icons = [link_icon(link.url) for link in profile.links] + (["go"] if profile.links else [])
     icons += [*(PRESENCE_ICONS if show_presence else ()), *(MUSIC_ICONS if tracks else ())]
     icons += [CONTACT_ICONS[channel] for channel in channels]
-    css = theme_css(profile.theme)
+    # An owner's images: the avatar from any host (its origin goes into img-src), a background image and a
+    # banner only when toggled on and from --image-hosts; a background only when some opacity lets the
+    # text still read on it (render/colour.py).
+    toggled = {name: profile.toggle(name) for name in ("background_image", "banner")}
+    banner_origin = allowed_image_origin(profile.banner_url, settings.image_hosts) if toggled["banner"] else None
+    backdrop_origin = (
+        allowed_image_origin(profile.background_url, settings.image_hosts) if toggled["background_image"] else None
+    )
+    if backdrop_origin and not page_inks(profile.theme, True).backdrop:
+        backdrop_origin = None
+    if site.views is not None:
+        icons.append("eye")
+    css = theme_css(profile.theme, backdrop_origin is not None)
+    avatar_origin = image_origin(profile.avatar_url) if profile.avatar_url else None
     csp = page_csp(
-        avatar_origin=image_origin(profile.avatar_url) if profile.avatar_url else None,
+        image_origins=tuple(origin for origin in (avatar_origin, backdrop_origin, banner_origin) if origin),
         presence=show_presence,
         turnstile=bool(settings.turnstile_sitekey) and bool(channels) and settings.turnstile_is_third_party,
         inline_style=css,
@@ -121,6 +136,10 @@ def page_context(site: Site, settings: PageSettings, now: datetime, canonical_or
         "turnstile_sitekey": settings.turnstile_sitekey,
         "turnstile_script": settings.turnstile_script,
         "sprite": sprite(tuple(icons)),
+        "backdrop_url": profile.background_url if backdrop_origin else None,
+        "banner_url": profile.banner_url if banner_origin else None,
+        "views": site.views,
+        "views_shown": compact_count(site.views) if site.views is not None else "",
         "link_icon": link_icon,
         # The avatar's origin is already in img-src; without one, our own initials icon (handlers/page.py).
         "favicon_url": profile.avatar_url or f"/favicon.svg?v={quote(profile.version)}",

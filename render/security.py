@@ -2,8 +2,9 @@
 
 Every response gets `COMMON_HEADERS`. HTML documents add `DOCUMENT_HEADERS` and a
 Content-Security-Policy: the profile page's comes from `page_csp` (what that page
-loads: its avatar's origin, Turnstile when a form shows it, the presence art hosts
-when the card shows), every other HTML answer (404, redirects) gets the closed
+loads: the origins of the images it shows (avatar, background, banner), Turnstile
+when a form shows it, the presence art hosts when the card shows), every other HTML
+answer (404, redirects) gets the closed
 `STATIC_DOCUMENT_CSP`. Non-HTML answers get `NON_DOCUMENT_CSP`, which only matters
 if a browser is ever made to render one as a document.
 
@@ -42,12 +43,11 @@ def style_hash(css: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def page_csp(*, avatar_origin: str | None, presence: bool, turnstile: bool, inline_style: str) -> str:
-    """The profile page's policy. `avatar_origin` must come from store.safety.image_origin
-    (a validated scheme://host[:port]); `inline_style` is the exact text of the page's <style>."""
-    images = ["'self'"]
-    if avatar_origin:
-        images.append(avatar_origin)
+def page_csp(*, image_origins: tuple[str, ...], presence: bool, turnstile: bool, inline_style: str) -> str:
+    """The profile page's policy. `image_origins` (the images the page shows) must come from
+    store.safety.image_origin (validated scheme://host[:port]); `inline_style` is the exact text of the
+    page's <style>."""
+    images = ["'self'", *sorted(set(image_origins))]
     if presence:
         images.extend(PRESENCE_IMAGE_ORIGINS)
     scripts = ["'self'"]

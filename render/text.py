@@ -1,4 +1,4 @@
-"""Text shown in place of an owner's picture, the same on the page and on the card."""
+"""Text the page and the card derive: initials in place of a picture, counts as bio sites show them."""
 
 from __future__ import annotations
 
@@ -23,3 +23,17 @@ def initials(name: str) -> str:
         if len(found) == 2:
             break
     return "".join(found).upper() or "?"
+
+
+def compact_count(count: int) -> str:
+    """A count as a visitor reads it: 9,876 in full, then 12.3K, 456K, 7.8M, 1.2B (rounded down, never up)."""
+    if count < 10_000:
+        return f"{count:,}"
+    for size, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "K")):
+        if count >= size:
+            tenths = count * 10 // size  # integer maths: 999,999 is 999.9K, not 1000K
+            if tenths >= 1000:
+                return f"{tenths // 10}{suffix}"
+            whole, tenth = divmod(tenths, 10)
+            return f"{whole}.{tenth}{suffix}" if tenth else f"{whole}{suffix}"
+    raise AssertionError(count)  # unreachable: count >= 10,000

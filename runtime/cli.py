@@ -154,6 +154,7 @@ def demo_document(now: datetime | None = None) -> dict[str, Any]:
                     "contact_sms": True,
                     "contact_email": True,
                     "contact_discord": True,
+                    "view_counter": True,
                 },
             }
         ],

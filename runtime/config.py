@@ -255,6 +255,12 @@ class Config:
     avatar_hosts: tuple[str, ...] = option(
         (), "comma-separated host names avatars may be fetched from (others draw initials)", check=each(host_name)
     )
+    image_hosts: tuple[str, ...] = option(
+        (),
+        "comma-separated host names a page may show an owner's background image or banner from (visitors' "
+        "browsers load them, the server never does; from any other host they are not shown)",
+        check=each(host_name),
+    )
     og_render_processes: int = option(
         2,
         "OG card render processes per worker, at most: all workers' together stay within the usable CPUs",

@@ -132,7 +132,11 @@ async def _build(
     music = _start_music(config, sites, clock, lifecycle)
     contact = _start_contact(config, http, stores, sites, lifecycle)
     presence = _start_presence(config, redis, lifecycle)
-    page = PageSettings(public_origin=config.public_origin, turnstile_sitekey=config.turnstile_sitekey)
+    page = PageSettings(
+        public_origin=config.public_origin,
+        turnstile_sitekey=config.turnstile_sitekey,
+        image_hosts=frozenset(config.image_hosts),
+    )
     if config.demo:
         page = replace(page, turnstile_script=WIDGET_SCRIPT)
     settings = HandlerSettings(

@@ -188,7 +188,17 @@ PROFILE_FIELDS = {
     "content",
     "toggles",
 }
-TOGGLES = {"presence", "powered_by", "contact_sms", "contact_email", "contact_discord"}
+TOGGLES = {
+    "presence",
+    "powered_by",
+    "contact_sms",
+    "contact_email",
+    "contact_discord",
+    "background_image",  # show content.background_url behind the page
+    "banner",  # show content.banner_url at the top of the page
+    "view_counter",  # show how many visitors the page has had
+}
+IMAGE_FIELDS = ("avatar_url", "background_url", "banner_url")  # http(s) image URLs or null
 
 
 def validate_user(record: Any, index: int) -> tuple[dict[str, Any] | None, list[str]]:
@@ -274,17 +284,19 @@ def validate_profile(record: Any, index: int) -> tuple[dict[str, Any] | None, li
         c.problem(message)  # each names its field: "theme.accent must be ..."
     doc["theme"] = theme
 
-    content = c.fields(prof.get("content", {}), "content", {"display_name", "bio", "avatar_url", "links", "music"})
+    content = c.fields(prof.get("content", {}), "content", {"display_name", "bio", "links", "music", *IMAGE_FIELDS})
     doc["content"] = {
         "display_name": c.string(content, "display_name", "content", max_len=LIMITS["display_name"]) or "",
         "bio": c.string(content, "bio", "content", max_len=LIMITS["bio"]) or "",
-        "avatar_url": c.string(content, "avatar_url", "content", max_len=LIMITS["url"], nullable=True),
         "links": [],
         "music": [],
     }
-    avatar = doc["content"]["avatar_url"]
-    if avatar is not None and not (AVATAR_URL_PATTERN.fullmatch(avatar) and image_origin(avatar)):
-        c.error("content.avatar_url", "must be an http(s) URL with a plain host name, or null")
+    for name in IMAGE_FIELDS:
+        url = c.string(content, name, "content", max_len=LIMITS["url"], nullable=True)
+        if url is not None and not (AVATAR_URL_PATTERN.fullmatch(url) and image_origin(url)):
+            c.error(f"content.{name}", "must be an http(s) URL with a plain host name, or null")
+        if name == "avatar_url" or url is not None:  # an unset background or banner is not stored
+            doc["content"][name] = url
     links = content.get("links", [])
     if not isinstance(links, list) or len(links) > LIMITS["links"]:
         c.error("content.links", f"must be a list of at most {LIMITS['links']} links")

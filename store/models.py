@@ -29,6 +29,11 @@ def _text(value: object) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+def _image_url(value: object) -> str | None:
+    """An owner's image URL, when it has a host a CSP can name (store/safety.py); else None."""
+    return value if isinstance(value, str) and image_origin(value) else None
+
+
 def _section(doc: Document, name: str) -> Document:
     section = doc.get(name)
     return section if isinstance(section, dict) else {}
@@ -136,6 +141,8 @@ class Profile:
     display_name: str
     bio: str
     avatar_url: str | None
+    background_url: str | None  # an image for the page's background (shown with toggles.background_image)
+    banner_url: str | None  # an image for the banner at the top (shown with toggles.banner)
     links: tuple[Link, ...]
     music: tuple[Track, ...]
     toggles: dict[str, Any]
@@ -151,7 +158,6 @@ class Profile:
     @classmethod
     def from_doc(cls, doc: Document) -> Profile:
         content = doc.get("content") or {}
-        avatar = content.get("avatar_url")
         template = doc["template"] if doc.get("template") in TEMPLATES else "classic"
         return cls(
             id=doc["_id"],
@@ -165,7 +171,9 @@ class Profile:
             theme=parse_theme(doc.get("theme") or {}),
             display_name=clean_text(content.get("display_name")),
             bio=clean_text(content.get("bio")),
-            avatar_url=avatar if isinstance(avatar, str) and image_origin(avatar) else None,
+            avatar_url=_image_url(content.get("avatar_url")),
+            background_url=_image_url(content.get("background_url")),
+            banner_url=_image_url(content.get("banner_url")),
             links=tuple(
                 Link(clean_text(link.get("label")), link["url"])
                 for link in content.get("links") or []
@@ -187,6 +195,9 @@ class Site:
 
     profile: Profile
     owner: Owner
+    # The profile's view count as read with it (only for a page lookup of a profile that shows its
+    # counter: store/sites.py), so it is as fresh as the cached site: --profile-cache-ttl.
+    views: int | None = None
     # Values derived from this exact data (the rendered page), kept as long as this object: the site
     # directory replaces the object when the stored rows change, and the memo goes with it.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)

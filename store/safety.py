@@ -8,6 +8,7 @@ that could reorder or hide what is around it.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,6 +53,16 @@ def image_origin(url: str) -> str | None:
     except ValueError:
         return None
     return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def allowed_image_origin(url: str | None, hosts: Collection[str]) -> str | None:
+    """`image_origin(url)` when the URL's host is one of the operator's `hosts` (exact names), else None."""
+    origin = image_origin(url) if url else None
+    if origin is None:
+        return None
+    host = origin.split("://", 1)[1]
+    host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return origin if host in hosts else None
 
 
 # Characters that let owner text reorder or hide what is around it: bidi embeddings, overrides and

@@ -5,6 +5,12 @@ it was read, and is dropped sooner when `invalidate` is called (change streams,
 see store/changes.py). Misses for one key share one lookup, and negative answers
 are cached too, so a crawler hammering unknown hosts costs one query per TTL.
 Visibility is not cached: callers decide it against the clock on every request.
+
+A page lookup (`by_host`) of a profile whose view counter is on reads its count
+in the same load, so the counter costs one more query per host per TTL, never
+one per page request, and the page rendered for that Site (kept on it) stays
+valid as long as the Site: the count shown is at most TTL old, plus the view
+flush interval and the 30 s de-duplication window of the views it counts.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 from common.singleflight import SingleFlight
 from store.models import Owner, Profile, Site
 from store.mongo import Database
+from store.stats import view_count
 
 
 class SiteDirectory:
@@ -29,7 +36,7 @@ class SiteDirectory:
 
     async def by_host(self, host: str) -> Site | None:
         domain = host.strip().lower().rstrip(".")
-        return await self._cached(("host", domain), lambda: self._load({"domain": domain}))
+        return await self._cached(("host", domain), lambda: self._load({"domain": domain}, views=True))
 
     async def by_id(self, profile_id: str) -> Site | None:
         return await self._cached(("id", profile_id), lambda: self._load({"_id": profile_id}))
@@ -67,11 +74,14 @@ class SiteDirectory:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    async def _load(self, query: dict[str, Any]) -> Site | None:
+    async def _load(self, query: dict[str, Any], views: bool = False) -> Site | None:
+        """The site matching `query`; with `views`, its view count too when the page shows it."""
         profile_doc = await self.db.profiles.find_one(query)
         if profile_doc is None:
             return None
         owner_doc = await self.db.users.find_one({"_id": profile_doc["owner_id"]})
         if owner_doc is None:
             return None
-        return Site(Profile.from_doc(profile_doc), Owner.from_doc(owner_doc))
+        profile = Profile.from_doc(profile_doc)
+        count = await view_count(self.db, profile.id) if views and profile.toggle("view_counter") else None
+        return Site(profile, Owner.from_doc(owner_doc), count)

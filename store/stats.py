@@ -400,3 +400,9 @@ async def read_stats(db: Database, profile_id: str) -> dict[str, Any]:
         "plays": int(doc.get("plays", 0)),
         "plays_by_isrc": {k: int(v) for k, v in (doc.get("plays_by_isrc") or {}).items()},
     }
+
+
+async def view_count(db: Database, profile_id: str) -> int:
+    """The profile's counted views (what the page's view counter shows)."""
+    doc = await db.profile_stats.find_one({"_id": profile_id}, {"views": 1}) or {}
+    return int(doc.get("views", 0))

@@ -46,6 +46,7 @@ REFUSED = [
     ("base_domain", "hep gg"),
     ("exempt_domains", "ok.example,bad_domain!"),
     ("avatar_hosts", "cdn.example,https://x/"),
+    ("image_hosts", "img.example,*.example"),
     ("trusted_proxies", "10.0.0.0/8,not-a-cidr"),
     ("mongo_uri", "postgres://db"),
     ("mongo_db", "has.dot"),

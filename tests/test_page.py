@@ -18,9 +18,9 @@ def record_calls(monkeypatch, obj, name: str) -> list:
     calls: list = []
     original = getattr(obj, name)
 
-    async def recording(arg):
+    async def recording(arg, **kwargs):
         calls.append(arg)
-        return await original(arg)
+        return await original(arg, **kwargs)
 
     monkeypatch.setattr(obj, name, recording)
     return calls
