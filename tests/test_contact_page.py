@@ -99,3 +99,60 @@ async def test_browser_posts_json_and_shows_the_outcome(make_server, fakes):
         finally:
             await browser.close()
     assert fakes.sms.requests == []  # 402: nothing was sent
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")
+@pytest.mark.parametrize(
+    "failure",
+    ["blocked", "not-turnstile", "error-callback"],
+)
+async def test_when_the_real_widget_cannot_load_the_visitor_is_told_so(make_server, fakes, failure):
+    """A content blocker or a dead network (the script request fails), a script that is not Turnstile (a
+    captive portal's page), and a widget that loads but cannot run: the visitor reads why, in the form's
+    status line, instead of meeting a blank box and a failed send; nothing is posted."""
+    from playwright.async_api import async_playwright
+
+    server = await make_server(**contact_settings(fakes, turnstile_sitekey="site-key"))
+    await server.load(base_document())
+    scripts = {
+        "not-turnstile": "window.notTurnstile = true;",
+        "error-callback": "window.turnstile = { render: function (el, o) { setTimeout(o['error-callback'], 0);"
+        " return 'w'; }, reset: function () {} };",
+    }
+
+    async def answer(route):
+        if failure == "blocked":
+            await route.abort("blockedbyclient")
+        else:
+            await route.fulfill(status=200, content_type="application/javascript", body=scripts[failure])
+
+    async with async_playwright() as pw:
+        browser = await launch_chromium(pw)
+        try:
+            page = await browser.new_page()
+            await page.route("https://challenges.cloudflare.com/**", answer)
+            await page.goto(f"http://alice.hep.gg:{server.port}/")
+            await page.locator("#contact-tab-email").click()
+            form = page.locator('form[data-channel="email"]')
+            status = form.locator(".form-status")
+            if failure == "error-callback":
+                await status.filter(has_text="could not run in this browser").wait_for(timeout=10_000)
+                assert await status.get_attribute("data-state") == "warn"
+                await form.locator('input[name="email"]').fill("jamie@example.com")
+                await form.locator('textarea[name="message"]').fill("hello")
+                await form.locator("button").click()  # no token: told to complete the check, nothing sent
+                await status.filter(has_text="complete the anti-spam check").wait_for(timeout=10_000)
+            else:
+                await status.filter(has_text="The anti-spam check could not load").wait_for(timeout=10_000)
+                assert "reload the page" in await status.text_content()
+                assert await status.get_attribute("data-state") == "error"
+                assert await form.locator("button").is_disabled()
+                assert await form.locator(".turnstile").is_hidden()  # no empty 0 px box
+                # Another form says the same at once (the script is not asked for again).
+                await page.locator("#contact-tab-discord").click()
+                other = page.locator('form[data-channel="discord"] .form-status')
+                await other.filter(has_text="The anti-spam check could not load").wait_for(timeout=10_000)
+        finally:
+            await browser.close()
+    assert fakes.smtp.messages == [] and fakes.discord.requests == [] and fakes.turnstile.requests == []
