@@ -23,7 +23,7 @@ from store.models import Site
 log = logging.getLogger("hepgg.og")
 
 SAMPLE = CardInput(
-    display_name="Warm Up 山",
+    display_name="Warm Up 山 ✨",  # CJK and emoji: their fonts and the emoji bitmaps load before traffic
     bio="Loads fonts, coders and caches.",
     domain="warm.up",
     accent="#7c3aed",

@@ -10,16 +10,20 @@ OG render facts in docs/og.md):
 - PNG is written as 8-bit RGB with zlib level 1 and no palette search.
 
 Text is drawn with `annotate` (never the `pango:` coder, which expands `%` and
-`\\` escapes in owner text), one run per font (render/og_fonts.py).
+`\\` escapes in owner text), one run per font (render/og_fonts.py). Colour
+emoji are Noto Color Emoji's own bitmaps (render/og_emoji.py), scaled to the
+text size once per worker and composited where the glyph would go.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from render.og_card import HEIGHT, WIDTH, CardInput
+from render.og_emoji import emoji_font
 from render.og_fonts import THEME_FONTS, Charsets, FontRuns, cjk_fonts, font_path
 from render.og_layout import (
     AVATAR,
@@ -45,6 +49,17 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+@dataclass(frozen=True)
+class EmojiPicture:
+    """An emoji's bitmap scaled to one text size, and how far its top rises above the baseline."""
+
+    image: Any  # a wand Image
+    rise: float
+
+    def close(self) -> None:  # when it leaves the cache
+        self.image.close()
+
+
 class CardRenderer:
     """One per worker process: fonts, caches of backgrounds, avatars and text widths."""
 
@@ -57,11 +72,13 @@ class CardRenderer:
         limits["area"] = 64 * 1024 * 1024
         self.fonts = {theme: (font_path(bold), font_path(regular)) for theme, (bold, regular) in THEME_FONTS.items()}
         self.cjk = cjk_fonts()
-        self.font_runs = FontRuns(charsets)
+        self.emoji = emoji_font()
+        self.font_runs = FontRuns(charsets, self.emoji)
         # wand images (untyped, hence Any), kept per worker and closed when they leave the cache
         self._backgrounds: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
         self._avatars: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         self._widths: OrderedDict[tuple[str, int, str], float] = OrderedDict()
+        self._emoji: OrderedDict[tuple[str, int], EmojiPicture] = OrderedDict()  # (glyph, size) -> scaled picture
         self.cache_entries = cache_entries
         self.width_entries = width_entries
         self._probe: Any = None
@@ -89,6 +106,8 @@ class CardRenderer:
         cached = self._widths.get(key)
         if cached is not None:
             return cached
+        if self.emoji is not None and font == self.emoji.path:
+            return float(sum(picture.width for picture, _ in self.emoji_pictures(text, size)))
         from wand.drawing import Drawing
         from wand.image import Image
 
@@ -109,12 +128,52 @@ class CardRenderer:
         text = self.font_runs.clean(text, primary, cjk)
         return wrap(text, max_lines, lambda candidate: self.text_width(candidate, size, primary, cjk))
 
-    def draw_line(self, draw: Any, line: str, x: float, baseline: float, size: int, primary: str, cjk: str) -> None:
+    def draw_line(
+        self,
+        draw: Any,
+        line: str,
+        x: float,
+        baseline: float,
+        size: int,
+        primary: str,
+        cjk: str,
+        pictures: list[tuple[Any, int, int]] | None = None,
+    ) -> None:
+        """Text into `draw`; emoji pictures, with where they go, onto `pictures` for the caller to composite
+        (straight onto the image: a picture inside the Drawing is serialised into its MVG, 2x slower)."""
         draw.font_size = size
         for font, run in self.runs(line, primary, cjk):
+            if self.emoji is not None and font == self.emoji.path:
+                for picture, rise in self.emoji_pictures(run, size):
+                    if pictures is not None:
+                        pictures.append((picture, round(x), round(baseline - rise)))
+                    x += picture.width
+                continue
             draw.font = font
             draw.text(round(x), round(baseline), run)
             x += self.width(font, size, run)
+
+    def emoji_pictures(self, cluster: str, size: int) -> list[tuple[Any, float]]:
+        """The pictures of an emoji cluster at a text size, each with its top's height above the baseline.
+        The font's bitmaps are 136x128 at 109 px; scaled to `size` as a browser scales them."""
+        assert self.emoji is not None
+        pictures = []
+        for glyph in self.emoji.glyphs(cluster):
+            key = (glyph, size)
+            found = self._lru_get(self._emoji, key)
+            if found is None:
+                bitmap = self.emoji.bitmap(glyph)
+                if bitmap is None:
+                    continue
+                from wand.image import Image
+
+                scale = size / self.emoji.ppem
+                image = Image(blob=bitmap.png, format="png")
+                image.resize(max(1, round(bitmap.advance * scale)), max(1, round(bitmap.height * scale)), "lanczos")
+                found = EmojiPicture(image, bitmap.bearing_y * scale)
+                self._lru_put(self._emoji, key, found, self.cache_entries * 4)
+            pictures.append((found.image, found.rise))
+        return pictures
 
     # -- images
 
@@ -234,11 +293,14 @@ class CardRenderer:
                 draw.text_antialias = True
                 draw.fill_color = Color(card.accent)
                 draw.rectangle(left=0, top=HEIGHT - STRIPE, right=WIDTH - 1, bottom=HEIGHT - 1)
+                pictures: list[tuple[Any, int, int]] = []
                 for line in lines:
                     colour, size, font, cjk = styles[line.role]
                     draw.fill_color = Color(colour)
-                    self.draw_line(draw, line.text, line.x, line.baseline, size, font, cjk)
+                    self.draw_line(draw, line.text, line.x, line.baseline, size, font, cjk, pictures)
                 draw(image)
+            for picture, left, top in pictures:
+                image.composite(picture, left, top, operator="over")
             image.alpha_channel = "off"
             image.format = "png"
             image.depth = 8

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import unicodedata
 from collections.abc import Mapping
 
 from fontTools.ttLib import TTFont, TTLibError
+
+from render.og_emoji import EmojiFont
 
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/opentype/noto", "/usr/share/fonts/truetype/wqy")
 # Theme font -> (bold, regular) Debian font files; CJK falls back to the first of CJK_CANDIDATES installed.
@@ -102,10 +105,12 @@ def _invisible(ch: str) -> bool:
 
 
 class FontRuns:
-    """Splits text into runs of one font each, from the fonts' character maps."""
+    """Splits text into runs of one font each, from the fonts' character maps; emoji (render/og_emoji.py)
+    are runs of their own, one picture each, in the emoji font's path."""
 
-    def __init__(self, charsets: Charsets | None = None):
+    def __init__(self, charsets: Charsets | None = None, emoji: EmojiFont | None = None):
         self._charsets: dict[str, frozenset[int]] = dict(charsets or {})
+        self.emoji = emoji
 
     def charset(self, path: str) -> frozenset[int]:
         found = self._charsets.get(path)
@@ -115,22 +120,46 @@ class FontRuns:
 
     def runs(self, text: str, primary: str, cjk: str) -> list[tuple[str, str]]:
         """Split text into (font path, text) runs; characters no font has are dropped."""
+        return [run for run in self._runs(text, primary, cjk) if run[0]]
+
+    def _runs(self, text: str, primary: str, cjk: str) -> list[tuple[str, str]]:
+        """As `runs`, with ("", character) where a visible character was dropped."""
         out: list[tuple[str, str]] = []
         primary_map, cjk_map = self.charset(primary), self.charset(cjk)
-        for ch in text:
+        emoji = self.emoji
+
+        def drawable(point: int) -> bool:
+            return point in primary_map or point in cjk_map
+
+        i = 0
+        while i < len(text):
+            if emoji is not None and emoji.starts(text, i, drawable):
+                length = emoji.cluster_length(text, i)
+                out.append((emoji.path, text[i : i + length]))  # one picture per run
+                i += length
+                continue
+            ch = text[i]
+            i += 1
             if _invisible(ch):
                 continue
             point = ord(ch)
-            font = primary if point in primary_map else cjk if point in cjk_map else None
-            if font is None:
-                continue
-            if out and out[-1][0] == font:
+            font = primary if point in primary_map else cjk if point in cjk_map else ""
+            if font and out and out[-1][0] == font:
                 out[-1] = (font, out[-1][1] + ch)
             else:
                 out.append((font, ch))
         return out
 
     def clean(self, text: str, primary: str, cjk: str) -> str:
-        """Drop characters no font can draw, then collapse whitespace (newlines included)."""
-        kept = "".join(run for _, run in self.runs(" ".join(text.split()), primary, cjk))
-        return " ".join(kept.split())
+        """Drop characters no font can draw, then collapse whitespace (newlines included). Where a dropped
+        character stood before punctuation or after an opening bracket, the space it leaves goes too:
+        "Tokyo 🗼, Japan" without its tower reads "Tokyo, Japan", not "Tokyo , Japan"."""
+        marked = "".join(run if font else DROPPED for font, run in self._runs(" ".join(text.split()), primary, cjk))
+        marked = _BEFORE_PUNCTUATION.sub("", marked)
+        marked = _AFTER_OPENING.sub("", marked)
+        return " ".join(marked.replace(DROPPED, "").split())
+
+
+DROPPED = "\x00"  # where clean() dropped a character (text never holds NUL: store/safety.py removes controls)
+_BEFORE_PUNCTUATION = re.compile(r"\s*\x00[\s\x00]*(?=[,.;:!?\u2026)\]}\u00bb\u201d\u2019%]|$)")
+_AFTER_OPENING = re.compile(r"(?<=[(\[{\u00ab\u201c\u2018])[\s\x00]*\x00\s*")

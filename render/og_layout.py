@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from render.colour import contrast_ok, luminance, midpoint
 from render.og_card import HEIGHT, WIDTH, CardInput
+from render.og_emoji import ZWJ, is_modifier, is_regional
 
 # Layout (pixels).
 MARGIN = 80
@@ -35,21 +36,35 @@ Measure = Callable[[str], float]  # the drawn width of a text, in one font and s
 
 
 def tokens(text: str) -> Iterator[str]:
-    """Words and single spaces; CJK characters are their own words (they break anywhere)."""
+    """Words and single spaces; CJK characters and emoji are their own words (they break anywhere), an emoji
+    whole with what belongs to it (skin tone, selectors, keycap, tags, ZWJ partners, a flag's pair)."""
     word = ""
+    wide = False  # `word` is one wide character or emoji cluster: the next character starts a new word
+    regional = False  # the last character is an unpaired regional indicator (half a flag)
     for ch in text:
+        point = ord(ch)
+        if word and (is_modifier(point) or ord(word[-1]) == ZWJ or point == ZWJ or (regional and is_regional(point))):
+            word += ch  # part of the emoji before it
+            regional = False
+            wide = wide or unicodedata.east_asian_width(ch) in ("W", "F")
+            continue
+        regional = is_regional(point)
         if ch.isspace():
             if word:
                 yield word
                 word = ""
             yield " "
-        elif unicodedata.east_asian_width(ch) in ("W", "F"):
+        elif unicodedata.east_asian_width(ch) in ("W", "F") or regional:
             if word:
                 yield word
-                word = ""
-            yield ch
+            word, wide = ch, True
+            continue
         else:
+            if wide:
+                yield word
+                word = ""
             word += ch
+        wide = False
     if word:
         yield word
 

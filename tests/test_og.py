@@ -17,6 +17,7 @@ from tornado.netutil import bind_sockets
 import render.og_fonts as og_fonts_module
 from render.og_card import CardInput, RenderError
 from render.og_draw import CardRenderer
+from render.og_emoji import emoji_font
 from render.og_layout import ELLIPSIS, TEXT_LEFT, TEXT_RIGHT, TEXT_WIDTH
 
 from conftest import base_document
@@ -110,6 +111,29 @@ async def test_hard_text_renders(app_server, name, bio):
     assert count(image, (0, 0, 1200, 630), near((0x7C, 0x3A, 0xED))) > 5000
     if name != "🎉🎸":
         assert count(image, NAME_BAND, WHITE) > 300
+
+
+@pytest.mark.skipif(emoji_font() is None, reason="needs fonts-noto-color-emoji (scripts/install.sh)")
+async def test_emoji_are_drawn_in_colour(app_server):
+    """Noto Color Emoji's own bitmaps, composited where the text puts them (render/og_emoji.py): the cherry
+    blossom's pink shows in the name and the bio, through the real render processes."""
+
+    def pink(pixel):
+        r, g, b = pixel[:3]
+        return r > 200 and 90 < g < 200 and b > 140 and r - g > 40
+
+    await app_server.load(base_document(content={"display_name": "Yuki", "bio": "Tokyo, Japan", "avatar_url": None}))
+    plain = decode((await app_server.fetch(OG)).body)
+    await app_server.load(
+        base_document(content={"display_name": "Yuki 🌸", "bio": "Tokyo 🌸, Japan", "avatar_url": None})
+    )
+    response = await app_server.fetch(OG)
+    assert response.code == 200
+    image = decode(response.body)
+    assert count(plain, NAME_BAND, pink) == 0
+    top, bottom = (TEXT_LEFT, 0, TEXT_RIGHT, 250), (TEXT_LEFT, 250, TEXT_RIGHT, 630)
+    assert count(image, top, pink) > 300 and count(image, bottom, pink) > 50
+    assert count(image, NAME_BAND, WHITE) > 300  # the name's letters still drawn
 
 
 def test_wrapping_never_overflows_and_ends_in_an_ellipsis():

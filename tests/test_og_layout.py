@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from render.og_card import HEIGHT, CardInput
+from render.og_emoji import emoji_font
 from render.og_fonts import THEME_FONTS, FontRuns, cjk_fonts, font_path
 from render.og_layout import (
     ELLIPSIS,
@@ -81,6 +82,65 @@ def test_font_runs_fall_back_to_cjk_and_drop_what_no_font_draws():
     latin, cjk = font_path(THEME_FONTS["Inter"][0]), cjk_fonts()[0]
     assert runs.runs("Ab山\u200d🎸c", latin, cjk) == [(latin, "Ab"), (cjk, "山"), (latin, "c")]
     assert runs.clean("  a\n\t🎸  b ", latin, cjk) == "a b"
+
+
+def test_text_left_without_a_character_no_font_draws_keeps_its_spacing_and_punctuation():
+    """The card without an emoji font (or a character no font has): what is left reads as the owner wrote it,
+    not "Based in Tokyo , Japan" (issue 21)."""
+    runs = FontRuns()  # no emoji font
+    latin, cjk = font_path(THEME_FONTS["Inter"][1]), cjk_fonts()[1]
+    cases = {
+        "Based in Tokyo 🗼, Japan 🇯🇵.": "Based in Tokyo, Japan.",
+        "English 🇬🇧 / Deutsch 🇩🇪": "English / Deutsch",
+        "Guitar (🎸 and bass)": "Guitar (and bass)",
+        "🎉 Party time 🎉!": "Party time!",
+        "Hi 👋🏽 there": "Hi there",
+        "Tea 🫖 & cake": "Tea & cake",
+        "🇬🇧/🇩🇪": "/",
+    }
+    assert {text: runs.clean(text, latin, cjk) for text in cases} == cases
+
+
+def test_emoji_are_one_picture_each_with_what_belongs_to_them():
+    emoji = emoji_font()
+    if emoji is None:
+        pytest.skip("needs fonts-noto-color-emoji (scripts/install.sh)")
+    runs = FontRuns(emoji=emoji)
+    latin, cjk = font_path(THEME_FONTS["Inter"][0]), cjk_fonts()[0]
+    text = "Hi 👩\u200d👩\u200d👧 🇯🇵 1\ufe0f\u20e3 1 👍🏽 \u2764\ufe0f \u2764 ✨ 🏳\ufe0f\u200d🌈 山"
+    assert runs.runs(text, latin, cjk) == [
+        (latin, "Hi "),
+        (emoji.path, "👩\u200d👩\u200d👧"),
+        (latin, " "),
+        (emoji.path, "🇯🇵"),
+        (latin, " "),
+        (emoji.path, "1\ufe0f\u20e3"),
+        (latin, " 1 "),  # a digit is text unless it is a keycap
+        (emoji.path, "👍🏽"),
+        (latin, " "),
+        (emoji.path, "\u2764\ufe0f"),  # emoji presentation asked for
+        (latin, " \u2764 "),  # text by default, and DejaVu draws it
+        (emoji.path, "✨"),  # emoji by default
+        (latin, " "),
+        (emoji.path, "🏳\ufe0f\u200d🌈"),
+        (latin, " "),
+        (cjk, "山"),
+    ]
+    for cluster in (
+        "👩\u200d👩\u200d👧",
+        "🇯🇵",
+        "1\ufe0f\u20e3",
+        "👍🏽",
+        "🏳\ufe0f\u200d🌈",
+        "🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",
+    ):
+        assert len(emoji.glyphs(cluster)) == 1, cluster  # the font's one picture, not its parts
+        bitmap = emoji.bitmap(emoji.glyphs(cluster)[0])
+        assert bitmap is not None and bitmap.png.startswith(b"\x89PNG")
+    assert len(emoji.glyphs("🎸🎸")) == 2
+    # Kept whole when wrapping: a line never breaks inside a family, a flag or a skin tone.
+    assert list(tokens("a 👩\u200d👩\u200d👧🇯🇵🇬🇧👍🏽b")) == ["a", " ", "👩\u200d👩\u200d👧", "🇯🇵", "🇬🇧", "👍🏽", "b"]
+    assert runs.clean("Tokyo 🗼, Japan", latin, cjk) == "Tokyo 🗼, Japan"  # drawn, so kept
 
 
 def test_layout_and_fonts_need_no_wand():
