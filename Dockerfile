@@ -13,7 +13,7 @@
 FROM python:3.11-slim-bookworm AS base
 ARG DEBIAN_FRONTEND=noninteractive
 # Debian's stable security updates are wanted, so packages are not pinned to a version. fonts-wqy-microhei
-# (5 MB) draws CJK on the OG card instead of fonts-noto-cjk (90 MB); the card never uses an emoji font.
+# (5 MB) draws CJK on the OG card instead of fonts-noto-cjk (90 MB); fonts-noto-color-emoji (11 MB) its emoji.
 # ImageMagick's HEIF coder and the codec libraries only it links (x265, aom, dav1d, de265: 24 MB) are kept off
 # the disk with dpkg path-exclude (dpkg still counts the packages as installed, so apt stays consistent): the
 # card decodes avatars only as PNG, JPEG, GIF or WebP, naming the format, and scripts/image-test.sh checks that
@@ -26,6 +26,7 @@ RUN --mount=type=secret,id=ca \
       > /etc/dpkg/dpkg.cfg.d/hepgg-no-heif \
  && apt-get "$@" update \
  && apt-get "$@" install -y --no-install-recommends libmagickwand-6.q16-6 fonts-dejavu-core fonts-wqy-microhei \
+      fonts-noto-color-emoji \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 10001 --user-group --no-log-init --no-create-home --home-dir /nonexistent \
