@@ -13,7 +13,7 @@ apt_packages=(
   libmagickwand-6.q16-6          # ImageMagick 6 for wand (OG cards)
   fonts-dejavu-core              # Latin/Cyrillic/Greek card text
   fonts-noto-cjk                 # CJK card text
-  fonts-noto-color-emoji         # emoji fallback
+  fonts-noto-color-emoji         # OG card colour emoji
 )
 if [ "$with_tests" = 1 ]; then
   apt_packages+=(nginx chromium wrk)  # nginx -t on deploy/nginx.conf; the browser tests; the bench smoke test
