@@ -4,8 +4,10 @@
     .venv/bin/python scripts/screenshots.py [--out docs/screenshots]
 
 Starts `serve` on a temporary data dir (embedded stores), imports the demo profile once per template
-(classic.localhost, minimal.localhost, spotlight.localhost), sets a fixed "listening" presence for the
-demo owner, and captures full pages in Debian's Chromium (never a downloaded browser). Needs
+(classic.localhost, minimal.localhost, spotlight.localhost), plus the owner options (options.localhost:
+classic with a banner and a background image, drawn here with Pillow and served from 127.0.0.1, the
+server's --image-hosts), sets a fixed "listening" presence for the demo owner, and captures full pages
+in Debian's Chromium (never a downloaded browser). Needs
 scripts/install.sh --test (Playwright and chromium). Nothing leaves the machine: *.localhost is loopback
 and the album art's host resolves nowhere, so the card shows its activity icon.
 """
@@ -15,13 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import io
 import json
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,15 +45,61 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def template_document() -> dict:
-    """The demo profile once per template, each on <template>.localhost, all owned by the demo owner."""
+def template_document(images: str) -> dict:
+    """The demo profile once per template, each on <template>.localhost, all owned by the demo owner, and
+    on options.localhost with a banner and a background image from `images` (an origin)."""
     document = demo_document()
-    document["users"][0]["slots"] = [{"expires_at": "2099-01-01T00:00:00Z"}]  # premium allows 2 profiles; we show 3
+    document["users"][0]["slots"] = [{"expires_at": "2099-01-01T00:00:00Z"}] * 2  # premium allows 2; we show 4
     base = document["profiles"][0]
     document["profiles"] = [
         dict(copy.deepcopy(base), id=f"demo-{name}", template=name, domain=f"{name}.localhost") for name in TEMPLATES
     ]
+    options = dict(copy.deepcopy(base), id="demo-options", template="classic", domain="options.localhost")
+    options["content"].update(background_url=f"{images}/background.png", banner_url=f"{images}/banner.png")
+    options["toggles"].update(background_image=True, banner=True)
+    document["profiles"].append(options)
     return document
+
+
+def drawn_images() -> dict[str, bytes]:
+    """A banner and a background, drawn here (nothing downloaded): soft diagonal bands in the demo's colours."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    def bands(width: int, height: int, colours: list[tuple[int, int, int]]) -> bytes:
+        image = Image.new("RGB", (width, height), colours[0])
+        draw = ImageDraw.Draw(image)
+        step = (width + height) // len(colours)
+        for index, colour in enumerate(colours):
+            x = index * step
+            draw.polygon([(x, 0), (x + step, 0), (x + step - height, height), (x - height, height)], fill=colour)
+        buffer = io.BytesIO()
+        image.filter(ImageFilter.GaussianBlur(height // 12)).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    return {
+        "/banner.png": bands(960, 300, [(124, 58, 237), (219, 39, 119), (245, 158, 11), (14, 165, 233)]),
+        "/background.png": bands(1600, 1000, [(30, 27, 75), (88, 28, 135), (15, 118, 110), (30, 58, 138)]),
+    }
+
+
+def serve_images() -> ThreadingHTTPServer:
+    images = drawn_images()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = images.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def run(*args: str, data_dir: Path, port: int, stdin: str | None = None) -> str:
@@ -85,7 +136,7 @@ async def capture(port: int, out: Path) -> list[Path]:
             args=["--headless", "--no-sandbox", "--disable-gpu", "--host-resolver-rules=MAP i.scdn.co ~NOTFOUND"],
         )
         try:
-            for template in TEMPLATES:
+            for template in [*TEMPLATES, "options"]:
                 for width, height, scale in VIEWPORTS.values():
                     context = await browser.new_context(
                         viewport={"width": width, "height": height}, device_scale_factor=scale, reduced_motion="reduce"
@@ -114,16 +165,18 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     now_ms = int(time.time() * 1000)
+    images = serve_images()
     with tempfile.TemporaryDirectory(prefix="hepgg-shots-") as tmp:
         data_dir = Path(tmp)
+        serve = [sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--data-dir", tmp, "--port", str(port)]
         server = subprocess.Popen(
-            [sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--data-dir", tmp, "--port", str(port)],
+            [*serve, "--image-hosts", "127.0.0.1"],  # the drawn banner and background (serve_images)
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         try:
             document = data_dir / "demo.json"
-            document.write_text(json.dumps(template_document()))
+            document.write_text(json.dumps(template_document(f"http://127.0.0.1:{images.server_address[1]}")))
             wait_for(f"http://127.0.0.1:{port}/healthz", "localhost")
             run("import", str(document), data_dir=data_dir, port=port)
             run(
@@ -138,6 +191,7 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
+            images.shutdown()
     return 0
 
 
