@@ -20,8 +20,9 @@ import store.sites as sites_module
 from render.text import compact_count
 from store.importer import validate_document
 
-from conftest import CHROMIUM, base_document, launch_chromium
+from conftest import CHROMIUM, ROOT, base_document, launch_chromium
 
+AXE = ROOT / "tools" / "page-audit" / "node_modules" / "axe-core" / "axe.min.js"
 NOT_COUNTED = {"User-Agent": "Slackbot-LinkExpanding 1.0"}
 BACKGROUND = "https://img.example/bg.jpg"
 BANNER = "https://cdn.example:8443/banner.png"
@@ -239,8 +240,9 @@ async def test_views_counted_by_visits_show_on_the_page(make_server):
 @pytest.mark.timeout(300)
 async def test_banner_and_background_in_chromium(make_server, image_host):
     """Each template with a banner and a background image from an allowed host: the images load (no CSP
-    violation), the banner sits flush inside the card's top edge, the background covers the viewport
-    dimmed to the opacity render/colour.py chose, and the views line shows under the bio."""
+    violation, no console error), the banner sits flush inside the card's top edge, the background covers
+    the viewport dimmed to the opacity render/colour.py chose, the views line shows under the bio, and axe
+    finds no violation (contrast judged over the image)."""
     from playwright.async_api import async_playwright
 
     server = await make_server(image_hosts="img.hep.gg")
@@ -266,6 +268,9 @@ async def test_banner_and_background_in_chromium(make_server, image_host):
                     " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
                 )
                 page = await context.new_page()
+                errors: list[str] = []
+                page.on("console", lambda m, errors=errors: m.type == "error" and errors.append(m.text))
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
                 for entry in document["profiles"]:
                     await page.goto(f"http://{entry['domain']}:{server.port}/", wait_until="load")
                     loaded = await page.evaluate(
@@ -288,6 +293,20 @@ async def test_banner_and_background_in_chromium(make_server, image_host):
                     else:  # flush with the card's inner edges (its 1 px border), rounded with it
                         assert banner[:3] == [1, 1, 1] and banner[3] > 100, (entry["id"], width, banner)
                     assert (await page.locator(".views").text_content()).strip() == "0 views"
+                assert errors == [], (width, errors)
                 await context.close()
+            if AXE.exists():  # axe is injected as a script, which the CSP refuses: bypassed for this pass only
+                for width in (390, 1366):
+                    context = await browser.new_context(
+                        viewport={"width": width, "height": 900}, bypass_csp=True, reduced_motion="reduce"
+                    )
+                    page = await context.new_page()
+                    for entry in document["profiles"]:
+                        await page.goto(f"http://{entry['domain']}:{server.port}/", wait_until="load")
+                        await page.add_script_tag(path=str(AXE))
+                        result = await page.evaluate("() => axe.run(document, { resultTypes: ['violations'] })")
+                        violations = [(v["id"], [n["target"] for n in v["nodes"]][:3]) for v in result["violations"]]
+                        assert violations == [], (entry["id"], width, violations)
+                    await context.close()
         finally:
             await browser.close()
