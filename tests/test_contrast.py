@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from common.wcag import AA_TEXT, contrast, relative_luminance, worst_contrast
 from render.colour import page_inks, surfaces, text_family
 from render.page import theme_css
-from store.importer import validate_document
+from store.import_validation import validate_document
 from store.theme import DEFAULT_ACCENT, DEFAULT_BACKGROUND, parse_theme, theme_errors
 
 from conftest import CHROMIUM, ROOT, base_document, launch_chromium

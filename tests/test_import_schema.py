@@ -9,8 +9,9 @@
 The schema is validated with jsonschema-rs (ECMA-262 regular expressions: `$`
 ends the text, as in the documents' readers), with date-time formats checked.
 Rules the schema cannot state (unique ids and domains across records, owners
-that exist) are excluded by drawing distinct ids and domains; tests/test_import.py
-covers them.
+that exist, a gradient background some text colour reads on at WCAG AA) are
+excluded by drawing distinct ids and domains and readable gradients;
+tests/test_import.py and tests/test_contrast.py cover them.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from store.import_validation import validate_document
+from store.theme import unreadable_gradient
 
 from conftest import base_document
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "import.schema.json").read_text())
 VALIDATOR = jsonschema_rs.validator_for(SCHEMA, validate_formats=True)
+HEX = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 PROPERTY = settings(
     max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
 )
@@ -44,6 +47,19 @@ def schema_accepts(doc: Any) -> bool:
 
 def importer_accepts(doc: Any) -> bool:
     return validate_document(copy.deepcopy(doc))[2] == []
+
+
+def readable_gradients(doc: Any) -> bool:
+    """No profile has a well-formed gradient that the importer refuses for contrast (store/theme.py)."""
+    profiles = doc.get("profiles") if isinstance(doc, dict) else None
+    for profile in profiles if isinstance(profiles, list) else []:
+        theme = profile.get("theme") if isinstance(profile, dict) else None
+        background = theme.get("background") if isinstance(theme, dict) else None
+        if isinstance(background, dict):
+            ends = background.get("from"), background.get("to")
+            if all(isinstance(end, str) and HEX.fullmatch(end) for end in ends) and unreadable_gradient(*ends):
+                return False
+    return True
 
 
 # ---------------------------------------------------------------- documents drawn from the schema
@@ -123,7 +139,7 @@ PROFILES = st.lists(
     unique_by=(lambda p: p["id"], lambda p: p["domain"].lower().removesuffix(".")),
 )
 DOCUMENTS = st.builds(lambda users, profiles: {"users": users, "profiles": profiles}, USERS, PROFILES).filter(
-    lambda doc: doc["users"] or doc["profiles"]
+    lambda doc: (doc["users"] or doc["profiles"]) and readable_gradients(doc)
 )
 
 
@@ -214,7 +230,7 @@ VALID = {
         lambda d: (
             d["users"][0].update(sms_credits=5.0),
             d["profiles"][0].update(is_public=1.0),
-            d["profiles"][0]["theme"].update(background={"from": "#000", "to": "#fff", "angle": 90.0}),
+            d["profiles"][0]["theme"].update(background={"from": "#000", "to": "#333", "angle": 90.0}),
         )
     ),
     "domain in capitals with a trailing dot": _with(lambda d: d["profiles"][0].update(domain="Alice.Hep.GG.")),
@@ -291,6 +307,7 @@ def test_mutated_files_are_accepted_by_both_or_by_neither(doc, data):
             values = [r.get(key) for r in records if isinstance(r, dict) and isinstance(r.get(key), str)]
             values = [v.lower().removesuffix(".") if key == "domain" else v for v in values]
             assume(len(values) == len(set(values)))
+    assume(readable_gradients(mutated))
     assert schema_accepts(mutated) == importer_accepts(mutated), (path, action, value, mutated)
 
 

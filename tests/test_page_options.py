@@ -18,7 +18,7 @@ from tornado.netutil import bind_sockets
 
 import store.sites as sites_module
 from render.text import compact_count
-from store.importer import validate_document
+from store.import_validation import validate_document
 
 from conftest import CHROMIUM, ROOT, base_document, launch_chromium
 
