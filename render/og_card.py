@@ -20,7 +20,7 @@ import hashlib
 from dataclasses import dataclass, fields
 
 WIDTH, HEIGHT = 1200, 630
-RENDER_VERSION = "og-1"  # bump when the drawing changes, so cached cards and ETags change
+RENDER_VERSION = "og-2"  # og-2: colour emoji. Bump when the drawing changes, so cached cards and ETags change
 
 
 class RenderError(RuntimeError):
