@@ -161,5 +161,5 @@ class FontRuns:
 
 
 DROPPED = "\x00"  # where clean() dropped a character (text never holds NUL: store/safety.py removes controls)
-_BEFORE_PUNCTUATION = re.compile(r"\s*\x00[\s\x00]*(?=[,.;:!?\u2026)\]}\u00bb\u201d\u2019%]|$)")
+_BEFORE_PUNCTUATION = re.compile(r"\s*\x00[\s\x00]*(?=[,.;:!?\u2026)\]}\u00bb\u201d\u2019%]|\Z)")
 _AFTER_OPENING = re.compile(r"(?<=[(\[{\u00ab\u201c\u2018])[\s\x00]*\x00\s*")
