@@ -8,7 +8,9 @@ HTTP(S) protocols. Answers, failures included, are kept for a while so a
 popular card does not fetch its avatar per request; concurrent lookups of one
 URL share one fetch. The bytes must look like PNG, JPEG, GIF or WebP: the
 sniffed format is passed to ImageMagick explicitly so it never guesses a coder
-(SVG, MVG, text...) from owner-supplied bytes.
+(SVG, MVG, text...) from owner-supplied bytes. The size its header declares must
+fit the pixel budget (render/image_size.py): a decompression bomb is refused
+here, before a render process ever sees it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pycurl
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from common.singleflight import SingleFlight
+from render.image_size import image_size, within_budget
 
 log = logging.getLogger("hepgg.og")
 
@@ -120,6 +123,11 @@ class AvatarFetcher:
         kind = sniff(data)
         if kind is None or len(data) > self.max_bytes:
             log.info("avatar from host %s is not a PNG/JPEG/GIF/WebP image", urlsplit(url).hostname)
+            return None
+        if not within_budget(data, kind):
+            log.info(
+                "avatar from host %s declares %s pixels: over budget", urlsplit(url).hostname, image_size(data, kind)
+            )
             return None
         return Avatar(data, kind, hashlib.sha256(data).hexdigest())
 

@@ -9,6 +9,13 @@ OG render facts in docs/og.md):
 - text widths are measured once per (font, size, word) and kept;
 - PNG is written as 8-bit RGB with zlib level 1 and no palette search.
 
+What keeps a worker small whatever an avatar host serves (docs/og.md, "Hostile avatars"):
+the declared size is read from the header and checked against a pixel budget before any
+decode (render/image_size.py); only the first frame of an animation is read; the avatar is
+scaled down before it is cropped; and ImageMagick's own resource limits (`apply_limits`) fail
+any pixel cache past the memory budget instead of growing the process or spilling to disk.
+The caches are sized to fit inside those limits.
+
 Text is drawn with `annotate` (never the `pango:` coder, which expands `%` and
 `\\` escapes in owner text), one run per font (render/og_fonts.py). Colour
 emoji are Noto Color Emoji's own bitmaps (render/og_emoji.py), scaled to the
@@ -22,6 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from render.image_size import MAX_AVATAR_PIXELS, within_budget
 from render.og_card import HEIGHT, WIDTH, CardInput
 from render.og_emoji import emoji_font
 from render.og_fonts import THEME_FONTS, Charsets, FontRuns, cjk_fonts, font_path
@@ -48,6 +56,67 @@ from render.og_layout import (
 K = TypeVar("K")
 V = TypeVar("V")
 
+MIB = 1024 * 1024
+# ImageMagick's resource limits in a render process. Pixel caches are 8 bytes a pixel (Q16 RGBA): a
+# background is 6 MiB, an avatar disc 0.5 MiB, the largest avatar the budget admits 32 MiB. `memory` bounds
+# them all together; `map` and `disk` are 0, so past it a cache fails ("cache resources exhausted")
+# instead of being memory-mapped or written to a temporary file.
+IMAGEMAGICK_LIMITS = {
+    "memory": 96 * MIB,
+    "map": 0,
+    "disk": 0,
+    "area": 16 * MIB,  # pixels
+    "width": 8192,
+    "height": 8192,
+}
+LIST_LENGTH_LIMIT = 4  # images in one sequence: an animation is read one frame at a time ([0]) anyway
+_LIST_LENGTH_RESOURCE = 11  # ImageMagick 6's ListLengthResource (wand's table for IM 6 stops before it)
+BACKGROUND_ENTRIES = 4  # 6 MiB each
+AVATAR_ENTRIES = 32  # 0.5 MiB each
+EMOJI_ENTRIES = 256  # (glyph, text size) pictures of a few KiB each
+
+
+def apply_limits() -> None:
+    """Set ImageMagick's resource limits for this process (call before the first image is made)."""
+    import ctypes
+
+    from wand.api import library
+    from wand.resource import limits
+
+    for name, value in IMAGEMAGICK_LIMITS.items():
+        limits[name] = value
+    setter = library.SetMagickResourceLimit
+    setter.argtypes = [ctypes.c_int, ctypes.c_ulonglong]
+    setter(_LIST_LENGTH_RESOURCE, LIST_LENGTH_LIMIT)
+
+
+def read_first_frame(data: bytes, kind: str) -> Any:
+    """A wand Image of the first frame only of `data` (format `kind`), or None when it will not decode.
+
+    `buffer.gif[0]` as the read's file name makes ImageMagick stop after the first frame, so a
+    200-frame animation costs one frame. JPEG gets a size hint: libjpeg then scales down while
+    decoding (DCT scaling), never holding the full-size picture.
+    """
+    from wand.api import library
+    from wand.exceptions import WandException
+    from wand.image import Image
+
+    image = Image()
+    try:
+        library.MagickSetFormat(image.wand, kind.encode())
+        library.MagickSetFilename(image.wand, f"buffer.{kind}[0]".encode())
+        if kind == "jpeg":
+            library.MagickSetOption(image.wand, b"jpeg:size", f"{2 * AVATAR}x{2 * AVATAR}".encode())
+        if not library.MagickReadImageBlob(image.wand, data, len(data)):
+            image.raise_exception()
+            raise ValueError("unreadable image")
+        if len(image.sequence) < 1 or image.width < 1 or image.height < 1:
+            raise ValueError("no image")
+    except (WandException, ValueError, TypeError):
+        image.close()
+        return None
+    return image
+
 
 @dataclass(frozen=True)
 class EmojiPicture:
@@ -63,13 +132,14 @@ class EmojiPicture:
 class CardRenderer:
     """One per worker process: fonts, caches of backgrounds, avatars and text widths."""
 
-    def __init__(self, cache_entries: int = 64, width_entries: int = 20_000, charsets: Charsets | None = None):
-        from wand.resource import limits
-
-        # A hostile avatar cannot make a worker allocate gigabytes.
-        limits["width"] = 8192
-        limits["height"] = 8192
-        limits["area"] = 64 * 1024 * 1024
+    def __init__(
+        self,
+        width_entries: int = 20_000,
+        charsets: Charsets | None = None,
+        max_avatar_pixels: int = MAX_AVATAR_PIXELS,
+    ):
+        apply_limits()  # a hostile avatar cannot make a worker allocate gigabytes
+        self.max_avatar_pixels = max_avatar_pixels
         self.fonts = {theme: (font_path(bold), font_path(regular)) for theme, (bold, regular) in THEME_FONTS.items()}
         self.cjk = cjk_fonts()
         self.emoji = emoji_font()
@@ -79,7 +149,6 @@ class CardRenderer:
         self._avatars: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         self._widths: OrderedDict[tuple[str, int, str], float] = OrderedDict()
         self._emoji: OrderedDict[tuple[str, int], EmojiPicture] = OrderedDict()  # (glyph, size) -> scaled picture
-        self.cache_entries = cache_entries
         self.width_entries = width_entries
         self._probe: Any = None
 
@@ -171,7 +240,7 @@ class CardRenderer:
                 image = Image(blob=bitmap.png, format="png")
                 image.resize(max(1, round(bitmap.advance * scale)), max(1, round(bitmap.height * scale)), "lanczos")
                 found = EmojiPicture(image, bitmap.bearing_y * scale)
-                self._lru_put(self._emoji, key, found, self.cache_entries * 4)
+                self._lru_put(self._emoji, key, found, EMOJI_ENTRIES)
             pictures.append((found.image, found.rise))
         return pictures
 
@@ -193,7 +262,7 @@ class CardRenderer:
                 image.pseudo(WIDTH, HEIGHT, f"gradient:{card.background_from}-{card.background_to}")
             image.alpha_channel = "off"
             image.depth = 8
-            self._lru_put(self._backgrounds, key, image, self.cache_entries)
+            self._lru_put(self._backgrounds, key, image, BACKGROUND_ENTRIES)
         return image
 
     def avatar(self, card: CardInput) -> Any:
@@ -206,22 +275,20 @@ class CardRenderer:
             return image
         from wand.color import Color
         from wand.drawing import Drawing
-        from wand.exceptions import WandException
         from wand.image import Image
 
-        try:
-            with Image(blob=card.avatar, format=card.avatar_format) as source:
-                photo = source.sequence[0].clone() if len(source.sequence) > 1 else source.clone()
-        except (WandException, ValueError, TypeError):
+        if not within_budget(card.avatar, card.avatar_format, self.max_avatar_pixels):
+            return None  # a decompression bomb, or a header we cannot read: initials
+        photo = read_first_frame(card.avatar, card.avatar_format)
+        if photo is None:
             return None
         size = CIRCLE
         with photo:
-            if photo.width < 1 or photo.height < 1:
-                return None
             photo.transform_colorspace("srgb")
-            side = min(photo.width, photo.height)
-            photo.crop(width=side, height=side, gravity="center")
-            photo.resize(AVATAR, AVATAR, filter="triangle")
+            # Scale first (the short side to AVATAR), then crop the centre square: never a full-size copy.
+            scale = AVATAR / min(photo.width, photo.height)
+            photo.resize(max(AVATAR, round(photo.width * scale)), max(AVATAR, round(photo.height * scale)), "triangle")
+            photo.crop(width=AVATAR, height=AVATAR, gravity="center")
             photo.alpha_channel = "set"
             with Image(width=AVATAR, height=AVATAR, background=Color("transparent")) as mask:
                 with Drawing() as draw:
@@ -235,7 +302,7 @@ class CardRenderer:
                 draw.circle((size / 2 - 0.5, size / 2 - 0.5), (size / 2 - 0.5, 0))
                 draw(image)
             image.composite(photo, RING, RING, operator="over")
-        self._lru_put(self._avatars, key, image, self.cache_entries)
+        self._lru_put(self._avatars, key, image, AVATAR_ENTRIES)
         return image
 
     def initials_circle(self, card: CardInput) -> Any:
@@ -262,7 +329,7 @@ class CardRenderer:
                 letters, width = "?", self.text_width("?", text_size, bold, self.cjk[0])
             self.draw_line(draw, letters, centred_x(width), size / 2 + text_size * 0.36, text_size, bold, self.cjk[0])
             draw(image)
-        self._lru_put(self._avatars, key, image, self.cache_entries)
+        self._lru_put(self._avatars, key, image, AVATAR_ENTRIES)
         return image
 
     # -- the card
