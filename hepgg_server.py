@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
@@ -81,10 +82,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
             from runtime.serve import serve
 
             try:
-                return serve(config, metrics_dir)
+                code = serve(config, metrics_dir)
             except DataDirInUse as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
+        # Everything is stopped, written and closed: skip the interpreter's teardown of the drivers'
+        # modules, which took ~0.9 s on a loaded 2-core machine (a third of a 3 s --shutdown-grace).
+        logging.shutdown()
+        os._exit(code)
     from runtime import cli
 
     if args.command == "import":

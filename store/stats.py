@@ -184,22 +184,37 @@ class StatsWriter:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="stats-flusher")
 
-    async def stop(self) -> None:
-        """Stop the ticker and write everything still pending (retrying briefly).
+    async def stop(self, budget: float = 10.0) -> None:
+        """Stop the ticker and write everything still pending, retrying, for at most `budget` seconds.
 
-        The ticker is asked to stop, never cancelled: cancelling it mid-flush would drop the batch it
-        had taken off the queue (CancelledError skips the keep-for-retry path).
+        The ticker is asked to stop and given the time to finish the flush it is in; past the
+        budget it is cancelled, and a cancelled flush puts its batch back (`unwritten` counts it).
+        Shutdown calls this with its flush phase's share of `--shutdown-grace` (common/lifecycle.py).
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
         if self._task is not None:
             self._stopping.set()
-            await self._task
-            self._task = None
-        for attempt in range(20):
-            await self.flush()
-            if not self.pending:
-                return
-            await asyncio.sleep(min(0.1 * 2**attempt, 1.0))
-        log.error("shutting down with %d view/play events unwritten", self.pending)
+            task, self._task = self._task, None
+            done, _ = await asyncio.wait([task], timeout=max(0.0, deadline - loop.time()))
+            if not done:
+                task.cancel()  # nothing is lost: _dedup puts its slice back, units stay until written
+                await asyncio.wait([task], timeout=0.05)
+        attempt = 0
+        while self.pending and loop.time() < deadline:
+            try:
+                await asyncio.wait_for(self.flush(), max(0.01, deadline - loop.time()))
+            except TimeoutError:
+                break
+            if self.pending:
+                await asyncio.sleep(min(0.1 * 2**attempt, 1.0, max(0.0, deadline - loop.time())))
+                attempt += 1
+
+    def unwritten(self) -> dict[str, int]:
+        """Views and plays recorded but not (known to be) written: what a stop past its budget leaves."""
+        events = [*self._undeduped, *self._accepted, *(e for unit in self._units.values() for e in unit.events)]
+        plays = sum(1 for event in events if event.kind == "play")
+        return {"views": len(events) - plays, "plays": plays}
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
