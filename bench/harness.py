@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from runtime.embedded import SECANTUS_DURABLE
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 RESULTS = ROOT / "bench" / "results"
@@ -275,6 +277,8 @@ class Stack:
                     str(directory / "wt"),
                     "--log-level",
                     "WARNING",
+                    # As `serve` runs it; BENCH_SECANTUS_SYNC=0 measures without (the before/after figure).
+                    *(SECANTUS_DURABLE if os.environ.get("BENCH_SECANTUS_SYNC", "1") != "0" else ()),
                 ],
                 cpu=CLIENT_CPU,
             )

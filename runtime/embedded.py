@@ -19,6 +19,14 @@ supervisor loop, or a background task in a single-process server). A store that
 died is started again, with backoff (0.5 s doubling to 30 s, reset once it has
 run a minute), on the same data and the same port, so running workers reconnect
 without being told; /readyz answers 503 until it is back.
+
+Durability: SecantusDB runs with `--sync-on-commit` (every commit syncs
+WiredTiger's log before it is acknowledged; without it a `kill -9` lost the
+last acknowledged writes). Valkey keeps `appendfsync everysec`: it writes each
+command to its append-only file before it replies, so a killed process loses
+nothing acknowledged; only a machine crash can lose the last second, and Valkey
+holds nothing an owner paid for (rate-limit buckets, view de-duplication keys,
+presence snapshots, locks). docs/resilience.md has the figures.
 """
 
 from __future__ import annotations
@@ -162,6 +170,48 @@ class StoreServer:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signum)
+
+
+SECANTUS_DURABLE = ("--sync-on-commit",)  # acknowledged writes survive a kill -9 (see the module docstring)
+SCRATCH_DB = "hepgg_embedded"  # holds one empty collection per SecantusDB document shard
+
+
+def _settle_secantus_tables(uri: str) -> None:
+    """Create every table SecantusDB will ever need now, and checkpoint, so a kill -9 cannot half-create one.
+
+    WiredTiger's table creation is not crash-atomic: recovery after a `kill -9` that came before the
+    next checkpoint can find a table without its column group, and SecantusDB then refuses to open
+    (seen here: "'table:secantus_documents_sh13' cannot be used until all column groups are created",
+    after the first stats flush created the shard and the process was killed). SecantusDB creates
+    its 16 document shards lazily, on the first write to a collection routed to each, so we make one
+    collection per shard in a scratch database and checkpoint (the `fsync` command). Later
+    collections only add rows; no table is created while serving.
+    """
+    from pymongo import MongoClient
+
+    try:
+        # The stand-in's routing of collections to shards (stable: its Rust twin must route the same).
+        from secantus.storage import _DOC_SHARDS, _doc_table_for  # type: ignore[import-untyped]
+    except ImportError:  # another version: the checkpoint alone still settles the base tables
+        names: list[str] = []
+    else:
+        wanted = {_doc_table_for(SCRATCH_DB, f"shard{i}") for i in range(64)}
+        assert len(wanted) == _DOC_SHARDS, "64 names should reach every shard"
+        names, reached = [], set()
+        for i in range(64):
+            table = _doc_table_for(SCRATCH_DB, f"shard{i}")
+            if table not in reached:
+                reached.add(table)
+                names.append(f"shard{i}")
+    client: MongoClient[dict[str, object]] = MongoClient(uri, serverSelectionTimeoutMS=10_000)
+    try:
+        existing = set(client[SCRATCH_DB].list_collection_names())
+        for name in names:
+            if name not in existing:
+                client[SCRATCH_DB].create_collection(name)
+        client.admin.command("fsync")
+    finally:
+        client.close()
 
 
 @dataclass
@@ -326,12 +376,14 @@ class EmbeddedStores:
                 str(directory / "wt"),
                 "--log-level",
                 "WARNING",
+                *SECANTUS_DURABLE,
             ],
             directory,
             port,
         )
         _wait_for_port(port, proc, "secantusdb", log_path, timeout)
         uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        _settle_secantus_tables(uri)
         log.info("embedded secantusdb pid %s on 127.0.0.1:%s", proc.pid, port)
         return uri
 

@@ -1,0 +1,288 @@
+"""Embedded stores under `serve`: supervised (a dead one comes back on its port) and durable (kill -9 loses nothing).
+
+Issue 18: after `kill -9` of the embedded Valkey and SecantusDB, `serve` stayed up forever with
+/readyz 503 and every store-backed route 503; and SecantusDB, not syncing its log, lost the last
+acknowledged writes on a kill -9. These run `hepgg_server.py serve` as an operator would, on its own
+data dir, and kill the real processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis
+from pymongo import MongoClient
+
+from conftest import ROOT, base_document, free_port, run_cli, wait_until_serving
+from contact_fakes import FakeTurnstile
+
+pytestmark = pytest.mark.slow
+
+ISRC = "USRC17607839"
+
+
+def program(pid: int) -> str:
+    return Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name
+
+
+def store_pids(server_pid: int) -> dict[str, int]:
+    """The embedded servers among the children of `server_pid`, by name."""
+    pids = {}
+    for pid in map(int, subprocess.run(["pgrep", "-P", str(server_pid)], capture_output=True).stdout.split()):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if program(pid).startswith("valkey"):
+            pids["valkey"] = pid
+        elif b"secantus" in cmdline:
+            pids["secantusdb"] = pid
+    return pids
+
+
+def status(port: int, path: str, host: str = "127.0.0.1", **headers: str) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host, **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def wait_for(predicate, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout, f"{what} not within {timeout}s"
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+class Serve:
+    """`hepgg_server.py serve` with embedded stores in `data`; its log in `log_path`."""
+
+    def __init__(self, data: Path, log_path: Path, *flags: str):
+        self.port = free_port()
+        self.data = data
+        self.log_path = log_path
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HEPGG_", "PROMETHEUS_"))}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "hepgg_server.py"),
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data),
+                "--og-render-processes",
+                "1",
+                "--trusted-proxies",
+                "127.0.0.1/32",
+                *flags,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log_path.open("a"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_until_serving(self.proc, self.port, "/readyz", timeout=90)
+
+    def visit(self, visitor: int) -> int:
+        return status(
+            self.port,
+            "/",
+            "alice.hep.gg",
+            **{
+                "User-Agent": f"Mozilla/5.0 visitor-{visitor}",
+                "X-Forwarded-For": f"10.7.{visitor // 256}.{visitor % 256}",
+            },
+        )
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
+            body = response.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+def send_sms(port: int, address: str) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/profiles/p1/contact/sms",
+        data=json.dumps({"message": "durable?", "turnstileToken": "good-kill"}).encode(),
+        headers={"Content-Type": "application/json", "X-Forwarded-For": address},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:  # the connection died with the server
+        return 0
+
+
+def import_document(data: Path, tmp_path: Path, document: dict) -> None:
+    path = tmp_path / "import.json"
+    path.write_text(json.dumps(document))
+    done = run_cli("import", str(path), "--data-dir", str(data))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def stats(data: Path) -> dict:
+    done = run_cli("stats", "p1", "--data-dir", str(data))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_killed_stores_come_back_on_their_ports_and_nothing_is_lost(tmp_path, processes):
+    data = tmp_path / "data"
+    server = Serve(data, tmp_path / "serve.log", "--processes", str(processes), "--view-flush-interval", "0.2")
+    try:
+        import_document(data, tmp_path, base_document())
+        urls = json.loads((data / "embedded.json").read_text())
+        wait_for(lambda: server.visit(0) == 200, 10, "the imported profile")
+        served = 1
+        pids = store_pids(server.proc.pid)
+        assert set(pids) == {"valkey", "secantusdb"}
+        for pid in pids.values():
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: status(server.port, "/readyz") == 503, 10, "/readyz 503")
+        # While they are down and coming back: pages may be 503 (no MongoDB), never a 500; the views of
+        # the pages served wait in memory.
+        visitor = 1
+        down = time.monotonic()
+        recovered = None
+        while time.monotonic() - down < 60:
+            code = server.visit(visitor)
+            assert code in (200, 503), code
+            served += code == 200
+            visitor += 1
+            if status(server.port, "/readyz") == 200:
+                recovered = time.monotonic() - down
+                break
+            time.sleep(0.2)
+        assert recovered is not None, "the stores never came back"
+        after = store_pids(server.proc.pid)
+        assert set(after) == {"valkey", "secantusdb"} and not set(after.values()) & set(pids.values())
+        assert json.loads((data / "embedded.json").read_text()) == urls  # same ports: workers reconnected alone
+        for _ in range(5):
+            served += server.visit(visitor) == 200
+            visitor += 1
+        wait_for(lambda: server.metric('hepgg_stats_flushed_total{kind="view"}') >= served, 30, "views written")
+        assert stats(data)["views"] == served
+        log = server.log_path.read_text()
+        assert log.count("starting it again in") == 2 and log.count("started again: pid") == 2, log[-3000:]
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.fixture
+def serve_with_fakes(tmp_path, fakes, upstream):
+    def start(data: Path, log_name: str) -> Serve:
+        return Serve(
+            data,
+            tmp_path / log_name,
+            "--processes",
+            "1",
+            "--view-flush-interval",
+            "0.3",
+            "--music-upstream-url",
+            upstream.url,
+            "--turnstile-verify-url",
+            fakes.turnstile.verify_url,
+            "--turnstile-secret",
+            FakeTurnstile.secret,
+            "--sms-api-url",
+            fakes.sms.url,
+            "--smtp-port",
+            str(fakes.smtp.port),
+            "--discord-api-url",
+            fakes.discord.url,
+            "--discord-bot-token",
+            "bot-token",
+        )
+
+    return start
+
+
+async def test_kill_9_of_the_server_and_its_stores_right_after_a_flush_loses_nothing(tmp_path, serve_with_fakes, fakes):
+    """Every view, play and credit MongoDB acknowledged is there after a kill -9 of everything and a restart.
+
+    The kill comes from the SMS API itself: the third SMS request kills the server and both stores the
+    moment it arrives, milliseconds after MongoDB acknowledged that send's credit debit (the debit
+    comes before the delivery, contact/service.py). The views and plays were acknowledged before
+    (the flushed counter), and the log keeps order: if the last write survives, so do they.
+    Without `--sync-on-commit` the last debit was lost (runtime/embedded.py).
+    """
+    data = tmp_path / "data"
+    server = await asyncio.to_thread(serve_with_fakes, data, "first.log")
+    document = copy.deepcopy(base_document())
+    document["users"][0]["sms_credits"] = 100
+    victims: list[int] = []
+
+    async def kill_on_the_third(handler) -> None:
+        if len(fakes.sms.requests) == 3:
+            for pid in victims:  # together: nothing gets a clean stop
+                os.kill(pid, signal.SIGKILL)
+        handler.finish({"id": f"sms{len(fakes.sms.requests)}"})
+
+    fakes.sms.answer = kill_on_the_third
+    try:
+        await asyncio.to_thread(import_document, data, tmp_path, document)
+        await asyncio.to_thread(wait_for, lambda: server.visit(0) == 200, 10, "the imported profile")
+        views, plays = 1, 0
+        for visitor in range(1, 40):
+            views += await asyncio.to_thread(server.visit, visitor) == 200
+        for _ in range(6):
+            plays += await asyncio.to_thread(status, server.port, f"/api/v1/profiles/p1/music/{ISRC}") == 200
+        assert (views, plays) == (40, 6)
+        # Acknowledged: the flusher counts a view or play once MongoDB has acknowledged its write.
+        await asyncio.to_thread(
+            wait_for, lambda: server.metric("hepgg_stats_flushed_total") >= views + plays, 20, "the flush"
+        )
+        victims.extend([server.proc.pid, *store_pids(server.proc.pid).values()])
+        # Valkey (appendfsync everysec) writes each command to its append-only file before it replies.
+        redis_url = json.loads((data / "embedded.json").read_text())["redis_url"]
+        probe = redis.Redis.from_url(redis_url)
+        for i in range(100):
+            probe.set(f"durable-probe-{i}", i)
+        probe.close()
+        codes = [await asyncio.to_thread(send_sms, server.port, f"10.8.0.{i}") for i in range(3)]
+        assert codes[:2] == [200, 200] and codes[2] != 200  # the third never got its answer
+        await asyncio.to_thread(server.proc.wait, 10)
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+    for pid in victims:
+        await asyncio.to_thread(wait_for, lambda pid=pid: not Path(f"/proc/{pid}").exists(), 10, f"{pid} gone")
+    again = await asyncio.to_thread(serve_with_fakes, data, "second.log")
+    try:
+        counted = await asyncio.to_thread(stats, data)
+        assert (counted["views"], counted["plays"]) == (views, plays)
+        assert counted["plays_by_isrc"] == {ISRC: plays}
+        urls = json.loads((data / "embedded.json").read_text())
+        client = MongoClient(urls["mongo_uri"], tz_aware=True)
+        try:
+            assert client.hepgg.users.find_one({"_id": "u1"})["sms_credits"] == 100 - len(fakes.sms.requests)
+        finally:
+            client.close()
+        probe = redis.Redis.from_url(urls["redis_url"])
+        assert [probe.get(f"durable-probe-{i}") for i in range(100)] == [str(i).encode() for i in range(100)]
+        probe.close()
+    finally:
+        assert again.stop() == 0
