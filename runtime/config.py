@@ -231,6 +231,14 @@ class Config:
         2.0, "seconds a profile lookup may be served from memory (staleness bound)", check=between(0, 3600)
     )
     view_flush_interval: float = option(1.0, "seconds between batched view/play writes", check=between(0.01, 300))
+    header_timeout: float = option(
+        5.0, "seconds a new connection may stay silent before it is closed", check=between(0.1, 300)
+    )
+    idle_timeout: float = option(
+        15.0,
+        "seconds an idle keep-alive connection is kept, and a started request head may take",
+        check=between(0.5, 3600),
+    )
     shutdown_grace: float = option(10.0, "seconds music streams may finish after SIGTERM", check=between(0, 3600))
     music_upstream_url: str = option("http://127.0.0.1:9000", "base URL of the music worker", check=http_url)
     music_max_streams: int = option(

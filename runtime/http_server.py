@@ -5,14 +5,18 @@ layer then never sees it; that is how SSE stream requests skip per-request
 machinery during connect storms (presence/fast_path.py). False hands the
 connection to Tornado as usual. None means no byte has arrived yet (a client
 that connects, then writes): the server looks once more when the socket turns
-readable. Connections still silent after FIRST_BYTES_WAIT go to Tornado, whose
-idle timeout then applies; one sweep timer serves all waiting connections.
+readable. A connection still silent after `header_timeout` is closed (issue 18:
+silent sockets were held 85 s each and ran the process out of descriptors); one
+sweep timer serves all waiting connections. Once bytes arrive, Tornado's
+`idle_connection_timeout` bounds the rest of the request head and each idle
+keep-alive wait. Accepting backs off when descriptors run out (runtime/accept.py).
 """
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tornado.httpserver import HTTPServer
@@ -21,25 +25,33 @@ from tornado.iostream import IOStream
 
 from handlers.presence import PresenceFastPath
 from handlers.services import Services
+from runtime.accept import AcceptBackoff, add_accept_handler
 from runtime.app import make_app
 
 Address = tuple[Any, ...]  # the peer's address, as the socket gives it
-FIRST_BYTES_WAIT = 10.0  # seconds; Tornado's own idle timeout starts after this
 
 
 class FirstLookHTTPServer(HTTPServer):
     first_look: Callable[[IOStream], bool | None] | None = None
+    header_timeout = 5.0  # seconds a new connection may stay silent
 
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self._silent: dict[int, tuple[IOStream, Address, float]] = {}  # fd -> (stream, address, deadline)
         self._sweeping = False
+        self.accept_backoff = AcceptBackoff()
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        """As Tornado's, with an accept handler that pauses instead of spinning on EMFILE."""
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = add_accept_handler(sock, self._handle_connection, self.accept_backoff)
 
     def handle_stream(self, stream: IOStream, address: Address) -> None:
         verdict = self.first_look(stream) if self.first_look is not None else False
         if verdict is None:
             fd = stream.socket.fileno()
-            self._silent[fd] = (stream, address, time.monotonic() + FIRST_BYTES_WAIT)
+            self._silent[fd] = (stream, address, time.monotonic() + self.header_timeout)
             IOLoop.current().add_handler(fd, self._readable, IOLoop.READ)
             self._schedule_sweep()
         elif not verdict:
@@ -64,8 +76,7 @@ class FirstLookHTTPServer(HTTPServer):
         self._sweeping = False
         now = time.monotonic()
         for fd in [fd for fd, (_, _, deadline) in self._silent.items() if deadline <= now]:
-            stream, address, _ = self._release(fd)
-            super().handle_stream(stream, address)
+            self._release(fd)[0].close()  # sent nothing: its descriptor is worth more to someone else
         if self._silent:
             self._schedule_sweep()
 
@@ -75,8 +86,11 @@ class FirstLookHTTPServer(HTTPServer):
         await super().close_all_connections()
 
 
-def make_http_server(services: Services, *, json_logs: bool = False, **params: Any) -> HTTPServer:
+def make_http_server(
+    services: Services, *, json_logs: bool = False, header_timeout: float = 5.0, **params: Any
+) -> HTTPServer:
     """The app's HTTPServer (`params` as for tornado's), with the SSE stream fast path."""
     server = FirstLookHTTPServer(make_app(services, json_logs=json_logs), **params)
     server.first_look = PresenceFastPath(services)
+    server.header_timeout = header_timeout
     return server

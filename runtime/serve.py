@@ -50,9 +50,39 @@ def raise_fd_limit() -> int:
     return hard
 
 
+def fd_reserve(limit: int) -> int:
+    """Descriptors kept out of the stream caps: /healthz, store connections, render pipes, logs."""
+    return min(1000, max(64, limit // 10))
+
+
+def fit_stream_caps(config: Config, limit: int) -> Config:
+    """Stream caps within RLIMIT_NOFILE less a reserve: an SSE stream holds one descriptor, music two.
+
+    Past a cap a new stream is shed (SSE: 200 with a `retry:` hint; music: 503 with Retry-After), so
+    streams alone cannot run the worker out of descriptors (issue 18: 19,000 SSE streams plus 1,500
+    silent sockets took /healthz down).
+    """
+    usable = max(1, limit - fd_reserve(limit))
+    sse, music = min(config.sse_max_streams, usable), min(config.music_max_streams, max(1, usable // 2))
+    if (sse, music) != (config.sse_max_streams, config.music_max_streams):
+        log.warning(
+            "file descriptor limit %d (%d kept in reserve): at most %d SSE streams (asked %d) and %d music streams"
+            " (asked %d) per process",
+            limit,
+            limit - usable,
+            sse,
+            config.sse_max_streams,
+            music,
+            config.music_max_streams,
+        )
+    return replace(config, sse_max_streams=sse, music_max_streams=music)
+
+
 def serve(config: Config, metrics_dir: str | None = None) -> int:
     """Run until SIGTERM/SIGINT; `metrics_dir` is where workers write metrics (runtime/metrics_dir.py)."""
-    log.info("file descriptor limit %d", raise_fd_limit())
+    limit = raise_fd_limit()
+    log.info("file descriptor limit %d", limit)
+    config = fit_stream_caps(config, limit)
     clock = ShutdownClock(config.shutdown_grace)  # SIGTERM to exit within the grace (runtime/shutdown.py)
     stores, mongo_uri, redis_url = resolve_store_urls(config, exclusive=True, command="serve")
     try:
@@ -112,7 +142,8 @@ class Worker:
             services,
             json_logs=config.json_logs,
             max_body_size=MAX_BODY_BYTES,
-            idle_connection_timeout=75,
+            header_timeout=config.header_timeout,
+            idle_connection_timeout=config.idle_timeout,
             body_timeout=30,
         )
         server.add_sockets(self.sockets)

@@ -121,7 +121,12 @@ class TestServer:
 async def start_test_server(config: Config, **build_kwargs: Any) -> TestServer:
     services = await build_services(config, config.mongo_uri, config.redis_url, **build_kwargs)
     sockets = bind_sockets(0, "127.0.0.1")
-    server = make_http_server(services, max_body_size=1024 * 1024)
+    server = make_http_server(
+        services,
+        max_body_size=1024 * 1024,
+        header_timeout=config.header_timeout,
+        idle_connection_timeout=config.idle_timeout,
+    )
     server.add_sockets(sockets)
     return TestServer(config, services, server, sockets[0].getsockname()[1])
 

@@ -14,6 +14,8 @@ from runtime.config import OPTIONS, Config, ConfigError, load_config
 from conftest import ROOT, run_cli
 
 REFUSED = [
+    ("header_timeout", "0"),
+    ("idle_timeout", "0"),
     ("sse_ping_interval", "-1"),
     ("sse_ping_interval", "0"),
     ("sse_max_buffer", "-1"),

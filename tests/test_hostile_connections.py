@@ -1,0 +1,104 @@
+"""Out of file descriptors, the server pauses accepting instead of spinning, and frees silent sockets.
+
+Issue 18: under a 1,024-fd limit, 1,100 silent sockets made Tornado's accept handler fail with EMFILE
+on every loop turn (114 MB of log and 10 s of CPU in 10 s) and /healthz stayed unreachable for the 60 s
+the sockets stayed open. Here `serve` runs under a 256-descriptor limit and 400 sockets connect and say
+nothing, and stay open on the client's side for the whole test.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from runtime.config import load_config
+from runtime.serve import fd_reserve, fit_stream_caps
+
+from conftest import ROOT, free_port, wait_until_serving
+
+LIMIT = 256
+SILENT = 400
+
+
+@pytest.mark.parametrize("limit", [256, 1024, 20000, 1_000_000])
+def test_stream_caps_leave_descriptors_in_reserve(limit):
+    fitted = fit_stream_caps(load_config(environ={}), limit)
+    reserve = fd_reserve(limit)
+    assert 64 <= reserve <= 1000
+    assert fitted.sse_max_streams <= limit - reserve
+    assert 2 * fitted.music_max_streams <= limit - reserve
+    if limit >= 1_000_000:  # room for the defaults: untouched
+        assert (fitted.sse_max_streams, fitted.music_max_streams) == (19000, 2000)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def healthz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+def limit_descriptors() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
+
+
+@pytest.mark.slow
+def test_silent_sockets_past_the_fd_limit_cost_neither_the_log_nor_healthz(private_stores, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEPGG_", "PROMETHEUS_"))}
+    argv = [sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--port", str(port), "--processes", "1"]
+    argv += ["--mongo-uri", private_stores.mongo_uri, "--redis-url", private_stores.redis_url]
+    argv += ["--og-render-processes", "1", "--header-timeout", "1", "--log-level", "info"]
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT, preexec_fn=limit_descriptors
+    )
+    sockets: list[socket.socket] = []
+    try:
+        wait_until_serving(proc, port, "/readyz")
+        lines_before = len(log_path.read_text().splitlines())
+        cpu_before = cpu_seconds(proc.pid)
+        started = time.monotonic()
+        for _ in range(SILENT):  # each completes its handshake (the kernel's backlog), then says nothing
+            sockets.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        # While they stay open, /healthz is answered within a few header timeouts (the server closes the
+        # silent ones it accepted, accepts more from the backlog, and so reaches ours).
+        deadline = time.monotonic() + 20
+        while healthz(port) != 200:
+            assert time.monotonic() < deadline, "/healthz unreachable"
+            time.sleep(0.2)
+        reached = time.monotonic() - started
+        time.sleep(max(0.0, 10 - reached))  # ten seconds of pressure in all
+        elapsed = time.monotonic() - started
+        cpu = cpu_seconds(proc.pid) - cpu_before
+        text = log_path.read_text()
+        lines = text.splitlines()[lines_before:]
+        refused = [line for line in lines if "accept failed" in line]
+        assert "Traceback" not in text
+        assert 1 <= len(refused) <= elapsed / 10 + 2, refused  # one line per interval, with a count
+        assert len(lines) <= 20, lines[:20]
+        assert cpu < 0.5 * elapsed, f"{cpu:.1f}s of CPU in {elapsed:.1f}s"
+        assert healthz(port) == 200
+    finally:
+        for sock in sockets:
+            sock.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
