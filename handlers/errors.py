@@ -5,7 +5,8 @@ Handlers and features raise; nothing else decides a status. `answer_for` maps:
 - `ApiError` (a handler's own refusal) and the contact domain's `ContactError`
   to their status, visitor-facing message and headers (Retry-After on a burst 429);
 - a store outage (store/outages.py) to 503 with Retry-After, on every route,
-  never a 500: the request was fine and will work again;
+  never a 500: the request was fine and will work again; so is a music request
+  with no stream slot free (`MusicBusy`);
 - a card that could not be drawn (`RenderError`) to 500 "Render failed";
 - Tornado's `HTTPError` to its status with a short fixed message;
 - anything else to 500 "Internal error" (a bug: logged with its traceback).
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field, replace
 import tornado.web
 
 from contact.errors import ContactError
+from music.errors import MusicBusy
 from render.og_card import RenderError
 from store.outages import RETRY_AFTER_SECONDS, STORE_OUTAGES
 
@@ -77,6 +79,8 @@ def _answer_for(status_code: int, exc: BaseException | None) -> ErrorAnswer:
         return ErrorAnswer(exc.status, exc.message, exc.headers)
     if isinstance(exc, STORE_OUTAGES):
         return ErrorAnswer(503, message_for(503), {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    if isinstance(exc, MusicBusy):
+        return ErrorAnswer(503, message_for(503), {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, RenderError):
         return ErrorAnswer(500, "Render failed", reason=RENDER_FAILED)
     if isinstance(exc, tornado.web.HTTPError):

@@ -14,6 +14,7 @@ from typing import Any
 import tornado.web
 from tornado.http1connection import HTTP1Connection
 
+from common.client_ip import rate_limit_subject
 from common.metrics import OPEN_STREAMS
 from handlers.base import ApiHandler
 from music import ranges
@@ -71,6 +72,8 @@ class MusicHandler(ApiHandler):
             now = self.services.clock.now()
             self.services.stats.record_play(site.profile.id, site.owner.id, now, isrc, visitor_ip, user_agent)
 
+        subject = rate_limit_subject(self.client_ip)
+        await self.music.admit(subject)  # a slot, within the queue timeout and the address's share
         self.relay = self.music.relay(
             url=self.music.track_url(isrc),
             method=method,
@@ -80,7 +83,7 @@ class MusicHandler(ApiHandler):
             sink=self,
             on_play=on_play,
         )
-        stream = OpenStream(site.profile.id, self.relay)
+        stream = OpenStream(site.profile.id, self.relay, subject)
         self.music.opened(stream)
         _MUSIC_STREAMS.inc()
         try:

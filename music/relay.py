@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -129,6 +130,7 @@ class Relay:
         self._take: int | None = None  # bytes still to pass before the range's end
         self._trimmed = False  # the wanted range is complete; the rest of the upstream body is unwanted
         self._paused = False
+        self.paused_since: float | None = None  # monotonic time the listener stopped keeping up
         self._queued = 0  # written to the sink, not yet flushed
         self._inflight = 0  # being flushed
         self._discard = False
@@ -230,6 +232,7 @@ class Relay:
         if not self._paused:
             return
         self._paused = False
+        self.paused_since = None
         try:
             # May call _on_body synchronously with the chunk libcurl kept while paused.
             curl.pause(pycurl.PAUSE_CONT)
@@ -320,6 +323,8 @@ class Relay:
                 return None
             if self._queued + self._inflight >= self.high_water:
                 self._paused = True
+                if self.paused_since is None:
+                    self.paused_since = time.monotonic()
                 return WRITEFUNC_PAUSE  # libcurl keeps this chunk and offers it again on resume
             data = chunk
             if self._skip:

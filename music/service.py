@@ -8,12 +8,22 @@ open stream's profile is still visible and its owner still has an enabled music
 key, and stops the streams that lost it: revoking music access silences playing
 audio within the cache bound. On shutdown, streams may finish within the grace;
 the rest are stopped.
+
+Admission (issue 18: 2,000 GETs that never read held every slot and every other
+music request waited without end in curl's queue): `admit` takes one of
+`max_streams` slots, waiting at most `queue_timeout` for one (then `MusicBusy`,
+a 503 with Retry-After), and refuses an address (an IPv6 /64) already holding
+`per_address` streams. The same loop that watches revocations drops a listener
+whose transfer has been paused (it reads nothing) longer than `pause_limit`;
+the player resumes with `Range`. While paused a listener holds at most
+`high_water` unsent bytes plus the one chunk libcurl keeps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +31,7 @@ from dataclasses import dataclass, field
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 
 from common.tasks import raise_if_cancelling
+from music.errors import MusicBusy
 from music.ranges import ByteRange
 from music.relay import Relay, Sink
 from store.clock import Clock
@@ -30,12 +41,14 @@ log = logging.getLogger("hepgg.music")
 
 REVOKED = "music access revoked"
 SHUTTING_DOWN = "server shutting down"
+LISTENER_PAUSED = "listener paused too long"
 
 
 @dataclass(eq=False)
 class OpenStream:
     profile_id: str
     relay: Relay
+    subject: str = ""  # the address (or IPv6 /64) it counts against
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,10 @@ class MusicSettings:
     chunk_bytes: int
     high_water: int
     profile_cache_ttl: float  # revocation is checked every quarter of it (within 0.05-1 s)
+    max_streams: int = 2000  # upstream transfers at once (the curl client's slots)
+    queue_timeout: float = 5.0  # seconds a request may wait for a slot
+    per_address: int = 32  # streams one address (IPv6: its /64) may hold
+    pause_limit: float = 60.0  # seconds a listener may read nothing before it is dropped
 
     @property
     def revocation_interval(self) -> float:
@@ -60,9 +77,33 @@ class MusicService:
     settings: MusicSettings
     streams: set[OpenStream] = field(default_factory=set)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _slots: asyncio.Semaphore = field(init=False)
+    _by_subject: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._idle.set()
+        self._slots = asyncio.Semaphore(self.settings.max_streams)
+
+    async def admit(self, subject: str) -> None:
+        """Take a stream slot for `subject` (release it with `closed`); raises MusicBusy."""
+        if self._by_subject.get(subject, 0) >= self.settings.per_address:
+            raise MusicBusy(f"{subject} holds {self.settings.per_address} music streams")
+        self._by_subject[subject] = self._by_subject.get(subject, 0) + 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.settings.queue_timeout)
+        except TimeoutError:
+            self._release_subject(subject)
+            raise MusicBusy(f"no music stream slot within {self.settings.queue_timeout:g}s") from None
+        except BaseException:
+            self._release_subject(subject)
+            raise
+
+    def _release_subject(self, subject: str) -> None:
+        left = self._by_subject.get(subject, 0) - 1
+        if left > 0:
+            self._by_subject[subject] = left
+        else:
+            self._by_subject.pop(subject, None)
 
     def track_url(self, isrc: str) -> str:
         return f"{self.settings.upstream_url.rstrip('/')}/tracks/{isrc}"
@@ -99,7 +140,11 @@ class MusicService:
         self._idle.clear()
 
     def closed(self, stream: OpenStream) -> None:
-        self.streams.discard(stream)
+        """The stream ended: its slot (taken by `admit`) is free again."""
+        if stream in self.streams:
+            self.streams.discard(stream)
+            self._slots.release()
+            self._release_subject(stream.subject)
         if not self.streams:
             self._idle.set()
 
@@ -111,11 +156,26 @@ class MusicService:
         while True:
             await asyncio.sleep(interval)
             if self.streams:
+                self.drop_paused()
                 try:
                     await self.stop_revoked()
                 except Exception:
                     raise_if_cancelling()
                     log.exception("music revocation check failed")
+
+    def drop_paused(self, now: float | None = None) -> int:
+        """Stop streams whose listener has read nothing for longer than `pause_limit` (not one timer each)."""
+        now = time.monotonic() if now is None else now
+        limit = self.settings.pause_limit
+        dropped = 0
+        for stream in list(self.streams):
+            since = stream.relay.paused_since
+            if since is not None and now - since > limit:
+                stream.relay.stop(LISTENER_PAUSED)
+                dropped += 1
+        if dropped:
+            log.info("dropped %d music listeners paused over %.0fs", dropped, limit)
+        return dropped
 
     async def stop_revoked(self) -> int:
         """Stop streams whose profile is gone/hidden or whose owner's music key is disabled."""

@@ -244,6 +244,17 @@ class Config:
     music_max_streams: int = option(
         2000, "concurrent upstream music transfers per process", check=between(1, 1_000_000)
     )
+    music_queue_timeout: float = option(
+        5.0, "seconds a music request may wait for a free stream before 503", check=between(0.1, 300)
+    )
+    music_streams_per_address: int = option(
+        32, "music streams one client address (IPv6: its /64) may hold", check=between(1, 1_000_000)
+    )
+    music_pause_limit: float = option(
+        60.0,
+        "seconds a music listener may read nothing before it is dropped (the player resumes with Range)",
+        check=between(1, 3600),
+    )
     music_connect_timeout: float = option(
         5.0, "seconds to connect to the music worker before answering 502", check=between(0.1, 300)
     )

@@ -195,6 +195,10 @@ def _start_music(config: Config, sites: SiteDirectory, clock: Clock, lifecycle: 
         chunk_bytes=config.music_chunk_bytes,
         high_water=config.music_high_water,
         profile_cache_ttl=config.profile_cache_ttl,
+        max_streams=config.music_max_streams,
+        queue_timeout=config.music_queue_timeout,
+        per_address=config.music_streams_per_address,
+        pause_limit=config.music_pause_limit,
     )
     music = MusicService(client, sites, clock, settings)
     lifecycle.on_close(music.close)

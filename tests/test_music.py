@@ -429,13 +429,106 @@ async def test_revoking_the_music_key_stops_playing_audio(music_server, upstream
     assert response.code == 404
 
 
+# ---------------------------------------------------------------- hostile listeners (issue 18)
+
+
+async def hold_stream(port: int, address: str) -> tuple[socket.socket, bytes]:
+    """A listener from `address` (X-Forwarded-For, the peer being a trusted proxy) that never reads the body."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    request = f"GET {PATH} HTTP/1.1\r\nHost: hep.gg\r\nX-Forwarded-For: {address}\r\n\r\n"
+    await loop.sock_sendall(sock, request.encode())
+    head = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+    return sock, head
+
+
+@pytest.fixture
+async def guarded_music(make_server, upstream):
+    server = await make_server(
+        music_upstream_url=upstream.url,
+        music_max_streams=3,
+        music_streams_per_address=2,
+        music_queue_timeout=0.5,
+        music_pause_limit=1,
+        trusted_proxies="127.0.0.1/32",
+    )
+    await server.load(base_document())
+    held: list[socket.socket] = []
+    server.held = held
+    yield server
+    for sock in held:
+        sock.close()
+
+
+async def busy(server, address: str) -> tuple[int, str | None, bytes, float]:
+    started = asyncio.get_running_loop().time()
+    response = await server.fetch(PATH, headers={"X-Forwarded-For": address})
+    elapsed = asyncio.get_running_loop().time() - started
+    return response.code, response.headers.get("Retry-After"), response.body, elapsed
+
+
+@pytest.mark.parametrize("first, second, third", [("10.1.0.1",) * 3, ("2001:db8::1", "2001:db8::2", "2001:db8::ff")])
+async def test_one_address_holds_at_most_its_share_of_music_streams(guarded_music, upstream, first, second, third):
+    upstream.mode = "hang-body"  # headers and the first bytes, then nothing: each stream stays open
+    for address in (first, second):  # an IPv6 /64 is one address
+        sock, head = await hold_stream(guarded_music.port, address)
+        guarded_music.held.append(sock)
+        assert head.startswith(b"HTTP/1.1 200")
+    code, retry_after, body, elapsed = await busy(guarded_music, third)
+    assert (code, retry_after, body) == (503, "5", b"")
+    assert elapsed < 0.5  # refused at once, not queued
+    assert len(upstream.requests) == 2
+    sock, head = await hold_stream(guarded_music.port, "10.1.0.2")  # another address still gets one
+    guarded_music.held.append(sock)
+    assert head.startswith(b"HTTP/1.1 200")
+
+
+async def test_a_request_waits_for_a_free_stream_at_most_the_queue_timeout(guarded_music, upstream):
+    """Issue 18: with every slot held, other music requests waited in curl's queue without end."""
+    upstream.mode = "hang-body"
+    for i in range(3):
+        sock, head = await hold_stream(guarded_music.port, f"10.2.0.{i}")
+        guarded_music.held.append(sock)
+        assert head.startswith(b"HTTP/1.1 200")
+    code, retry_after, body, elapsed = await busy(guarded_music, "10.2.1.1")
+    assert (code, retry_after, body) == (503, "5", b"")
+    assert 0.45 < elapsed < 3
+    assert len(upstream.requests) == 3  # never handed to curl
+    guarded_music.held.pop().close()  # a slot frees up: the next one gets it
+    await wait_until(lambda: len(guarded_music.services.music.streams) == 2)
+    sock, head = await hold_stream(guarded_music.port, "10.2.1.2")
+    guarded_music.held.append(sock)
+    assert head.startswith(b"HTTP/1.1 200")
+
+
+async def test_a_listener_paused_past_the_limit_is_dropped(guarded_music, upstream):
+    upstream.mode = "stream"
+    sock, head = await hold_stream(guarded_music.port, "10.3.0.1")
+    guarded_music.held.append(sock)
+    assert head.startswith(b"HTTP/1.1 200")
+    music = guarded_music.services.music
+    await wait_until(lambda: any(stream.relay.paused for stream in music.streams))
+    [stream] = music.streams
+    assert stream.relay.buffered <= guarded_music.config.music_high_water + guarded_music.config.music_chunk_bytes
+    paused = asyncio.get_running_loop().time()
+    await wait_until(lambda: not music.streams, timeout=5)  # pause limit 1 s, checked at least once a second
+    assert asyncio.get_running_loop().time() - paused >= 0.9
+    await asyncio.wait_for(upstream.closed.wait(), 3)
+    loop = asyncio.get_running_loop()
+    while data := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 5):  # what was sent, then the close
+        assert data
+
+
 async def test_shutdown_lets_streams_finish_within_the_grace_then_stops_them(music_server, upstream):
     upstream.mode = "stream"
     sock, _ = await open_stalled_listener(music_server.port)
     await wait_until(lambda: upstream.sent > 0)
     started = asyncio.get_running_loop().time()
-    await music_server.services.lifecycle.drain(0.5)
-    assert 0.45 < asyncio.get_running_loop().time() - started < 3
+    await music_server.services.lifecycle.drain(0.5)  # waits for the stream, then stops it: all within 0.5 s
+    assert 0.3 < asyncio.get_running_loop().time() - started < 0.75
     assert not music_server.services.music.streams
     await asyncio.wait_for(upstream.closed.wait(), 3)
     sock.close()

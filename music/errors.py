@@ -1,0 +1,13 @@
+"""The music feature's refusals (handlers/errors.py gives each its HTTP answer)."""
+
+from __future__ import annotations
+
+
+class MusicBusy(Exception):
+    """No stream slot for this request (all taken past the queue timeout, or its address holds its share)."""
+
+    retry_after = 5  # seconds
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
