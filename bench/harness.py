@@ -331,6 +331,9 @@ class Stack:
                 str(port),
                 "--log-level",
                 "warning",
+                # The load generators are one address standing in for thousands of visitors.
+                "--connections-per-address",
+                "1000000",
                 *self.store_flags(),
                 *flags,
             ],

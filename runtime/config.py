@@ -234,6 +234,11 @@ class Config:
     header_timeout: float = option(
         5.0, "seconds a new connection may stay silent before it is closed", check=between(0.1, 300)
     )
+    connections_per_address: int = option(
+        256,
+        "open connections (SSE streams included) per client address, IPv6 /64; trusted proxies exempt",
+        check=between(1, 1_000_000),
+    )
     idle_timeout: float = option(
         15.0,
         "seconds an idle keep-alive connection is kept, and a started request head may take",

@@ -10,10 +10,17 @@ silent sockets were held 85 s each and ran the process out of descriptors); one
 sweep timer serves all waiting connections. Once bytes arrive, Tornado's
 `idle_connection_timeout` bounds the rest of the request head and each idle
 keep-alive wait. Accepting backs off when descriptors run out (runtime/accept.py).
+One client address (IPv6: its /64, as the rate limits count) may hold at most
+`per_address` open connections, SSE streams included; a trusted proxy's are not
+counted (its clients are many). Past that a new connection gets a bare 503 with
+Retry-After and is closed before anything is parsed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -23,23 +30,87 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
+from common.client_ip import TrustedProxies, rate_limit_subject
 from handlers.presence import PresenceFastPath
 from handlers.services import Services
 from runtime.accept import AcceptBackoff, add_accept_handler
 from runtime.app import make_app
 
+log = logging.getLogger("hepgg.http")
+
 Address = tuple[Any, ...]  # the peer's address, as the socket gives it
+TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+)
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between lines about refused connections
+
+
+class CountedIOStream(IOStream):
+    """An IOStream that says when its descriptor is closed, whoever closes it (the per-address count)."""
+
+    on_close_fd: Callable[[], None] | None = None
+
+    def close_fd(self) -> None:
+        try:
+            super().close_fd()
+        finally:
+            release, self.on_close_fd = self.on_close_fd, None
+            if release is not None:
+                release()
 
 
 class FirstLookHTTPServer(HTTPServer):
     first_look: Callable[[IOStream], bool | None] | None = None
     header_timeout = 5.0  # seconds a new connection may stay silent
+    per_address = 256  # open connections per client address (IPv6: its /64)
+    trusted_proxies = TrustedProxies(())
 
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self._silent: dict[int, tuple[IOStream, Address, float]] = {}  # fd -> (stream, address, deadline)
         self._sweeping = False
         self.accept_backoff = AcceptBackoff()
+        self.open_by_address: dict[str, int] = {}
+        self.refused_connections = 0
+        self._refusals_logged_at = 0.0
+
+    def _handle_connection(self, connection: socket.socket, address: Any) -> None:
+        """Tornado's (no TLS here: a proxy terminates it), counting connections per client address."""
+        assert self.ssl_options is None
+        peer = address[0] if isinstance(address, tuple) and address else ""
+        subject = rate_limit_subject(peer) if peer and not self.trusted_proxies.trusts(peer) else None
+        if subject is not None:
+            if self.open_by_address.get(subject, 0) >= self.per_address:
+                self._refuse(connection, subject)
+                return
+            self.open_by_address[subject] = self.open_by_address.get(subject, 0) + 1
+        stream = CountedIOStream(connection, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
+        if subject is not None:
+            stream.on_close_fd = functools.partial(self._release_address, subject)
+        self.handle_stream(stream, address)
+
+    def _release_address(self, subject: str) -> None:
+        left = self.open_by_address.get(subject, 0) - 1
+        if left > 0:
+            self.open_by_address[subject] = left
+        else:
+            self.open_by_address.pop(subject, None)
+
+    def _refuse(self, connection: socket.socket, subject: str) -> None:
+        with contextlib.suppress(OSError):
+            connection.setblocking(False)
+            connection.send(TOO_MANY_CONNECTIONS)
+        connection.close()
+        self.refused_connections += 1
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
+            self._refusals_logged_at = now
+            log.warning(
+                "refused %d connections in all: %s (among others) holds %d, the most one address may",
+                self.refused_connections,
+                subject,
+                self.per_address,
+            )
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """As Tornado's, with an accept handler that pauses instead of spinning on EMFILE."""
@@ -87,10 +158,17 @@ class FirstLookHTTPServer(HTTPServer):
 
 
 def make_http_server(
-    services: Services, *, json_logs: bool = False, header_timeout: float = 5.0, **params: Any
+    services: Services,
+    *,
+    json_logs: bool = False,
+    header_timeout: float = 5.0,
+    connections_per_address: int = 256,
+    **params: Any,
 ) -> HTTPServer:
     """The app's HTTPServer (`params` as for tornado's), with the SSE stream fast path."""
     server = FirstLookHTTPServer(make_app(services, json_logs=json_logs), **params)
     server.first_look = PresenceFastPath(services)
     server.header_timeout = header_timeout
+    server.per_address = connections_per_address
+    server.trusted_proxies = services.trusted_proxies
     return server

@@ -15,6 +15,7 @@ from conftest import ROOT, run_cli
 
 REFUSED = [
     ("header_timeout", "0"),
+    ("connections_per_address", "0"),
     ("music_queue_timeout", "0"),
     ("music_streams_per_address", "0"),
     ("music_pause_limit", "0"),

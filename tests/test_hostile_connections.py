@@ -8,6 +8,7 @@ nothing, and stay open on the client's side for the whole test.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import signal
@@ -37,6 +38,39 @@ def test_stream_caps_leave_descriptors_in_reserve(limit):
     assert 2 * fitted.music_max_streams <= limit - reserve
     if limit >= 1_000_000:  # room for the defaults: untouched
         assert (fitted.sse_max_streams, fitted.music_max_streams) == (19000, 2000)
+
+
+async def test_one_address_holds_at_most_its_share_of_connections(make_server):
+    server = await make_server(connections_per_address=3)
+    held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+    try:
+        await asyncio.sleep(0.1)
+        assert server.http_server.open_by_address == {"127.0.0.1": 3}
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        answer = await asyncio.wait_for(reader.read(), 5)  # refused before it says anything
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 5" in answer
+        held.pop()[1].close()  # one closes: the address may open another
+        deadline = asyncio.get_running_loop().time() + 5
+        while server.http_server.open_by_address.get("127.0.0.1") != 2:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
+        response = await server.fetch("/healthz")
+        assert response.code == 200
+    finally:
+        for _, writer in held:
+            writer.close()
+
+
+async def test_a_trusted_proxy_is_not_capped(make_server):
+    server = await make_server(connections_per_address=2, trusted_proxies="127.0.0.1/32")
+    held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(4)]
+    try:
+        assert (await server.fetch("/healthz")).code == 200
+        assert server.http_server.open_by_address == {}
+    finally:
+        for _, writer in held:
+            writer.close()
 
 
 def cpu_seconds(pid: int) -> float:
