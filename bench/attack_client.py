@@ -1,0 +1,213 @@
+"""The attack benchmark's client: one attack from 127.0.0.1 while legitimate visitors measure, from 127.0.0.2.
+
+    python -m bench.attack_client '{"port": P, "redis_url": URL, "attack": NAME, "seconds": S, ...}'
+
+Prints one JSON object: the legitimate visitors' latencies and failures, and what the attack got. Loopback
+takes any 127.0.0.0/8 source, so attackers and visitors are different client addresses to the server, as
+its per-address caps see them. Attacks (bench/attack_bench.py):
+  idle     none: the baseline
+  music    `attackers` music GETs that never read the body (4 KiB receive buffer)
+  silent   `attackers` sockets that connect and send nothing
+  sse      `attackers` SSE streams held open
+  storm    `storm` clients connecting an SSE stream, reading its head and closing, again and again
+Visitors: a page GET every 50 ms, a music GET every 250 ms (time to the first body byte, then closed),
+and `listeners` SSE streams on one user receiving a presence PUBLISH every 250 ms (publish to receipt).
+Every loop is bounded by `seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import socket
+import sys
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+ATTACKER, VISITOR = "127.0.0.1", "127.0.0.2"
+
+
+async def open_from(source: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def request_head(port: int, path: str, host: str, timeout: float = 10) -> tuple[int, float, bytes]:
+    """Status, seconds to the first body byte (or the end of the head when there is no body), and the head."""
+    started = time.perf_counter()
+    reader, writer = await open_from(VISITOR, port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Mozilla/5.0 bench\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        status = int(head.split(b" ", 2)[1])
+        if status == 200 and b"content-length: 0\r\n" not in head.lower():
+            await asyncio.wait_for(reader.readexactly(1), timeout)
+        return status, time.perf_counter() - started, head
+    finally:
+        writer.close()
+
+
+async def visitor_loop(args: dict, kind: str, interval: float, out: dict) -> None:
+    path, host = (args["music_path"], "music.hep.gg") if kind == "music" else ("/", args["page_host"])
+    deadline = time.monotonic() + args["seconds"]
+    while time.monotonic() < deadline:
+        tick = time.monotonic()
+        try:
+            status, elapsed, _ = await request_head(args["port"], path, host)
+            if status == 200:
+                out[kind].append(elapsed * 1000)
+            else:
+                out["failures"].append(f"{kind} {status}")
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            out["failures"].append(f"{kind} {type(exc).__name__}")
+        await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
+
+
+async def listeners(args: dict, out: dict) -> None:
+    """`listeners` visitor streams on one user; a PUBLISH every 250 ms; latency = receipt - publish stamp."""
+    user = args["user"]
+    streams = []
+    for _ in range(args["listeners"]):
+        reader, writer = await open_from(VISITOR, args["port"])
+        writer.write(f"GET /api/v1/profiles/presence/{user}/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            out["failures"].append("sse head")
+        streams.append((reader, writer))
+
+    async def read(reader: asyncio.StreamReader) -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                out["failures"].append("sse closed")
+                return
+            marker = line.find(b'"t":')
+            if marker >= 0:
+                stamp = int(line[marker + 4 :].split(b"}", 1)[0].split(b",", 1)[0])
+                out["sse"].append((time.time_ns() - stamp) / 1e6)
+            elif line.startswith(b"retry:") and out["sse"]:
+                out["failures"].append("sse shed")
+                return
+
+    readers = [asyncio.ensure_future(read(reader)) for reader, _ in streams]
+    publisher = aioredis.Redis.from_url(args["redis_url"])
+    deadline = time.monotonic() + args["seconds"]
+    seq = 0
+    while time.monotonic() < deadline:
+        seq += 1
+        payload = {"status": "online", "activity": {"name": "bench", "type": 0}, "seq": seq, "t": time.time_ns()}
+        await publisher.publish(f"presence:{user}", json.dumps(payload))
+        await asyncio.sleep(0.25)
+    await asyncio.sleep(1)
+    out["published"] = seq * len(streams)
+    for task in readers:
+        task.cancel()
+    for _, writer in streams:
+        writer.close()
+    await publisher.aclose()
+
+
+async def attack(args: dict, result: dict) -> list[Any]:
+    """Start the attack; returns what to close at the end. Runs while the visitors measure."""
+    kind, count, port = args["attack"], args["attackers"], args["port"]
+    held: list[Any] = []
+    refused = 0
+    if kind in ("music", "silent", "sse"):
+        request = {
+            "music": f"GET {args['music_path']} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+            "sse": f"GET /api/v1/profiles/presence/{args['user']}/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+            "silent": b"",
+        }[kind]
+        loop = asyncio.get_running_loop()
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.bind((ATTACKER, 0))
+            sock.setblocking(False)
+            try:
+                await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), 5)
+                if request:
+                    await loop.sock_sendall(sock, request)
+            except (TimeoutError, OSError):
+                refused += 1
+                sock.close()
+                continue
+            held.append(sock)
+        await asyncio.sleep(1)
+        for sock in held:  # a refused one got a 503 and was closed; count what the server kept
+            try:
+                data = sock.recv(64, socket.MSG_PEEK)
+            except BlockingIOError:
+                data = b"pending"
+            except OSError:
+                data = b""
+            if data.startswith(b"HTTP/1.1 503") or data == b"":
+                refused += 1
+        result["attack_refused"] = refused
+    elif kind == "storm":
+        deadline = time.monotonic() + args["seconds"]
+        done = {"streams": 0, "errors": 0}
+
+        async def storm_one() -> None:
+            while time.monotonic() < deadline:
+                try:
+                    reader, writer = await asyncio.wait_for(open_from(ATTACKER, port), 5)
+                    writer.write(
+                        f"GET /api/v1/profiles/presence/{args['user']}/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                    )
+                    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                    writer.close()
+                    done["streams"] += 1
+                except (TimeoutError, OSError, asyncio.IncompleteReadError):
+                    done["errors"] += 1
+                    await asyncio.sleep(0.05)
+
+        held.append(asyncio.gather(*(storm_one() for _ in range(args["storm"]))))
+        result["storm"] = done
+    return held
+
+
+async def main(args: dict) -> dict:
+    out: dict[str, Any] = {"page": [], "music": [], "sse": [], "failures": []}
+    result: dict[str, Any] = {}
+    held = await attack(args, result)
+    await asyncio.gather(
+        visitor_loop(args, "page", 0.05, out),
+        visitor_loop(args, "music", 0.25, out),
+        listeners(args, out),
+    )
+    for item in held:
+        if isinstance(item, socket.socket):
+            item.close()
+        else:
+            await item
+    received = len(out["sse"])
+    if received < out.get("published", 0):
+        out["failures"].append(f"sse {out['published'] - received} events missed")
+    return {
+        "attack": args["attack"],
+        "page_p99_ms": percentile(out["page"], 99),
+        "music_ttfb_p99_ms": percentile(out["music"], 99),
+        "sse_p99_ms": percentile(out["sse"], 99),
+        "requests": len(out["page"]) + len(out["music"]),
+        "events": received,
+        "failures": out["failures"][:20],
+        "failure_count": len(out["failures"]),
+        **result,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(json.loads(sys.argv[1])))))
