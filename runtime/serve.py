@@ -40,6 +40,7 @@ log = logging.getLogger("hepgg.serve")
 
 MAX_BODY_BYTES = 1024 * 1024  # API handlers enforce their own, smaller limits with a JSON answer
 STORE_CHECK_INTERVAL = 0.5  # seconds between looks at the embedded stores' processes
+KILLED_REAP_WAIT = 0.1  # seconds the supervisor waits for SIGKILLed workers before it stops the stores
 
 
 def raise_fd_limit() -> int:
@@ -108,7 +109,7 @@ def serve(config: Config, metrics_dir: str | None = None) -> int:
         return _supervise(worker, processes, stores)
     finally:
         # What is left of the grace (all of it when no SIGTERM came); a stopped store is woken to stop.
-        stores.stop(timeout=clock.left(clock.budget.grace - clock.budget.slack))
+        stores.stop(timeout=clock.left(clock.budget.grace - clock.budget.exit))
 
 
 @dataclass
@@ -128,7 +129,7 @@ class Worker:
     def exit_by(self) -> float:
         """Seconds after SIGTERM by which this process must be gone."""
         budget = self.clock.budget
-        return budget.worker if self.forked else budget.grace
+        return budget.worker if self.forked else budget.grace - budget.exit / 2
 
     async def run(self) -> int:
         """Build the services, serve until SIGTERM/SIGINT, drain, close."""
@@ -246,7 +247,7 @@ def _supervise(worker: Worker, processes: int, stores: EmbeddedStores) -> int:
     for index in range(processes):
         spawn(index)
     recent_crashes: list[float] = []
-    killed = False
+    killed_at: float | None = None
     last_store_check = 0.0
     while children:
         if not stopping and time.monotonic() - last_store_check >= STORE_CHECK_INTERVAL:
@@ -255,12 +256,18 @@ def _supervise(worker: Worker, processes: int, stores: EmbeddedStores) -> int:
         # Wait for our workers only: os.wait() would also reap the embedded servers behind Popen's back.
         exited = _reap_one(children)
         if exited is None:
-            if stopping and not killed and worker.clock.left(worker.clock.budget.worker) == 0:
-                killed = True  # a worker past its share of the grace: the stores' share is not for it
+            if stopping and killed_at is None and worker.clock.left(worker.clock.budget.worker) == 0:
+                killed_at = time.monotonic()  # a worker past its share of the grace: the stores' share is not for it
                 log.error("workers %s still running at their shutdown deadline; killing them", sorted(children))
                 for pid in list(children):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
+            elif killed_at is not None and time.monotonic() - killed_at > KILLED_REAP_WAIT:
+                # A big process killed on a loaded machine can take most of a second to go: the stores are
+                # stopped meanwhile (init reaps what is left once we exit).
+                for pid in children:
+                    metrics.worker_exited(pid, worker.metrics_dir)
+                break
             time.sleep(0.05 if stopping else 0.2)
             continue
         pid, status = exited

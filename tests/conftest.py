@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -251,6 +252,19 @@ def wait_until_serving(proc: subprocess.Popen, port: int, path: str = "/healthz"
             pass
         assert time.monotonic() < deadline, f"serve did not answer {path} within {timeout} s"
         time.sleep(0.2)
+
+
+def http_status(port: int, path: str, host: str = "127.0.0.1", timeout: float = 10, **headers: str) -> int:
+    """The status of a blocking GET to a `serve` subprocess; 0 when nothing answered (down, refused, too slow)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host, **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
 
 
 CHROMIUM = "/usr/bin/chromium"

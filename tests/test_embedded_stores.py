@@ -25,9 +25,10 @@ import redis
 from pymongo import MongoClient
 
 from conftest import ROOT, base_document, free_port, run_cli, wait_until_serving
+from conftest import http_status as status
 from contact_fakes import FakeTurnstile
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]  # two serve starts with embedded stores, under load
 
 ISRC = "USRC17607839"
 
@@ -46,18 +47,6 @@ def store_pids(server_pid: int) -> dict[str, int]:
         elif b"secantus" in cmdline:
             pids["secantusdb"] = pid
     return pids
-
-
-def status(port: int, path: str, host: str = "127.0.0.1", **headers: str) -> int:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host, **headers})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            response.read()
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
 
 
 def wait_for(predicate, timeout: float, what: str) -> float:

@@ -16,14 +16,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
 from runtime.config import load_config
 from runtime.serve import fd_reserve, fit_stream_caps
 
-from conftest import ROOT, free_port, wait_until_serving
+from conftest import ROOT, free_port, http_status, wait_until_serving
 
 LIMIT = 256
 SILENT = 400
@@ -79,11 +78,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def healthz(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-            return response.status
-    except OSError:
-        return 0
+    return http_status(port, "/healthz", timeout=2)
 
 
 def limit_descriptors() -> None:

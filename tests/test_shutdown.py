@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from common.lifecycle import ShutdownBudget
 from store.importer import import_document
 
 from conftest import ROOT, base_document, free_port, wait_until_serving
+from conftest import http_status as get
 from presence_client import SSEClient
 
 GRACE = 3.0
@@ -35,10 +35,10 @@ UNWRITTEN = re.compile(r"stopped in ([\d.]+)s \(grace \d+s\); not written: ([^;]
 @pytest.mark.parametrize("grace", [0.5, 2, 3, 10, 15, 60, 3600])
 def test_the_phases_fit_in_the_grace(grace):
     budget = ShutdownBudget(grace)
-    phases = [budget.drain, budget.connections, budget.flush, budget.close, budget.stores]
+    phases = [budget.drain, budget.connections, budget.flush, budget.close, budget.stores, budget.exit]
     assert all(phase >= 0 for phase in phases)
     assert sum(phases) == pytest.approx(grace)
-    assert budget.worker + budget.stores == pytest.approx(grace)
+    assert budget.worker + budget.stores + budget.exit == pytest.approx(grace)
     assert 0 < budget.slack <= budget.close
 
 
@@ -59,16 +59,6 @@ def serve_argv(port: int, *flags: str) -> list[str]:
         "info",
         *flags,
     ]
-
-
-def get(port: int, path: str, host: str = "alice.hep.gg", **headers: str) -> int:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host, **headers})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            response.read()
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def visit(port: int, count: int, host: str = "alice.hep.gg") -> None:
