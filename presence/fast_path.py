@@ -24,7 +24,7 @@ import socket
 from typing import Literal, NamedTuple
 from urllib.parse import unquote_to_bytes
 
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, SSLIOStream
 
 from presence.sse import STREAM_PATH, STREAM_PREFIX
 
@@ -73,8 +73,8 @@ def peek_stream_request(stream: IOStream) -> StreamRequest | Literal[NothingYet.
 
     NOTHING_YET when no byte has arrived (the caller may look again once the socket is readable).
     """
-    if type(stream) is not IOStream:
-        return None  # TLS: the bytes on the socket are not the request
+    if isinstance(stream, SSLIOStream):
+        return None  # TLS: the bytes on the socket are not the request (a subclass of IOStream is fine)
     try:
         data = stream.socket.recv(PEEK_BYTES, socket.MSG_PEEK)
     except (BlockingIOError, InterruptedError):
