@@ -237,8 +237,10 @@ async def test_kill_9_of_the_server_and_its_stores_right_after_a_flush_loses_not
         views, plays = 1, 0
         for visitor in range(1, 40):
             views += await asyncio.to_thread(server.visit, visitor) == 200
-        for _ in range(6):
-            plays += await asyncio.to_thread(status, server.port, f"/api/v1/profiles/p1/music/{ISRC}") == 200
+        for listener in range(6):  # six visitors: one visitor's repeats within 30 s are one play (music/plays.py)
+            headers = {"User-Agent": f"Mozilla/5.0 listener-{listener}", "X-Forwarded-For": f"10.9.0.{listener}"}
+            path = f"/api/v1/profiles/p1/music/{ISRC}"
+            plays += await asyncio.to_thread(status, server.port, path, "127.0.0.1", 10, **headers) == 200
         assert (views, plays) == (40, 6)
         # Acknowledged: the flusher counts a view or play once MongoDB has acknowledged its write.
         await asyncio.to_thread(

@@ -91,7 +91,8 @@ async def test_hung_stores_and_a_hung_upstream_cost_the_grace_and_no_more(privat
     mongo = AsyncMongoClient(private_stores.mongo_uri, tz_aware=True)
     assert (await import_document(mongo[db_name], base_document())).ok
     await mongo.close()
-    upstream.mode = "hang-body"  # headers and 1,000 bytes, then nothing for 30 s: one play, never finished
+    upstream.mode = "hang-body"  # headers and 1,000 bytes, then nothing for 30 s: a stream that never ends
+    # (1,000 bytes are not a play: music/plays.py counts one once 64 KiB reached the listener)
     port = free_port()
     log_path = tmp_path / "serve.log"
     argv = serve_argv(
@@ -136,7 +137,7 @@ async def test_hung_stores_and_a_hung_upstream_cost_the_grace_and_no_more(privat
     assert elapsed <= GRACE, f"SIGTERM took {elapsed:.2f}s\n{log[-3000:]}"
     assert proc.returncode == 0, log[-3000:]
     [(_, unwritten)] = stopped_lines(log)  # one line, with the counts
-    assert unwritten == "1 play, 5 views", log[-3000:]
+    assert unwritten == "5 views", log[-3000:]
     writer.close()
 
 
