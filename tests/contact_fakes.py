@@ -209,3 +209,21 @@ def contact_settings(fakes, **overrides) -> dict:
     )
     settings.update(overrides)
     return settings
+
+
+def third_party_flags(fakes) -> list[str]:
+    """`serve` options that point a subprocess's contact deliveries and Turnstile at the fakes."""
+    return [
+        "--turnstile-verify-url",
+        fakes.turnstile.verify_url,
+        "--turnstile-secret",
+        FakeTurnstile.secret,
+        "--sms-api-url",
+        fakes.sms.url,
+        "--smtp-port",
+        str(fakes.smtp.port),
+        "--discord-api-url",
+        fakes.discord.url,
+        "--discord-bot-token",
+        "bot-token",
+    ]

@@ -26,7 +26,7 @@ from pymongo import MongoClient
 
 from conftest import ROOT, base_document, free_port, run_cli, wait_until_serving
 from conftest import http_status as status
-from contact_fakes import FakeTurnstile
+from contact_fakes import third_party_flags
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]  # two serve starts with embedded stores, under load
 
@@ -192,18 +192,7 @@ def serve_with_fakes(tmp_path, fakes, upstream):
             "0.3",
             "--music-upstream-url",
             upstream.url,
-            "--turnstile-verify-url",
-            fakes.turnstile.verify_url,
-            "--turnstile-secret",
-            FakeTurnstile.secret,
-            "--sms-api-url",
-            fakes.sms.url,
-            "--smtp-port",
-            str(fakes.smtp.port),
-            "--discord-api-url",
-            fakes.discord.url,
-            "--discord-bot-token",
-            "bot-token",
+            *third_party_flags(fakes),
         )
 
     return start
