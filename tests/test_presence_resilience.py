@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
 import time
 
 import pytest
@@ -67,20 +66,13 @@ def own_valkey(tmp_path):
 
 
 def _restart_valkey(stores: EmbeddedStores) -> None:
-    name, proc = stores._procs[0]
-    proc.kill()
-    proc.wait()
-    argv = proc.args
-    port = int(argv[argv.index("--port") + 1])
+    server = stores.servers[0]  # the Valkey (want_mongo=False): killed, then started again on its port and data
+    assert server.proc is not None
+    server.proc.kill()
+    server.proc.wait()
+    port = server.port
     time.sleep(0.3)
-    new = subprocess.Popen(
-        argv,
-        cwd=stores.data_dir / "valkey",
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    stores._procs[0] = (name, new)
+    server.spawn()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
