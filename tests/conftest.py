@@ -254,6 +254,26 @@ def wait_until_serving(proc: subprocess.Popen, port: int, path: str = "/healthz"
         time.sleep(0.2)
 
 
+async def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, retry_on: tuple = ()):
+    """Poll `predicate` (plain or async) until it returns something true; its value, or AssertionError.
+
+    `retry_on`: exceptions that mean "not yet" (a store still coming back), polled through like a false result.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = predicate()
+            if asyncio.iscoroutine(result):
+                result = await result
+        except retry_on:
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
 def http_status(port: int, path: str, host: str = "127.0.0.1", timeout: float = 10, **headers: str) -> int:
     """The status of a blocking GET to a `serve` subprocess; 0 when nothing answered (down, refused, too slow)."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host, **headers})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import time
 from datetime import timedelta
 
 import pytest
@@ -21,25 +20,11 @@ from contact.credits import Credits, CreditSweeper
 from store.changes import _only_uncached_fields
 from store.clock import Clock
 
-from conftest import base_document
+from conftest import base_document, wait_until
 from contact_fakes import contact_settings
 
 SMS_PATH = "/api/v1/profiles/p1/contact/sms"
 SMS = {"message": "Hello", "turnstileToken": "good-token"}
-
-
-async def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = await predicate()
-        except Exception:  # the store is still coming back
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def owner(db) -> dict:
@@ -67,7 +52,7 @@ async def test_store_down_between_debit_and_outcome_then_back_balance_is_exact(
         server.fetch(SMS_PATH, json=SMS, headers={"X-Forwarded-For": "198.51.100.1"}, request_timeout=30)
     )
     db = server.services.db
-    await wait_until(lambda: asyncio.sleep(0, len(fakes.sms.requests) == 1), timeout=20)
+    await wait_until(lambda: len(fakes.sms.requests) == 1, timeout=20)
     held = await owner(db)
     assert held["sms_credits"] == 4 and len(held["credit_holds"]) == 1  # debit and hold, in one update
     await asyncio.to_thread(private_stores.mongo.stop)
@@ -80,7 +65,7 @@ async def test_store_down_between_debit_and_outcome_then_back_balance_is_exact(
         doc = await owner(db)
         return doc["sms_credits"] == balance and doc["credit_holds"] == []
 
-    await wait_until(exact, timeout=40)  # the worker's sweeper retries every 5 s
+    await wait_until(exact, timeout=40, interval=0.1, retry_on=(Exception,))  # the sweeper retries every 5 s
     assert not server.services.contact.credits.unrecorded
 
 
@@ -128,17 +113,16 @@ async def test_holds_do_not_evict_the_owners_cached_sites(make_server, fakes):
     await asyncio.wait_for(server.services.change_watcher.active.wait(), 10)
     sites = server.services.sites
     alice, bob = await sites.by_host("alice.hep.gg"), await sites.by_host("bob.hep.gg")
-    fakes.sms.status = 500
     for status in (200, 502):  # a settled send and a refunded one: hold pushed, then pulled
         fakes.sms.status = 200 if status == 200 else 500
         response = await server.fetch(SMS_PATH, json=SMS, headers={"X-Forwarded-For": f"198.51.100.{status % 250}"})
         assert response.code == status, response.body
     await server.services.db.users.update_one({"_id": "u2"}, {"$set": {"suspended": True}})  # change streams keep order
-    for _ in range(200):
-        if await sites.by_host("bob.hep.gg") is not bob:
-            break
-        await asyncio.sleep(0.05)
-    assert await sites.by_host("bob.hep.gg") is not bob  # u2's change arrived, so u1's hold events did before it
+
+    async def bob_changed() -> bool:
+        return await sites.by_host("bob.hep.gg") is not bob
+
+    await wait_until(bob_changed, timeout=10)  # u2's change arrived, so u1's hold events did before it
     assert await sites.by_host("alice.hep.gg") is alice
 
 

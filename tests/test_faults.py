@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from presence.writer import write_presence
 from store.stats import read_stats
 
-from conftest import base_document
+from conftest import base_document, wait_until
 from contact_fakes import contact_settings
 from presence_client import SSEClient
 
@@ -37,19 +37,6 @@ FORMS = {
     "email": {"email": "visitor@example.com", "subject": "Hi", "message": "Hello", "turnstileToken": "good-token"},
     "discord": {"handle": "Jamie", "message": "Hello", "turnstileToken": "good-token"},
 }
-
-
-async def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture

@@ -221,7 +221,9 @@ async def test_a_stored_colour_with_a_line_break_never_fails_the_page_or_the_car
         app_server.services.sites.invalidate()
         page = await app_server.fetch("/", host="alice.hep.gg")
         assert page.code == 200, theme
-        assert "--accent:#7c3aed" in page.body.decode()  # the invalid theme fell back to the defaults
+        body = page.body.decode()
+        # The whole theme fell back to the defaults, background included (two of the three set the accent).
+        assert "--accent:#7c3aed" in body and "--bg-solid:#0b0b10" in body
         card = await app_server.fetch("/api/v1/profiles/p1/og.png")
         assert card.code == 200, theme
         assert card.headers["Content-Type"] == "image/png"

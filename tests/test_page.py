@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from handlers.page import PAGE_VARIANTS_KEPT
 from store.redis_connect import connect
 
-from conftest import base_document
+from conftest import base_document, wait_until
 
 
 def record_calls(monkeypatch, obj, name: str) -> list:
@@ -341,11 +341,11 @@ async def test_a_credit_change_does_not_evict_the_owners_sites(make_server):
     alice, bob = await sites.by_host("alice.hep.gg"), await sites.by_host("bob.hep.gg")
     await server.services.db.users.update_one({"_id": "u1"}, {"$inc": {"sms_credits": -1}})
     await server.services.db.users.update_one({"_id": "u2"}, {"$set": {"suspended": True}})  # change streams keep order
-    for _ in range(100):
-        if await sites.by_host("bob.hep.gg") is not bob:
-            break
-        await asyncio.sleep(0.05)
-    assert await sites.by_host("bob.hep.gg") is not bob  # u2's change arrived, so u1's credit change did before it
+
+    async def bob_changed() -> bool:
+        return await sites.by_host("bob.hep.gg") is not bob
+
+    await wait_until(bob_changed, timeout=5)  # u2's change arrived, so u1's credit change did before it
     assert await sites.by_host("alice.hep.gg") is alice
 
 

@@ -15,7 +15,6 @@ from collections import defaultdict
 
 import pytest
 from test_contact import DISCORD, PATH
-from test_faults import wait_until
 from tornado.httpclient import AsyncHTTPClient
 
 from presence.snapshot import presence_key
@@ -24,7 +23,7 @@ from runtime.reconciler import LOCK_KEY, ReconcilerBusy, run_once
 from store.redis_connect import connect
 from store.stats import read_stats, view_dedup_key
 
-from conftest import base_document, run_cli
+from conftest import base_document, run_cli, wait_until
 from contact_fakes import contact_settings
 from presence_client import SSEClient
 

@@ -13,7 +13,6 @@ import json
 import time
 
 import pytest
-from test_faults import wait_until
 from test_redis_cluster import STREAM, PageLoad, next_event_equal, write_until_back
 
 from presence.writer import write_presence
@@ -21,7 +20,7 @@ from runtime.config import ConfigError, load_config
 from store.redis_connect import RedisUrlError, check_url, connect, parse_sentinel_url
 from store.stats import read_stats
 
-from conftest import base_document
+from conftest import base_document, wait_until
 from presence_client import SSEClient
 
 # ------------------------------------------------------------------------------------------------ URL forms
@@ -124,8 +123,11 @@ async def test_sentinel_failover_under_streams_and_page_load(redis_sentinel, mak
         assert server.services.stats.pending == 0
         assert load.other == []
         assert (await read_stats(server.services.db, "p1"))["views"] == load.ok
-        await wait_until(lambda: server.fetch("/readyz"), timeout=5)
-        assert (await server.fetch("/readyz")).code == 200
+
+        async def ready() -> bool:
+            return (await server.fetch("/readyz")).code == 200
+
+        await wait_until(ready, timeout=5)
     finally:
         for client in listeners:
             client.close()
