@@ -10,7 +10,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 AA_TEXT = 4.5  # WCAG 2 AA, normal text (1.4.3)
-AA_LARGE = 3.0  # AA for large text (>= 24 px, or 18.66 px bold) and for UI components and graphics (1.4.11)
 
 RGB = tuple[int, int, int]
 
@@ -61,3 +60,18 @@ def along(first: str, second: str, steps: int = 8) -> tuple[str, ...]:
 
 def worst_contrast(ink: str, backgrounds: tuple[str, ...] | list[str]) -> float:
     return min(contrast(ink, background) for background in backgrounds)
+
+
+WHITE, BLACK = "#ffffff", "#000000"
+
+
+def best_extreme(first: str, second: str) -> tuple[float, str]:
+    """White or black, whichever reads better on all of a gradient from `first` to `second`, and its worst
+    contrast there (the page's text family, and the importer's "can anything read on this" check)."""
+    painted = along(first, second)
+    return max((worst_contrast(WHITE, painted), WHITE), (worst_contrast(BLACK, painted), BLACK))
+
+
+def ink_on(fill: str) -> str:
+    """White on a fill where white reaches AA, else black: text and icons on accent fills."""
+    return WHITE if contrast(WHITE, fill) >= AA_TEXT else BLACK

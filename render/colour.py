@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from common.wcag import AA_TEXT, along, contrast, mix, rgb, worst_contrast
+from common.wcag import AA_TEXT, BLACK, WHITE, along, best_extreme, ink_on, mix, rgb, worst_contrast
 from store.theme import Theme
 
-WHITE, BLACK = "#ffffff", "#000000"
 # (soft, pure) text colours of each family; the soft one when it reads.
 INKS = {"light-text": ("#f4f4f7", WHITE), "dark-text": ("#15151a", BLACK)}
 # The designed secondary colours, mixed toward the text colour until they read.
@@ -35,19 +34,10 @@ DECORATION = (1.0, 0.5, 0.0)  # strengths tried for glows and tints, strongest f
 BACKDROP_OPACITY = (0.35, 0.25, 0.15, 0.08)  # an owner's background image, most visible first
 
 
-def hex_to_rgb(colour: str) -> tuple[int, int, int]:
-    return rgb(colour)
-
-
 def luminance(colour: str) -> float:
-    """Relative brightness, 0 (black) to 1 (white), with the Rec. 709 weights (the OG card's ink choice)."""
-    r, g, b = hex_to_rgb(colour)
+    """Relative brightness, 0 (black) to 1 (white), with the Rec. 709 weights (the OG card's text colours)."""
+    r, g, b = rgb(colour)
     return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
-
-
-def midpoint(first: str, second: str) -> str:
-    """The colour halfway between two (a gradient's average, as the card's text sees it)."""
-    return mix(first, second, 0.5)
 
 
 def contrast_ok(colour: str, background: str) -> bool:
@@ -57,13 +47,13 @@ def contrast_ok(colour: str, background: str) -> bool:
 
 def text_family(theme: Theme) -> str:
     """'light-text' or 'dark-text': whichever of white or black reads better on all of the background."""
-    painted = along(theme.background_from, theme.background_to)
-    return "light-text" if worst_contrast(WHITE, painted) >= worst_contrast(BLACK, painted) else "dark-text"
+    return "light-text" if best_extreme(theme.background_from, theme.background_to)[1] == WHITE else "dark-text"
 
 
-def is_dark(theme: Theme) -> bool:
-    """Whether the page's background wants light text."""
-    return text_family(theme) == "light-text"
+@lru_cache(maxsize=4096)
+def on_accent(accent: str) -> str:
+    """Text and icons on accent fills (buttons, the play button, initials on the page, favicon and card)."""
+    return ink_on(accent)
 
 
 def surfaces(theme: Theme, family: str, ink: str, decoration: float, backdrop: float) -> tuple[str, ...]:
@@ -110,8 +100,15 @@ class PageInks:
     worst: float  # the lowest contrast of `fg` on any surface (>= 4.5 for every theme the importer accepts)
 
 
-@lru_cache(maxsize=1024)
 def page_inks(theme: Theme, backdrop: bool = False) -> PageInks:
+    """The inks for a theme: a search of 10-50 ms when new, so cached on what decides it (the colours, not the
+    font or the angle), for every render that misses the page memo."""
+    return _inks(theme.accent, theme.background_from, theme.background_to, backdrop)
+
+
+@lru_cache(maxsize=8192)
+def _inks(accent: str, background_from: str, background_to: str, backdrop: bool) -> PageInks:
+    theme = Theme(accent, background_from, background_to, 0, "")  # the colours are all `surfaces` reads
     family = text_family(theme)
     choice = None
     for opacity in BACKDROP_OPACITY if backdrop else (0.0,):
@@ -129,15 +126,14 @@ def page_inks(theme: Theme, backdrop: bool = False) -> PageInks:
         ink = INKS[family][1]
         choice = (0.0, 0.0, ink, surfaces(theme, family, ink, 0.0, 0.0))
     opacity, decoration, ink, on = choice
-    accent = theme.accent
-    on_accent = WHITE if contrast(WHITE, accent) >= AA_TEXT else BLACK
+    ink_on_accent = on_accent(accent)
     ok, error, warn = (_readable(colour, ink, on) for colour in STATUS[family])
     return PageInks(
         dark=family == "light-text",
         fg=ink,
         muted=_readable(MUTED[family], ink, on),
-        on_accent=on_accent,
-        accent_deep=mix(accent, BLACK if on_accent == WHITE else WHITE, 0.35),
+        on_accent=ink_on_accent,
+        accent_deep=mix(accent, BLACK if ink_on_accent == WHITE else WHITE, 0.35),
         accent_text=_readable(accent, ink, on),
         ok=ok,
         error=error,

@@ -45,7 +45,9 @@ BMP_PRESENTATION = frozenset(p for low, high in _BMP_PRESENTATION_RANGES for p i
 
 def is_modifier(point: int) -> bool:
     """Code points that belong to the emoji before them: skin tones, tags, keycap, presentation selectors."""
-    return 0x1F3FB <= point <= 0x1F3FF or 0xE0020 <= point <= 0xE007F or point == KEYCAP or point in (0xFE0E, 0xFE0F)
+    return (
+        0x1F3FB <= point <= 0x1F3FF or 0xE0020 <= point <= 0xE007F or point == KEYCAP or point in PRESENTATION_SELECTORS
+    )
 
 
 def is_regional(point: int) -> bool:
@@ -64,7 +66,6 @@ def emoji_font_path() -> str | None:
 @dataclass(frozen=True)
 class Bitmap:
     png: bytes
-    width: int  # pixels at the strike's size (ppem)
     height: int
     bearing_y: int  # from the baseline up to the bitmap's top
     advance: int
@@ -102,7 +103,7 @@ class EmojiFont:
     def starts(self, text: str, i: int, drawable: Callable[[int], bool]) -> bool:
         """Whether the character at i begins an emoji the card should draw as a picture."""
         point = ord(text[i])
-        if point not in self.points or point < 0x20 or point == 0x20:
+        if point not in self.points or point <= 0x20:
             return False
         following = ord(text[i + 1]) if i + 1 < len(text) else 0
         if following == 0xFE0E:
@@ -160,7 +161,7 @@ class EmojiFont:
         metrics = getattr(data, "metrics", None)
         if not png.startswith(b"\x89PNG") or metrics is None:
             return None
-        return Bitmap(png, metrics.width, metrics.height, metrics.BearingY, metrics.Advance)
+        return Bitmap(png, metrics.height, metrics.BearingY, metrics.Advance)
 
 
 @functools.cache

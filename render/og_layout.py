@@ -12,7 +12,8 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from render.colour import contrast_ok, luminance, midpoint
+from common.wcag import mix
+from render.colour import contrast_ok, luminance, on_accent
 from render.og_card import HEIGHT, WIDTH, CardInput
 from render.og_emoji import ZWJ, is_modifier, is_regional
 
@@ -167,14 +168,14 @@ class Palette:
 
 def palette(card: CardInput) -> Palette:
     """Light ink on a dark background (the gradient's midpoint decides), dark ink on a light one."""
-    mid = midpoint(card.background_from, card.background_to)
+    mid = mix(card.background_from, card.background_to, 0.5)
     ink, muted = ("#ffffff", "#c9c9d6") if luminance(mid) < 0.5 else ("#111118", "#3c3c48")
     return Palette(ink, muted, card.accent if contrast_ok(card.accent, mid) else ink)
 
 
 def initials_ink(accent: str) -> str:
-    """The initials' colour on the accent disc."""
-    return "#111111" if luminance(accent) > 0.6 else "#ffffff"
+    """The initials' colour on the accent disc: the page's and the favicon's (WCAG AA, white or black)."""
+    return on_accent(accent)
 
 
 def centred_x(width: float, size: int = CIRCLE) -> float:

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-from render.colour import GLOW, GLOW_2, HOVER, TINT, page_inks
+from render.colour import CARD, GLOW, GLOW_2, HOVER, TINT, page_inks
 from render.icons import CONTACT_ICONS, MUSIC_ICONS, PRESENCE_ICONS, link_icon, sprite
 from render.security import TURNSTILE_ORIGIN, page_csp
 from render.text import compact_count, initials
@@ -64,7 +64,9 @@ def theme_css(theme: Theme, backdrop: bool = False) -> str:
     reaches CSS. The CSP allows it by its hash."""
     inks = page_inks(theme, backdrop)
     strength = inks.decoration
-    card = f"rgba(255,255,255,{round(0.06 * strength, 3):g})" if inks.dark else "rgba(255,255,255,.62)"
+    # The card's white, as render/colour.py modelled it when it chose the inks (light text: scaled with decoration).
+    card_white = CARD["light-text"] * strength if inks.dark else CARD["dark-text"]
+    card = f"rgba(255,255,255,{round(card_white, 3):g})"
     return (
         f":root{{--accent:{theme.accent};--bg:{theme.background_css};--bg-solid:{theme.background_from};"
         f"--font:{theme.font_stack};--fg:{inks.fg};--muted:{inks.muted};--on-accent:{inks.on_accent};"

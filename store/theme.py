@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from common.wcag import AA_TEXT, along, worst_contrast
+from common.wcag import AA_TEXT, BLACK, WHITE, best_extreme
 
 HEX_COLOUR = re.compile(r"\A#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})\Z")
 
@@ -64,13 +64,12 @@ def expand_hex(colour: str) -> str:
     return colour
 
 
-TEXT_EXTREMES = {"#ffffff": "white", "#000000": "black"}
+TEXT_EXTREMES = {WHITE: "white", BLACK: "black"}
 
 
 def unreadable_gradient(start: str, end: str) -> str | None:
     """Why no text colour can read on a gradient from `start` to `end` (None when one can)."""
-    painted = along(expand_hex(start), expand_hex(end))
-    ratio, ink = max((worst_contrast(ink, painted), ink) for ink in TEXT_EXTREMES)
+    ratio, ink = best_extreme(expand_hex(start), expand_hex(end))
     if ratio >= AA_TEXT:
         return None
     return (

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from render.colour import page_inks
 from render.og_card import HEIGHT, CardInput
 from render.og_emoji import emoji_font
 from render.og_fonts import THEME_FONTS, FontRuns, cjk_fonts, font_path
@@ -26,6 +27,7 @@ from render.og_layout import (
     tokens,
     wrap,
 )
+from store.theme import parse_theme
 
 from conftest import ROOT
 
@@ -74,7 +76,9 @@ def test_palette_reads_on_the_background():
     assert palette(card("#ffffff", "#ffffff", "#fafafa")) == Palette("#111118", "#3c3c48", "#111118")  # accent too pale
     assert palette(card("#202020", "#202020", "#7c3aed")).ink == "#ffffff"
     assert palette(card("#202020", "#ffffff", "#7c3aed")).ink == "#111118"  # the gradient's midpoint decides
-    assert (initials_ink("#ffff00"), initials_ink("#202020")) == ("#111111", "#ffffff")
+    assert (initials_ink("#ffff00"), initials_ink("#202020")) == ("#000000", "#ffffff")
+    # The page's rule, not a luminance cut: white on orange was 2.39:1 on the card while the page drew black.
+    assert initials_ink("#ff8800") == page_inks(parse_theme({"accent": "#ff8800"})).on_accent == "#000000"
 
 
 def test_font_runs_fall_back_to_cjk_and_drop_what_no_font_draws():
