@@ -34,7 +34,6 @@ class HandlerSettings:
     base_domain: str  # the apex; profile slots are <slug>.<base_domain>
     exempt_domains: tuple[str, ...]  # roots that always go to the dashboard
     dashboard_url: str
-    public_origin: str  # scheme://host[:port] for absolute URLs (og:image)
     page: PageSettings  # what the profile page depends on (Turnstile's site key and script, image hosts)
     demo: bool = False  # `serve --demo`: the demo's own assets are served at /_demo/
 

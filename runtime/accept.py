@@ -35,13 +35,11 @@ class AcceptBackoff:
     def __init__(self) -> None:
         self.pause = PAUSE[0]
         self.refused = 0  # since the last log line
-        self.refused_total = 0
         self._logged_at = 0.0
 
     def refuse(self, error: OSError) -> float:
         """One more refusal; returns how long to pause accepting."""
         self.refused += 1
-        self.refused_total += 1
         now = time.monotonic()
         if now - self._logged_at >= LOG_INTERVAL:
             self._logged_at = now

@@ -244,7 +244,11 @@ class Config:
         "seconds an idle keep-alive connection is kept, and a started request head may take",
         check=between(0.5, 3600),
     )
-    shutdown_grace: float = option(10.0, "seconds music streams may finish after SIGTERM", check=between(0, 3600))
+    shutdown_grace: float = option(
+        10.0,
+        "seconds from SIGTERM to exit: drain, flush, close (common/lifecycle.py splits it)",
+        check=between(0, 3600),
+    )
     music_upstream_url: str = option("http://127.0.0.1:9000", "base URL of the music worker", check=http_url)
     music_max_streams: int = option(
         2000, "concurrent upstream music transfers per process", check=between(1, 1_000_000)

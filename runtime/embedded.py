@@ -118,7 +118,6 @@ class StoreServer:
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
-        self.restarts = 0
         self._delay = RESTART_BACKOFF[0]
         self._restart_at: float | None = None
 
@@ -162,7 +161,6 @@ class StoreServer:
             return
         if now >= self._restart_at:
             self._restart_at = None
-            self.restarts += 1
             new = self.spawn()
             log.warning("embedded %s started again: pid %s on port %d", self.name, new.pid, self.port)
 

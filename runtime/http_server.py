@@ -61,8 +61,8 @@ class CountedIOStream(IOStream):
 
 class FirstLookHTTPServer(HTTPServer):
     first_look: Callable[[IOStream], bool | None] | None = None
-    header_timeout = 5.0  # seconds a new connection may stay silent
-    per_address = 256  # open connections per client address (IPv6: its /64)
+    header_timeout: float  # seconds a new connection may stay silent (set by make_http_server)
+    per_address: int  # open connections per client address, IPv6: its /64 (set by make_http_server)
     trusted_proxies = TrustedProxies(())
 
     def initialize(self, *args: Any, **kwargs: Any) -> None:
@@ -161,8 +161,8 @@ def make_http_server(
     services: Services,
     *,
     json_logs: bool = False,
-    header_timeout: float = 5.0,
-    connections_per_address: int = 256,
+    header_timeout: float,
+    connections_per_address: int,
     **params: Any,
 ) -> HTTPServer:
     """The app's HTTPServer (`params` as for tornado's), with the SSE stream fast path."""

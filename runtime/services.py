@@ -143,7 +143,6 @@ async def _build(
         base_domain=config.base_domain,
         exempt_domains=config.exempt_domains,
         dashboard_url=config.dashboard_url,
-        public_origin=config.public_origin,
         page=page,
         demo=config.demo,
     )

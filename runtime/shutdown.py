@@ -56,10 +56,11 @@ class Watchdog:
         self._timer.start()
 
     def _fire(self) -> None:
-        line = (
-            f"worker {os.getpid()}: shutdown overran its grace; exiting now; "
-            f"not written: {describe_unwritten(self.lifecycle.unwritten())}"
-        )
+        try:  # read from this thread while the loop may still change the queues: exiting must not depend on it
+            unwritten = describe_unwritten(self.lifecycle.unwritten())
+        except Exception:
+            unwritten = "unknown (the queues changed while being counted)"
+        line = f"worker {os.getpid()}: shutdown overran its grace; exiting now; not written: {unwritten}"
         # Logging takes the handler's lock, which the stuck thread might hold: log from another thread, and
         # exit whether or not that returns.
         writer = threading.Thread(target=log.error, args=(line,), daemon=True)

@@ -42,7 +42,7 @@ from store.theme import TEMPLATES, theme_errors
 LIMITS = {"display_name": 80, "bio": 600, "label": 60, "url": 2048, "title": 200, "links": 50, "music": 20}
 MAX_SLOTS = 1000
 # The owner's own address goes into a To: header: printable ASCII only, on top of the address shape.
-OWNER_ADDRESS = re.compile(r"(?=[!-~]+\Z)(?:" + EMAIL_PATTERN.pattern.removeprefix("^").removesuffix("$") + ")")
+OWNER_ADDRESS = re.compile(r"(?=[!-~]+\Z)" + EMAIL_PATTERN.pattern)  # EMAIL_PATTERN is anchored \A...\Z
 MAX_COUNT = 2**63 - 1  # a BSON int64
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024 - 64 * 1024  # MongoDB's 16 MiB, less room for what the importer adds
 

@@ -52,7 +52,7 @@ from store.redis_keys import AddCommand, per_key
 log = logging.getLogger("hepgg.stats")
 
 DEDUP_SECONDS = 30
-VIEW_DEDUP_SECONDS = DEDUP_SECONDS
+DOCUMENTED_KEPT = 100_000  # profile ids remembered as having a profile_stats document (then forgotten at once)
 # Building and reading a pipeline is Python work on the event loop: a second's views of a busy process
 # (thousands) in one pipeline stalled page requests by tens of ms, so they go in slices.
 DEDUP_SLICE = 500
@@ -147,11 +147,11 @@ class StatsWriter:
         self._undeduped: list[_Event] = []  # events awaiting the Redis dedup check
         self._accepted: list[_Event] = []  # events to group into units
         self._units: dict[str, _Unit] = {}  # profile id -> its unit in flight
+        self._documented: set[str] = set()  # profile ids whose profile_stats document is known to exist
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.flushed = {"view": 0, "play": 0}
-        self.parked = 0
 
     def record_view(
         self, profile_id: str, owner_id: str, at: datetime, ip: str, user_agent: str, referer: str | None
@@ -315,12 +315,18 @@ class StatsWriter:
             unit.inserted = id(unit) not in failed_units
 
     async def _ensure_documents(self, units: list[_Unit]) -> None:
-        """Each unit's profile_stats document exists (so the conditional update below never needs an upsert)."""
+        """Each unit's profile_stats document exists (so the conditional update below never needs an upsert).
+
+        Once per profile per process: nothing deletes a profile_stats document, so a busy profile costs no
+        upsert per flush after its first (an operator who deletes one by hand should restart the servers)."""
+        new = [unit for unit in units if unit.profile_id not in self._documented]
+        if not new:
+            return
         try:
             await self.db.profile_stats.bulk_write(
                 [
                     UpdateOne({"_id": unit.profile_id}, {"$set": {"owner_id": unit.owner_id}}, upsert=True)
-                    for unit in units
+                    for unit in new
                 ],
                 ordered=False,
             )
@@ -328,6 +334,10 @@ class StatsWriter:
             # Two processes creating one document race on _id: the loser's document exists all the same.
             if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
                 log.warning("profile_stats upsert refused: %s", exc.details.get("writeErrors", [])[:1])
+                return
+        if len(self._documented) > DOCUMENTED_KEPT:
+            self._documented.clear()
+        self._documented.update(unit.profile_id for unit in new)
 
     async def _known_isrcs(self, units: list[_Unit]) -> dict[str, set[str]]:
         """The ISRC keys already in plays_by_isrc, for the profiles whose units count plays."""
@@ -396,7 +406,6 @@ class StatsWriter:
         except DuplicateKeyError:
             pass  # parked by an earlier try whose reply was lost
         del self._units[unit.profile_id]
-        self.parked += 1
         log.error(
             "profile_stats for %s refused %d times (%s): parked unit %s %s in stats_parked (events are in stat_events)",
             unit.profile_id,
