@@ -144,7 +144,16 @@ class ContactLimiter:
         """burst, daily (per address and profile) and owner (per channel) keys, in the script's order."""
         tag = "{contact:%s}" % owner_id
         ip = rate_limit_subject(ip)  # an IPv6 /64 is one visitor
-        return [f"{tag}:burst:{profile_id}:{ip}", f"{tag}:daily:{profile_id}:{ip}", f"{tag}:owner:{channel}"]
+        return [
+            f"{tag}:burst:{profile_id}:{ip}",
+            f"{tag}:daily:{profile_id}:{ip}",
+            ContactLimiter.owner_key(owner_id, channel),
+        ]
+
+    @staticmethod
+    def owner_key(owner_id: str, channel: str) -> str:
+        """The owner's daily bucket for a channel (hash-tagged with the others: one slot on a cluster)."""
+        return "{contact:%s}:owner:%s" % (owner_id, channel)
 
     async def admit(self, owner_id: str, profile_id: str, ip: str, channel: str) -> Decision:
         """Step 1: every bucket holds a token; one is taken from the two per-address buckets."""
@@ -155,8 +164,9 @@ class ContactLimiter:
 
     async def take_owner_token(self, owner_id: str, channel: str) -> Decision:
         """Step 2, for a valid form that passed Turnstile: take the owner's daily token (refused if gone)."""
-        owner_key = self.keys(owner_id, "", "", channel)[2]
-        decision = await self._decide(channel, [owner_key], (self.rules.owner[channel],), take=0b1)
+        decision = await self._decide(
+            channel, [self.owner_key(owner_id, channel)], (self.rules.owner[channel],), take=0b1
+        )
         if not decision.allowed:  # an allowed send was counted once, at admission
             LIMITER_DECISIONS.labels(channel, decision.outcome).inc()
         return decision

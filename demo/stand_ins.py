@@ -40,7 +40,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"  # served at ASSET_PREFIX by
 ASSET_PREFIX = "/_demo/"
 WIDGET_SCRIPT = ASSET_PREFIX + "turnstile.js"  # the page loads it like Cloudflare's api.js (explicit rendering)
 ARTWORK = ASSET_PREFIX + "cover.svg"  # same origin as the page, so its CSP admits it as 'self'
-DEMO_ISRC = "USRC17607839"  # the demo profile's track (runtime/cli.py), synthesized once at start
+DEMO_ISRC = "USRC17607839"  # the demo profile's track (seed-demo in runtime/cli.py reads it), synthesized at start
 TRACK_HEADERS = {
     "Content-Type": "audio/wav",
     "Accept-Ranges": "bytes",

@@ -76,7 +76,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        self._error = answer_for(status_code, exc, allow=allowed_methods(type(self)))
+        allow = allowed_methods(type(self)) if status_code == 405 else ""  # a 404 or 429 needs no Allow
+        self._error = answer_for(status_code, exc, allow=allow)
         if self._error.reason:
             kwargs["reason"] = self._error.reason
         super().send_error(self._error.status, **kwargs)
@@ -122,6 +123,13 @@ class PageHandler(BaseHandler):
     The default policy is the closed one every bare HTML answer (404, redirect) gets;
     the profile page replaces it with the policy for what it loads.
     """
+
+    @property
+    def profile_host(self) -> str:
+        """The Host as profiles are looked up: lower-cased, no port, no FQDN dot. "alice.hep.gg." names the
+        same host as "alice.hep.gg", and an empty port ("alice.hep.gg:", RFC 3986 §3.2.3) names no port
+        (Tornado leaves its colon on)."""
+        return self.request.host_name.removesuffix(":").rstrip(".")
 
     def set_default_headers(self) -> None:
         super().set_default_headers()

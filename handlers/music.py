@@ -72,7 +72,7 @@ class MusicHandler(ApiHandler):
             now = self.services.clock.now()
             self.services.stats.record_play(site.profile.id, site.owner.id, now, isrc, visitor_ip, user_agent)
 
-        subject = rate_limit_subject(self.client_ip)
+        subject = rate_limit_subject(visitor_ip)
         await self.music.admit(subject)  # a slot, within the queue timeout and the address's share
         self.relay = self.music.relay(
             url=self.music.track_url(isrc),

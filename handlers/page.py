@@ -10,7 +10,7 @@ import tornado.web
 
 from common.origin import canonical_origin, port_of
 from handlers.base import PageHandler
-from render.colour import page_inks
+from render.colour import on_accent
 from render.icons import favicon_svg
 from render.page import page_context
 from render.text import initials
@@ -70,10 +70,7 @@ class ProfilePageHandler(PageHandler):
         await self._page(count_view=False)  # RFC 9110 §9.3.2: HEAD wherever GET; it is not a view
 
     async def _page(self, *, count_view: bool) -> None:
-        # Lower-cased, port stripped; "alice.hep.gg." (the FQDN form) names the same host as the
-        # profile lookup already knows, so the apex and slot checks must see it the same way.
-        # An empty port ("alice.hep.gg:", RFC 3986 §3.2.3) names no port: Tornado leaves its colon on.
-        host = self.request.host_name.removesuffix(":").rstrip(".")
+        host = self.profile_host  # the apex and slot checks see the host as the profile lookup does
         settings = self.services.settings
         if host == settings.base_domain or host in settings.exempt_domains:
             self.redirect(settings.dashboard_url)
@@ -108,14 +105,14 @@ class FaviconHandler(PageHandler):
 
     async def get(self) -> None:
         now = self.services.clock.now()
-        site = await self.services.sites.by_host(self.request.host_name.rstrip("."))
+        site = await self.services.sites.by_host(self.profile_host)
         if site is None or not site.is_visible(now):
             raise tornado.web.HTTPError(404)
         profile = site.profile
         self.set_header("Content-Type", "image/svg+xml")
         self.set_header("Cache-Control", "public, max-age=3600")  # the page links it with ?v=<version>
-        ink = page_inks(profile.theme).on_accent  # as the page's initials: white or black, whichever reads
-        self.finish(favicon_svg(initials(profile.display_name or profile.domain), profile.theme.accent, ink))
+        accent = profile.theme.accent
+        self.finish(favicon_svg(initials(profile.display_name or profile.domain), accent, on_accent(accent)))
 
     head = get  # RFC 9110 §9.3.2
 

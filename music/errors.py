@@ -7,7 +7,3 @@ class MusicBusy(Exception):
     """No stream slot for this request (all taken past the queue timeout, or its address holds its share)."""
 
     retry_after = 5  # seconds
-
-    def __init__(self, why: str):
-        super().__init__(why)
-        self.why = why

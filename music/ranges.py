@@ -29,10 +29,6 @@ class ByteRange(NamedTuple):
             return f"bytes=-{self.suffix}"
         return f"bytes={self.first}-" + ("" if self.last is None else str(self.last))
 
-    @property
-    def starts_at_zero(self) -> bool:
-        return self.first == 0
-
 
 class Several:
     """The request asked for more than one range."""

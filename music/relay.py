@@ -129,8 +129,7 @@ class Relay:
         self._skip = 0  # bytes still to drop before the wanted range (Range emulation)
         self._take: int | None = None  # bytes still to pass before the range's end
         self._trimmed = False  # the wanted range is complete; the rest of the upstream body is unwanted
-        self._paused = False
-        self.paused_since: float | None = None  # monotonic time the listener stopped keeping up
+        self.paused_since: float | None = None  # monotonic time the listener stopped keeping up; None: flowing
         self._queued = 0  # written to the sink, not yet flushed
         self._inflight = 0  # being flushed
         self._discard = False
@@ -140,7 +139,7 @@ class Relay:
 
     @property
     def paused(self) -> bool:
-        return self._paused
+        return self.paused_since is not None
 
     @property
     def buffered(self) -> int:
@@ -229,9 +228,8 @@ class Relay:
         return self._curl
 
     def _resume(self, curl: pycurl.Curl) -> None:
-        if not self._paused:
+        if self.paused_since is None:
             return
-        self._paused = False
         self.paused_since = None
         try:
             # May call _on_body synchronously with the chunk libcurl kept while paused.
@@ -322,7 +320,6 @@ class Relay:
             if self._no_body:
                 return None
             if self._queued + self._inflight >= self.high_water:
-                self._paused = True
                 if self.paused_since is None:
                     self.paused_since = time.monotonic()
                 return WRITEFUNC_PAUSE  # libcurl keeps this chunk and offers it again on resume
@@ -411,7 +408,7 @@ class Relay:
                     await self.sink.flush()
                     self._sent(self._inflight)
                     continue
-                curl = self._active_curl() if self._paused and self.stop_reason is None else None
+                curl = self._active_curl() if self.paused and self.stop_reason is None else None
                 if curl is None:
                     break
                 self._resume(curl)  # may queue more synchronously (the chunk libcurl kept); the loop goes on

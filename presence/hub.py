@@ -384,7 +384,7 @@ class PresenceHub:
                 if stale:
                     log.info("presence hub: resubscribing %d channel(s) on Redis %s", len(stale), shard.key)
                     shard.resend(stale)
-            if any(channel.shard is None for channel in self.channels.values()):
+            if self.sharded and any(channel.shard is None for channel in self.channels.values()):
                 self._rebalance_wanted.set()
 
     async def _rebalancer(self) -> None:

@@ -187,7 +187,7 @@ class Shard:
             try:
                 conn = PubSubConnection(self.open_connection())
                 await conn.connect()
-            except (PubSubError, *REDIS_ERRORS) as exc:  # type: ignore[misc]  # a tuple built from a tuple
+            except REDIS_ERRORS as exc:  # PubSubError is a ConnectionError, so an OSError among them
                 raise_if_cancelling()
                 self.failures += 1
                 if self.failures == 1 or self.failures % 10 == 0:

@@ -21,6 +21,7 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from common.lifecycle import Lifecycle
+from demo.stand_ins import DEMO_ISRC
 from presence import cli as presence_cli
 from presence.snapshot import SnapshotError
 from runtime.config import Config
@@ -146,7 +147,7 @@ def demo_document(now: datetime | None = None) -> dict[str, Any]:
                         {"label": "Website", "url": "https://hep.gg/"},
                         {"label": "Email", "url": "mailto:hello@example.com"},
                     ],
-                    "music": [{"isrc": "USRC17607839", "title": "Demo Track", "artist": "The Demos"}],
+                    "music": [{"isrc": DEMO_ISRC, "title": "Demo Track", "artist": "The Demos"}],
                 },
                 "toggles": {
                     "presence": True,
