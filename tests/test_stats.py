@@ -114,6 +114,25 @@ async def test_a_lost_reply_is_not_applied_twice(server, monkeypatch):
     assert stats.pending == 0
 
 
+async def test_a_profile_document_is_upserted_once_per_process_not_per_flush(server, monkeypatch):
+    """A busy profile's flushes are its events and one conditional $inc each; the upsert that creates its
+    profile_stats document happens on the first flush only (it was one more write every tick)."""
+    stats = server.services.stats
+    writes: list[str] = []
+
+    async def count(write, requests):
+        writes.append("apply" if increments(requests) else "upsert")
+        return await write()
+
+    intercept_profile_stats_writes(monkeypatch, server, count)
+    for n in range(5):
+        view(server, "p1", n)
+        await stats.flush()
+    monkeypatch.undo()
+    assert writes == ["upsert"] + ["apply"] * 5
+    assert (await read_stats(server.services.db, "p1"))["views"] == 5
+
+
 async def test_views_recorded_while_a_unit_is_retried_wait_and_count_once(server, monkeypatch):
     db, stats = server.services.db, server.services.stats
     for n in range(4):
