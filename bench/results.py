@@ -16,11 +16,11 @@ from pathlib import Path
 
 @dataclass
 class Target:
-    """What issue 9 asks of a figure. kind: ratio>= / ratio<= (ours/peer) or >= / <= (ours alone)."""
+    """What an issue asks of a figure. kind: ratio>= / ratio<= (ours/peer) or >= / <= (ours alone)."""
 
     kind: str
     value: float
-    source: str  # where the number comes from (issue 9 and the research fact behind it)
+    source: str  # where the number comes from (the issue and the research fact behind it)
 
     def text(self) -> str:
         subject = "ratio" if self.kind.startswith("ratio") else "ours"
@@ -86,7 +86,7 @@ def _num(value: float | None) -> str:
 
 
 def table(results: list[BenchResult]) -> str:
-    header = ("bench", "metric", "size", "ours", "peer", "peer is", "ours/peer", "target (issue 9)", "")
+    header = ("bench", "metric", "size", "ours", "peer", "peer is", "ours/peer", "target", "")
     rows = [header]
     for result in results:
         if result.error:
