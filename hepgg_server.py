@@ -4,7 +4,7 @@
     python hepgg_server.py serve [--port 8888 ...]   run the server (embedded stores by default)
     python hepgg_server.py import FILE.json          validate and upsert users and profiles
     python hepgg_server.py seed-demo                 the demo owner and profile (demo.localhost)
-    python hepgg_server.py stats PROFILE_ID          views and plays as JSON
+    python hepgg_server.py stats PROFILE_ID...       views and plays as JSON, one line per profile
     python hepgg_server.py reconcile [--now ISO]     apply plan limits, print what changed
     python hepgg_server.py presence set|clear ...    write or clear a Discord presence snapshot
 
@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("file", {"help": "the JSON file (format: docs/import.md)"}),
     )
     command("seed-demo", "create the demo owner and profile")
-    command("stats", "print a profile's views and plays as JSON", ("profile_id", {"metavar": "PROFILE_ID"}))
+    command(
+        "stats",
+        "print each profile's views and plays as JSON, one line per profile",
+        ("profile_ids", {"nargs": "+", "metavar": "PROFILE_ID"}),
+    )
     command(
         "reconcile",
         "apply plan limits now (unpublish over-allowance profiles, republish restored ones)",
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if args.command == "seed-demo":
         return cli.cmd_seed_demo(config)
     if args.command == "stats":
-        return cli.cmd_stats(config, args.profile_id)
+        return cli.cmd_stats(config, args.profile_ids)
     if args.command == "reconcile":
         return cli.cmd_reconcile(config, args.now)
     if args.command == "presence":

@@ -169,12 +169,18 @@ def cmd_seed_demo(config: Config) -> int:
     return code
 
 
-def cmd_stats(config: Config, profile_id: str) -> int:
+def cmd_stats(config: Config, profile_ids: list[str]) -> int:
+    """One JSON line per profile, in the order given (one process for many: a deployment's check reads dozens)."""
+
     async def stats(stores: Stores) -> int:
-        if await stores.db.profiles.find_one({"_id": profile_id}, {"_id": 1}) is None:
+        found = {p["_id"] async for p in stores.db.profiles.find({"_id": {"$in": profile_ids}}, {"_id": 1})}
+        unknown = [profile_id for profile_id in profile_ids if profile_id not in found]
+        for profile_id in unknown:
             print(f"error: no profile {profile_id!r} (ids are case-sensitive; see `import`)", file=sys.stderr)
+        if unknown:
             return 1
-        print(json.dumps(await read_stats(stores.db, profile_id)))
+        for profile_id in profile_ids:
+            print(json.dumps(await read_stats(stores.db, profile_id)))
         return 0
 
     return run_command(config, stats)

@@ -127,6 +127,9 @@ def test_commands_against_a_running_server_and_restart_keeps_data(tmp_path):
         time.sleep(1)  # view flush
         stats = json.loads(run_cli("stats", "p1", "--data-dir", str(data_dir)).stdout)
         assert stats["views"] == 1 and stats["plays"] == 0
+        lines = run_cli("stats", "demo", "p1", "--data-dir", str(data_dir)).stdout.splitlines()
+        assert [json.loads(line)["profile_id"] for line in lines] == ["demo", "p1"]
+        assert [json.loads(line)["views"] for line in lines] == [1, 1]
         children = server.embedded_pids()
         assert len(children) == 2
         assert [p.name[:14] for p in server.tmp.iterdir()] == ["hepgg-metrics-"]  # serve's own, while it runs
@@ -200,6 +203,8 @@ def test_stats_of_an_unknown_profile_is_an_error(store_urls, tmp_path):
     assert run_cli("import", str(path), env=env).returncode == 0
     result = run_cli("stats", "p1", env=env)
     assert result.returncode == 0 and json.loads(result.stdout)["views"] == 0
+    result = run_cli("stats", "p1", "no-such-profile", env=env)  # one unknown among several: nothing printed
+    assert (result.returncode, result.stdout) == (1, "") and "no profile 'no-such-profile'" in result.stderr
 
 
 @pytest.mark.parametrize(
