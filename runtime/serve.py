@@ -24,8 +24,6 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
-from tornado.netutil import bind_sockets
-
 from common import metrics
 from common.process import die_with_parent
 from common.tasks import start_background
@@ -33,6 +31,7 @@ from runtime.config import Config
 from runtime.cpus import render_processes_per_worker, usable_cpus
 from runtime.embedded import EmbeddedStores, resolve_store_urls
 from runtime.http_server import make_http_server
+from runtime.listen import bind, start_listening
 from runtime.services import build_services
 from runtime.shutdown import ShutdownClock, Watchdog, shutdown_worker
 
@@ -87,10 +86,10 @@ def serve(config: Config, metrics_dir: str | None = None) -> int:
     clock = ShutdownClock(config.shutdown_grace)  # SIGTERM to exit within the grace (runtime/shutdown.py)
     stores, mongo_uri, redis_url = resolve_store_urls(config, exclusive=True, command="serve")
     try:
-        sockets = bind_sockets(config.port, config.address, reuse_port=hasattr(socket, "SO_REUSEPORT"), backlog=4096)
+        sockets = bind(config.port, config.address)  # listening starts when a worker is ready (runtime/listen.py)
         bound_port = sockets[0].getsockname()[1]
         log.info(
-            "listening on http://%s:%s (embedded stores: %s)",
+            "bound http://%s:%s (embedded stores: %s)",
             config.address,
             bound_port,
             "yes" if stores.owner else "no",
@@ -148,14 +147,15 @@ class Worker:
             idle_connection_timeout=config.idle_timeout,
             body_timeout=30,
         )
-        server.add_sockets(self.sockets)
         if self.embedded is not None and self.embedded.servers:
             start_background(services.lifecycle, supervise_stores(self.embedded), "store-supervisor")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        log.info("worker %d ready", os.getpid())
+        start_listening(self.sockets)  # only now does a connect succeed: nothing waits for a worker not ready
+        server.add_sockets(self.sockets)
+        log.info("worker %d ready, accepting connections", os.getpid())
         try:
             await stop.wait()
         except BaseException:
@@ -236,6 +236,10 @@ def _supervise(worker: Worker, processes: int, stores: EmbeddedStores) -> int:
         nonlocal stopping
         stopping = True
         worker.clock.start()
+        # Our copy of the listening socket would keep it open after the workers close theirs: the kernel
+        # would go on accepting connections that nobody serves until every worker has drained.
+        for sock in worker.sockets:
+            sock.close()
         for pid in list(children):
             try:
                 os.kill(pid, signal.SIGTERM)

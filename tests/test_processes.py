@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -178,3 +179,79 @@ async def test_presence_set_reaches_listeners_on_every_server(make_server):
     assert [(await c.event())["status"] for c in clients] == ["idle"] * 6
     for client in clients:
         client.close()
+
+
+def _refused(port: int) -> bool:
+    """True if a connect to the port is refused; False if it is accepted (whether or not anyone serves it)
+    or hangs."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+async def test_connects_are_refused_until_a_worker_is_ready_and_from_the_moment_of_sigterm(
+    private_stores, upstream, tmp_path
+):
+    """In front of replicas, a proxy sends a request to whatever accepts its connect (runtime/listen.py):
+    a replica must not accept before it can serve, nor while it drains after SIGTERM."""
+    import asyncio
+    import json
+
+    from conftest import base_document
+
+    upstream.mode = "stream"  # a track that never ends: the music drain keeps the replica stopping for its grace
+    document = tmp_path / "doc.json"
+    document.write_text(json.dumps(base_document()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEPGG_", "PROMETHEUS_"))}
+    env.update(
+        HEPGG_MONGO_URI=private_stores.mongo_uri,
+        HEPGG_REDIS_URL=private_stores.redis_url,
+        HEPGG_MUSIC_UPSTREAM_URL=upstream.url,
+        HEPGG_SHUTDOWN_GRACE="6",
+        HEPGG_LOG_LEVEL="info",
+    )
+    assert (await asyncio.to_thread(run_cli, "import", str(document), env=env)).returncode == 0
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    private_stores.mongo.pause()  # the workers cannot finish starting: they wait for MongoDB
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "hepgg_server.py"), "serve", "--processes", "2", "--port", str(port)],
+        cwd=ROOT,
+        env={**env, "HEPGG_PROCESSES": "2"},
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    listener = None
+    try:
+        deadline = time.monotonic() + 60
+        while f":{port} (embedded stores" not in log_path.read_text():  # bound (the port is taken)
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            await asyncio.sleep(0.1)
+        for _ in range(5):  # bound, workers started, none ready: every connect is refused
+            assert await asyncio.to_thread(_refused, port), "a worker that is not ready accepted a connection"
+            await asyncio.sleep(0.3)
+        private_stores.mongo.resume()
+        await asyncio.to_thread(wait_until_serving, proc, port, "/readyz")
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/v1/profiles/p1/music/USRC17607839 HTTP/1.1\r\nHost: alice.hep.gg\r\n\r\n")
+        assert b" 200 " in await asyncio.wait_for(reader.readline(), 10)
+        listener = writer  # reads no further: its stream stays open through the drain
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        refused = False
+        while not refused and time.monotonic() - stopped_at < 3:
+            refused = await asyncio.to_thread(_refused, port)
+        assert refused, "a stopping server accepted new connections"
+        assert proc.poll() is None, "the server should still be draining the music stream (grace 6 s)"
+    finally:
+        if listener is not None:
+            listener.close()
+        private_stores.mongo.resume()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0, log_path.read_text()[-3000:]
