@@ -242,20 +242,25 @@ class SseListener(HepggUser, HttpUser):
     def read_events(self, resp: requests.Response, started: float) -> None:
         parser = SseParser()
         first = True
+        hint: int | None = None  # a `retry:` with nothing after it yet: the stream opens with one, a shed ends with one
         for chunk in _body_chunks(resp, 65536):
             received = time.time()
             for message in parser.feed(chunk):
                 if message.event == "retry":
-                    self.record("SSE", "shed (retry)", (time.perf_counter() - started) * 1000)
-                    gevent.sleep(message.retry / 1000)
-                    return
+                    hint = message.retry
+                    continue
                 if message.event != "presence":
                     continue
+                hint = None
                 if first:
                     self.record("SSE", "first event", (time.perf_counter() - started) * 1000, len(message.data))
                     first = False
                     continue
                 self.fan_out(message.data, received)
+        if hint is not None:  # the body ended right after a hint: the server shed us (overload or shutdown)
+            self.record("SSE", "shed (retry)", (time.perf_counter() - started) * 1000)
+            gevent.sleep(hint / 1000)
+            return
         self.record(
             "SSE",
             "stream broken",

@@ -42,7 +42,7 @@ from common.metrics import OPEN_STREAMS
 from common.tasks import cancel_and_wait, raise_if_cancelling
 from presence.pubsub import PubSubError
 from presence.shards import Shard
-from presence.sse import DRAIN_RETRY_MS, HEAD_CHUNKED, HEAD_PLAIN, NULL_EVENT, PING, Event, presence_event, retry_hint
+from presence.sse import DRAIN_RETRY_MS, NULL_EVENT, PING, Event, presence_event, retry_hint, stream_opening
 from presence.stream import Listener
 from store.redis_connect import REDIS_ERRORS, RedisConnector, describe_error
 from store.redis_keys import get_many
@@ -155,7 +155,7 @@ class PresenceHub:
         channel.listeners.add(listener)
         self.listener_count += 1
         self._schedule_gauges()
-        head = HEAD_CHUNKED if chunked else HEAD_PLAIN
+        head = stream_opening(chunked)
         if channel.state == LIVE and channel.current is not None:
             event = channel.current
             listener.write(head + (event.chunked if chunked else event.raw))

@@ -17,6 +17,7 @@ class SSEClient:
         self.chunked = headers.get("transfer-encoding", "").lower() == "chunked"
         self._body = b""
         self.ended = False
+        self.retry: int | None = None
 
     @classmethod
     async def open(cls, port: int, path: str, *, version: str = "1.1", method: str = "GET") -> SSEClient:
@@ -74,6 +75,9 @@ class SSEClient:
             block = await self.block(timeout)
             assert block is not None, "stream ended"
             if block.startswith(":"):
+                continue
+            if block.startswith("retry: ") and "\n" not in block:
+                self.retry = int(block.split()[1])  # a hint alone (every stream's first block)
                 continue
             lines = block.split("\n")
             assert lines[0] == "event: presence", block

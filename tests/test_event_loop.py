@@ -33,7 +33,7 @@ def _raw_get(port: int, path: str) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         data = b""
-        while b"\n\n\r\n" not in data and b"ok" not in data:
+        while not (b"data: " in data and data.endswith(b"\n\n\r\n")) and b"ok" not in data:  # the first event
             chunk = sock.recv(65536)
             if not chunk:
                 break

@@ -80,6 +80,8 @@ async def raw_request(
 
 async def first_event(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    hint = await asyncio.wait_for(reader.readuntil(b"\n\n\r\n"), 5)  # every stream opens with `retry:`
+    assert b"retry: " in hint, hint
     body = await asyncio.wait_for(reader.readuntil(b"\n\n\r\n"), 5)
     return head, body
 
