@@ -57,11 +57,11 @@ class FakeHttp:
         self.server: HTTPServer | None = None
         self.url = ""
 
-    def start(self) -> FakeHttp:
-        sockets = bind_sockets(0, "127.0.0.1")
+    def start(self, host: str = "127.0.0.1") -> FakeHttp:
+        sockets = bind_sockets(0, host)
         self.server = HTTPServer(tornado.web.Application([(self.route, _Recorder, {"fake": self})]))
         self.server.add_sockets(sockets)
-        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        self.url = f"http://{host}:{sockets[0].getsockname()[1]}"
         return self
 
     async def stop(self) -> None:
@@ -158,10 +158,11 @@ class FakeSmtp:
     auth_logins: list = field(default_factory=list)
     tls: list = field(default_factory=list)  # per accepted message: was the session encrypted
     port: int = 0
+    host: str = "127.0.0.1"
 
     def start(self) -> FakeSmtp:
         with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
+            probe.bind((self.host, 0))
             self.port = probe.getsockname()[1]
         kwargs = {}
         if self.require_auth:
@@ -174,7 +175,7 @@ class FakeSmtp:
             kwargs = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
         if self.tls_context is not None:
             kwargs.update(tls_context=self.tls_context, require_starttls=True)
-        self.controller = Controller(_SmtpHandler(self), hostname="127.0.0.1", port=self.port, **kwargs)
+        self.controller = Controller(_SmtpHandler(self), hostname=self.host, port=self.port, **kwargs)
         self.controller.start()
         return self
 

@@ -67,14 +67,15 @@ class Upstream:
     sent: int = 0
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
+    host: str = "127.0.0.1"
     server: HTTPServer | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> Upstream:
-        sockets = bind_sockets(0, "127.0.0.1")
+        sockets = bind_sockets(0, self.host)
         self.port = sockets[0].getsockname()[1]
         self.server = HTTPServer(tornado.web.Application([(r"/tracks/(.*)", TrackHandler, {"up": self})]))
         self.server.add_sockets(sockets)
