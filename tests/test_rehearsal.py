@@ -1,0 +1,188 @@
+"""deploy/rehearse (issue 17): the production shape under load through a rolling restart, a kill -9 and a Redis
+master failover, judged from what every side counted.
+
+The quick tests hold the rehearsal's own pieces to what they promise: it runs deploy/nginx.conf and the compose
+environment themselves (so it cannot drift from them), and its checks fail when a count is off. The slow test
+runs the short rehearsal end to end (as root: it creates network namespaces) and reads its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from deploy.rehearsal import netns, shape
+from deploy.rehearsal.verdict import Inputs, Nginx, Verdict
+
+from conftest import ROOT
+
+SHORT_RUN_SECONDS = 420  # the whole short run, stores to teardown, on a loaded 2-core machine
+
+
+def test_nginx_config_is_deploys_own_with_the_replicas_addresses(tmp_path):
+    text = shape.nginx_config(["10.213.0.11", "10.213.0.12", "10.213.0.13"], tmp_path)
+    original = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert "server 10.213.0.12:8888" in text and "server app2:8888" not in text
+    assert f"access_log {tmp_path}/access.log rehearsal;" in text
+    # Everything else is deploy/nginx.conf line for line: timeouts, buffering, retries.
+    kept = [
+        line for line in original.splitlines() if "app" not in line and "/tmp/" not in line and "access_log" not in line
+    ]
+    assert all(line in text.splitlines() for line in kept)
+
+
+def test_nginx_config_refuses_a_replica_count_it_does_not_have(tmp_path):
+    with pytest.raises(shape.ShapeError, match="3 `server appN:PORT` lines"):
+        shape.nginx_config(["10.213.0.11", "10.213.0.12"], tmp_path)
+
+
+def test_replica_environment_is_the_image_then_compose_then_the_rehearsal():
+    app = shape.compose_app()
+    variables = dict.fromkeys(
+        ("TURNSTILE_SECRET", "TURNSTILE_SITEKEY", "DISCORD_BOT_TOKEN", "MUSIC_UPSTREAM_URL", "SMS_API_URL"), "x"
+    )
+    variables.update(SMTP_HOST="10.213.0.1", SMTP_PORT="25")
+    environment, changed = shape.replica_environment(app, variables, {"HEPGG_MONGO_URI": "mongodb://10.213.0.1/"})
+    assert environment["HEPGG_PORT"] == str(shape.app_port())  # the image's port is nginx's upstream port
+    assert environment["HEPGG_MONGO_URI"] == "mongodb://10.213.0.1/" and "HEPGG_MONGO_URI" in changed
+    assert app.stop_grace > 0 and app.replicas == ["app1", "app2", "app3"]
+
+
+def test_visitor_addresses_are_distinct_and_inside_the_load_namespaces_range():
+    addresses = {netns.visitor_address(n) for n in range(40_000)}
+    assert len(addresses) == 32_766  # wraps around the /17, never onto its network or broadcast address
+    assert all(a.startswith("10.213.") and 128 <= int(a.split(".")[2]) <= 255 for a in addresses)
+
+
+def _inputs(**changes) -> Inputs:
+    """A tiny run that passes every check: 2 page visitors, 1 play, 1 contact, 1 SSE reconnect."""
+    visitor, other = 5, 6
+    results = {
+        "http": {
+            "kind": "http",
+            "pages": [
+                [10.0, 0.01, 200, False, 40001, visitor, 0, ""],
+                [11.0, 0.01, 200, False, 40002, visitor, 0, ""],  # the same visitor again: one view
+                [12.0, 0.01, 200, False, 40003, other, 0, ""],
+            ],
+            "contacts": [[13.0, 0.02, 200, False, 40004, 7, 0, "sms", ""]],
+        },
+        "music": {"kind": "music", "plays": [[14.0, 14.1, 200, False, 300, 300, True, 8, 0, 40005, ""]]},
+        "publisher": {"kind": "publisher", "acks": {"rh-owner-0": [[1, 1.0, 1.01], [2, 15.5, 15.51]]}, "final": {}},
+        "sse-0": {
+            "kind": "sse",
+            "stopped": 40.0,
+            "fanout_ms": {"p99": 50.0},
+            "listeners": [
+                {
+                    "i": 0,
+                    "path": "/api/v1/profiles/presence/rh-owner-0/stream",
+                    "retry_ms": 2000,
+                    "seen": 2,
+                    "conns": [
+                        [2.0, 2.01, 200, 2.02, 1, 1, 1, 15.0, "end", 0],
+                        [17.0, 17.01, 200, 17.02, 2, 2, 1, 40.0, "stopped", 0],
+                    ],
+                }
+            ],
+        },
+    }
+    results["publisher"]["final"] = {"rh-owner-0": 2}
+    inputs = Inputs(
+        results=results,
+        nginx=Nginx(),
+        stats={"rh-0": {"profile_id": "rh-0", "views": 2, "plays": 1}},
+        credits_left={0: 99},
+        credits_start=100,
+        deliveries={"sms": {0: 1}, "email": {}, "discord": {}},
+        events=[],
+        windows={"steady": (0.0, 12.5), "restart": (10.5, 13.0)},
+        killed=None,
+        flush_window=3.0,
+    )
+    for name, value in changes.items():
+        setattr(inputs, name, value)
+    return inputs
+
+
+def _failed(verdict: Verdict) -> list[str]:
+    return [check.name for check in verdict.checks if not check.ok]
+
+
+def test_verdict_passes_a_run_whose_counts_agree():
+    assert _failed(Verdict(_inputs()).run()) == []
+
+
+def test_verdict_fails_a_lost_view_an_extra_play_and_an_unpaid_message():
+    failed = _failed(
+        Verdict(
+            _inputs(
+                stats={"rh-0": {"profile_id": "rh-0", "views": 1, "plays": 2}},
+                credits_left={0: 100},
+            )
+        ).run()
+    )
+    assert failed == [
+        "views equal the distinct-visitor renders answered",
+        "plays equal the tracks started",
+        "credits spent equal messages delivered",
+    ]
+
+
+def test_verdict_fails_a_slow_reconnect_a_stale_first_event_and_an_undocumented_5xx():
+    inputs = _inputs()
+    conns = inputs.results["sse-0"]["listeners"][0]["conns"]
+    conns[1][3] = 26.0  # first event 11 s after the stream was lost
+    conns[1][4] = 1  # ... and it was seq 1, while seq 2 had been acknowledged at 15.5 s
+    inputs.results["http"]["pages"].append([13.0, 0.01, 502, False, 40006, 9, 1, ""])
+    failed = _failed(Verdict(inputs).run())
+    assert failed[:3] == [
+        "no 5xx except 503 with Retry-After, and every request answered",
+        "every SSE listener reconnects within 10 s",
+        "the first event after each reconnect is the latest presence",
+    ]
+
+
+def _rehearsal_leftovers() -> list[str]:
+    found = [f"namespace {name}" for name in netns.namespaces()]
+    ps = subprocess.run(["pgrep", "-af", "hepgg-rehearsal-"], capture_output=True, text=True).stdout
+    found += [f"process {line}" for line in ps.splitlines() if "pgrep" not in line]
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates network namespaces: root only")
+@pytest.mark.skipif(
+    any(shutil.which(tool) is None for tool in ("ip", "nginx", "redis-server", "redis-cli")),
+    reason="ip, nginx and redis-server are installed by scripts/install.sh --test",
+)
+def test_short_rehearsal_keeps_every_count_through_restarts_a_kill_and_a_failover(tmp_path):
+    command = [sys.executable, str(ROOT / "deploy" / "rehearse"), "--short", "--results-dir", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=SHORT_RUN_SECONDS + 120, check=False)
+    output = result.stdout[-6000:] + result.stderr[-4000:]
+    assert _rehearsal_leftovers() == [], output  # torn down, passed or not
+    assert result.returncode in (0, 1), output  # 2: could not run, 3: interrupted or over its time bound
+    report = json.loads((tmp_path / "rehearsal-latest.json").read_text())
+    assert (tmp_path / "rehearsal-latest.png").stat().st_size > 10_000
+    checks = {check["name"]: check for check in report["checks"]}
+    failed = {name: check for name, check in checks.items() if not check["ok"]}
+    assert failed == {}, output
+    # The events happened, under load.
+    marks = [event["mark"] for event in report["events"] if event["mark"]]
+    assert marks == ["restart", "restart", "restart", "kill", "failover"]
+    assert report["failover"]["failover_s"] > 0
+    figures = report["figures"]
+    assert figures["sse"]["listeners"] == report["sizes"]["sse_listeners"]
+    assert figures["sse"]["reconnects"] >= figures["sse"]["listeners"]  # every listener lost at least one stream
+    assert figures["sse"]["reconnect_gap_s"]["max"] <= 10
+    # Counted on both sides, and equal.
+    views, plays, credits = figures["views"], figures["plays"], figures["credits"]
+    assert views["stored"] > 100 and views["lost"] <= views["at_risk_from_kill"]
+    assert plays["stored"] > 10 and plays["lost"] <= plays["at_risk_from_kill"]
+    assert credits["spent"] > 10 and credits["spent"] - credits["delivered_sms_email"] <= credits["at_risk_from_kill"]
+    assert report["duration_s"] <= SHORT_RUN_SECONDS
