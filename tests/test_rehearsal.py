@@ -186,3 +186,13 @@ def test_short_rehearsal_keeps_every_count_through_restarts_a_kill_and_a_failove
     assert plays["stored"] > 10 and plays["lost"] <= plays["at_risk_from_kill"]
     assert credits["spent"] > 10 and credits["spent"] - credits["delivered_sms_email"] <= credits["at_risk_from_kill"]
     assert report["duration_s"] <= SHORT_RUN_SECONDS
+
+
+def test_verdict_allows_a_pending_credit_hold_only_for_a_send_cut_by_the_kill():
+    held = {"credits_left": {0: 98}, "holds_pending": {0: 1}}  # one more debit, its outcome never settled
+    assert "credits spent equal messages delivered" in _failed(Verdict(_inputs(**held)).run())
+    inputs = _inputs(**held, killed=("10.213.0.12", 14.0))
+    inputs.results["http"]["contacts"].append([13.5, 0.5, 0, False, 40010, 9, 0, "sms", "reset"])
+    entry = {"t_end": 14.0, "status": 502, "upstreams": ["10.213.0.12:8888"], "upstream_status": "502"}
+    inputs.nginx = Nginx({(netns.visitor_address(9), 40010): [{**entry, "method": "POST", "uri": "/"}]})
+    assert "credits spent equal messages delivered" not in _failed(Verdict(inputs).run())

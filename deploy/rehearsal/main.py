@@ -303,7 +303,7 @@ def rehearse(args: argparse.Namespace, stack: Stack, load: Load, started: float)
     stats = [
         json.loads(line) for line in stack.cli("stats", *(profile_id(i) for i in range(sizes.profiles))).splitlines()
     ]
-    credits_left = read_credits(stack, sizes.profiles)
+    credits_left, holds_pending = read_credits(stack, sizes.profiles)
     stack.thirdparty.stop(signal.SIGTERM, timeout=30)
     counts = json.loads(stack.counts_path.read_text())
     stack.nginx.stop(signal.SIGQUIT, timeout=30)
@@ -318,6 +318,7 @@ def rehearse(args: argparse.Namespace, stack: Stack, load: Load, started: float)
         nginx=Nginx.read(stack.workdir / "nginx" / "access.log", wall_offset),
         stats={s["profile_id"]: s for s in stats},
         credits_left=credits_left,
+        holds_pending=holds_pending,
         credits_start=2 * CREDITS,
         deliveries=deliveries,
         events=timeline.events,
@@ -373,14 +374,21 @@ def rehearse(args: argparse.Namespace, stack: Stack, load: Load, started: float)
     return 0 if verdict.ok else 1
 
 
-def read_credits(stack: Stack, owners: int) -> dict[int, int]:
+def read_credits(stack: Stack, owners: int) -> tuple[dict[int, int], dict[int, int]]:
+    """Per owner: SMS + email credits left, and holds still pending (debited, outcome not yet settled)."""
     from pymongo import MongoClient
 
     with MongoClient(stack.mongo_uri, serverSelectionTimeoutMS=20000) as client:
-        users = client["hepgg"].users.find(
-            {"_id": {"$in": [owner_id(i) for i in range(owners)]}}, {"sms_credits": 1, "email_credits": 1}
+        users = list(
+            client["hepgg"].users.find(
+                {"_id": {"$in": [owner_id(i) for i in range(owners)]}},
+                {"sms_credits": 1, "email_credits": 1, "credit_holds": 1},
+            )
         )
-        return {int(u["_id"].rsplit("-", 1)[1]): int(u["sms_credits"]) + int(u["email_credits"]) for u in users}
+    index = {u["_id"]: int(u["_id"].rsplit("-", 1)[1]) for u in users}
+    left = {index[u["_id"]]: int(u["sms_credits"]) + int(u["email_credits"]) for u in users}
+    pending = {index[u["_id"]]: len(u.get("credit_holds") or []) for u in users}
+    return left, pending
 
 
 def describe_topology(stack: Stack) -> dict[str, Any]:
