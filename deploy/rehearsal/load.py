@@ -84,7 +84,6 @@ class Load:
             str(sizes.sse_users),
             "--interval",
             str(sizes.publish_interval),
-            *(["--sharded"] if self.stack.sharded_pubsub else []),
             index=0,
             pipe=True,
         )

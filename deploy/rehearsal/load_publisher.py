@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from loadtest.sse import stamped_snapshot
 from presence.writer import write_presence
-from runtime.services import make_redis
+from store.redis_connect import RedisConnector, connect
 
 RETRY_SECONDS = 0.2
 
@@ -40,7 +40,7 @@ class Publisher:
         self.failures = 0
         self.failed_since: float | None = None
         self.longest_outage = 0.0
-        self.redis = make_redis(args.redis_url)
+        self.redis: RedisConnector | None = None  # connected in work(): one server or a cluster, as the app does
 
     def sample(self) -> dict[str, Any]:
         return {"published": sum(len(a) for a in self.acks.values()), "failures": self.failures}
@@ -51,9 +51,8 @@ class Publisher:
         while True:
             sent = time.monotonic()
             try:
-                await write_presence(
-                    self.redis, user, stamped_snapshot(time.time(), seq), ttl=self.args.ttl, sharded=self.args.sharded
-                )
+                assert self.redis is not None  # the client follows a failover (PUBLISH, or SPUBLISH on a cluster)
+                await write_presence(self.redis.client, user, stamped_snapshot(time.time(), seq), ttl=self.args.ttl)
             except Exception as exc:
                 self.failures += 1
                 if self.failed_since is None:
@@ -72,6 +71,7 @@ class Publisher:
             return True
 
     async def work(self, stop: asyncio.Event) -> None:
+        self.redis = await connect(self.args.redis_url)
         for user in self.users:  # everyone has a snapshot before the first listener connects
             await self.publish(user, None)
         print('{"ready": true}', flush=True)
@@ -88,13 +88,12 @@ class Publisher:
                     await asyncio.wait_for(stop.wait(), delay)
                 except TimeoutError:
                     pass
-        await self.redis.aclose()
+        await self.redis.close()
 
 
 async def main() -> None:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--redis-url", required=True)
-    parser.add_argument("--sharded", action="store_true", help="SPUBLISH (the server runs with sharded pub/sub)")
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between two writes of one user")
     parser.add_argument("--ttl", type=float, default=300.0)

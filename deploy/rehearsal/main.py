@@ -65,7 +65,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--replicas", type=int, default=3)
     add("--processes", type=int, default=2, help="worker processes per replica (serve --processes)")
     add("--redis", choices=["cluster", "single"], default="cluster", help="3 masters + 3 replicas, or one Redis")
-    add("--sharded-pubsub", action="store_true", help="HEPGG_REDIS_SHARDED_PUBSUB=true on the replicas")
     add(
         "--p99-limit",
         type=float,
@@ -166,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="hepgg-rehearsal-"))
     workdir.chmod(0o755)  # nginx's workers (nobody) keep temp files under it
     network = netns.Network(args.replicas)
-    stack = Stack(workdir, args.replicas, args.processes, args.redis, args.sharded_pubsub)
+    stack = Stack(workdir, args.replicas, args.processes, args.redis)
     load: Load | None = None
     started = time.monotonic()
     try:

@@ -93,7 +93,6 @@ class Stack:
     replica_count: int = 3
     processes: int = 2
     redis_mode: str = "cluster"
-    sharded_pubsub: bool = False
     children: list[Child] = field(default_factory=list)
     replicas: list[Replica] = field(default_factory=list)
     redis: Any = None
@@ -223,8 +222,6 @@ class Stack:
             "HEPGG_TURNSTILE_VERIFY_URL": self.fakes["turnstile"],  # production talks to Cloudflare and Discord
             "HEPGG_DISCORD_API_URL": self.fakes["discord"],
         }
-        if self.sharded_pubsub:
-            overrides["HEPGG_REDIS_SHARDED_PUBSUB"] = "true"
         self.replica_env, self.changed_env = shape.replica_environment(self.compose, variables, overrides)
         if self.replica_env.get("HEPGG_PORT") != str(self.app_port):
             raise shape.ShapeError("nginx.conf's upstream port differs from the image's HEPGG_PORT")
