@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -21,7 +22,9 @@ from deploy.rehearsal.verdict import Inputs, Nginx, Verdict
 
 from conftest import ROOT
 
-SHORT_RUN_SECONDS = 420  # the whole short run, stores to teardown, on a loaded 2-core machine
+# The short run's bound, stores to teardown: ~3.5 min at load 12 on this 2-core machine, ~7.5 min at load 25
+# (replicas then take 40-77 s to start); past it the rehearsal stops, cleans up and exits 3.
+SHORT_RUN_SECONDS = 600
 
 
 def test_nginx_config_is_deploys_own_with_the_replicas_addresses(tmp_path):
@@ -156,6 +159,7 @@ def _rehearsal_leftovers() -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SHORT_RUN_SECONDS + 200)
 @pytest.mark.skipif(os.geteuid() != 0, reason="creates network namespaces: root only")
 @pytest.mark.skipif(
     any(shutil.which(tool) is None for tool in ("ip", "nginx", "redis-server", "redis-cli")),
@@ -163,7 +167,14 @@ def _rehearsal_leftovers() -> list[str]:
 )
 def test_short_rehearsal_keeps_every_count_through_restarts_a_kill_and_a_failover(tmp_path):
     command = [sys.executable, str(ROOT / "deploy" / "rehearse"), "--short", "--results-dir", str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=SHORT_RUN_SECONDS + 120, check=False)
+    command += ["--max-seconds", str(SHORT_RUN_SECONDS)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=SHORT_RUN_SECONDS + 60)
+    except subprocess.TimeoutExpired:  # its own bound failed: stop it as Ctrl-C would, so it tears down
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=90)
+    result = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
     output = result.stdout[-6000:] + result.stderr[-4000:]
     assert _rehearsal_leftovers() == [], output  # torn down, passed or not
     assert result.returncode in (0, 1), output  # 2: could not run, 3: interrupted or over its time bound
@@ -185,7 +196,6 @@ def test_short_rehearsal_keeps_every_count_through_restarts_a_kill_and_a_failove
     assert views["stored"] > 100 and views["lost"] <= views["at_risk_from_kill"]
     assert plays["stored"] > 10 and plays["lost"] <= plays["at_risk_from_kill"]
     assert credits["spent"] > 10 and credits["spent"] - credits["delivered_sms_email"] <= credits["at_risk_from_kill"]
-    assert report["duration_s"] <= SHORT_RUN_SECONDS
 
 
 def test_verdict_allows_a_pending_credit_hold_only_for_a_send_cut_by_the_kill():
