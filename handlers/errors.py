@@ -28,6 +28,8 @@ from music.errors import MusicBusy
 from render.og_card import RenderError
 from store.outages import RETRY_AFTER_SECONDS, STORE_OUTAGES
 
+SHUTDOWN_RETRY_AFTER_SECONDS = 1  # another replica takes the retry at once
+
 RENDER_FAILED = "Render Failed"  # the status line's phrase for a card that could not be drawn
 MESSAGES = {
     400: "Bad request",
@@ -55,6 +57,12 @@ class ErrorAnswer:
     headers: dict[str, str] = field(default_factory=dict)
     reason: str | None = None  # the status line's phrase, when not the standard one
     expected: bool = True  # False: a bug, logged with its traceback
+
+
+def shutting_down() -> ApiError:
+    """A request that reaches a replica after SIGTERM: 503 with Retry-After, a documented answer the visitor
+    (or the proxy) retries, where another replica serves it (the rehearsal saw 46 bare music 503s)."""
+    return ApiError(503, message_for(503), {"Retry-After": str(SHUTDOWN_RETRY_AFTER_SECONDS)})
 
 
 def message_for(status: int) -> str:

@@ -17,6 +17,7 @@ from tornado.http1connection import HTTP1Connection
 from common.client_ip import rate_limit_subject
 from common.metrics import OPEN_STREAMS
 from handlers.base import ApiHandler
+from handlers.errors import shutting_down
 from music import ranges
 from music.relay import COMPLETE, LISTENER_GONE, STOPPED, UPSTREAM_FAILED, Relay
 from music.service import REVOKED, SHUTTING_DOWN, MusicService, OpenStream
@@ -25,7 +26,7 @@ from store.formats import ID_PATTERN, ISRC_PATTERN
 _MUSIC_STREAMS = OPEN_STREAMS.labels(kind="music")  # bound once: labels() per request costs a lookup and a lock
 
 # A stream stopped before its first byte answers as a new request would now.
-STOP_STATUS = {REVOKED: 404, SHUTTING_DOWN: 503}
+STOP_STATUS = {REVOKED: 404}  # SHUTTING_DOWN: a 503 with Retry-After (handlers/errors.shutting_down)
 
 
 class MusicHandler(ApiHandler):
@@ -55,7 +56,7 @@ class MusicHandler(ApiHandler):
         if not ID_PATTERN.fullmatch(profile_id):
             raise tornado.web.HTTPError(404)  # could never exist: no lookup
         if self.services.draining:
-            raise tornado.web.HTTPError(503)
+            raise shutting_down()
         now = self.services.clock.now()
         site = await self.services.sites.by_id(profile_id)
         if site is None or not site.is_visible(now) or not site.owner.music_key:
@@ -104,6 +105,8 @@ class MusicHandler(ApiHandler):
             if relay.stop_reason == LISTENER_GONE:
                 return  # nobody to answer
             self.clear()
+            if relay.stop_reason == SHUTTING_DOWN:
+                raise shutting_down()
             raise tornado.web.HTTPError(STOP_STATUS.get(relay.stop_reason or "", 502))
         else:  # BROKEN, or STOPPED mid-body: no clean end (no last chunk, short Content-Length)
             connection = self.request.connection

@@ -407,10 +407,10 @@ async def test_listener_disconnect_while_the_upstream_is_silent_closes_it(music_
     await wait_until(lambda: not music_server.services.music.streams)
 
 
-async def test_a_draining_server_refuses_new_streams_with_an_empty_503(music_server, upstream):
+async def test_a_draining_server_refuses_new_streams_with_an_empty_503_and_retry_after(music_server, upstream):
     music_server.services.lifecycle.draining = True  # what SIGTERM sets before the grace period
     response = await music_server.fetch(PATH)
-    assert (response.code, response.body) == (503, b"")
+    assert (response.code, response.body, response.headers.get("Retry-After")) == (503, b"", "1")
     assert upstream.requests == []  # refused before any upstream work
 
 
