@@ -3,8 +3,8 @@ and a Redis master failover; then what every side counted, checked against each 
 
 Run as root on Debian (ip netns, nginx, redis-server from `scripts/install.sh --test`):
 
-    .venv/bin/python deploy/rehearse                 # the full run (~6 min here), writes bench/results/
-    .venv/bin/python deploy/rehearse --short --results-dir /tmp/r   # the slow test's version (~2-3 min)
+    .venv/bin/python deploy/rehearse                 # the full run (~8 min here), writes bench/results/
+    .venv/bin/python deploy/rehearse --short --results-dir /tmp/r   # the slow test's version (~3.5-5.5 min here)
 
 Exit status 0 when every check passed, 1 when one failed, 2 when the rehearsal could not run (not root, a
 missing tool, another rehearsal running), 3 when it was interrupted or ran past --max-seconds. Everything
