@@ -101,25 +101,7 @@ class HttpLoad:
             f"GET / HTTP/1.1\r\nHost: {self.args.slug_prefix}{profile}.{self.args.base_domain}\r\n"
             f"User-Agent: {self.visitors.agent(visitor)}\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
         ).encode()
-        started = time.monotonic()
-        status, headers, _size, local_port, error = await exchange(
-            self.host, self.port, self.visitors.address(visitor), request
-        )
-        if error:
-            self.errors[error.split(":")[0]] += 1
-        self.done["page"] += 1
-        self.pages.append(
-            [
-                round(started, 4),
-                round(time.monotonic() - started, 4),
-                status,
-                "retry-after" in headers,
-                local_port,
-                visitor,
-                profile,
-                error,
-            ]
-        )
+        await self._timed("page", self.pages, visitor, request, [visitor, profile])
 
     async def contact(self, channel: str, visitor: int, profile: int) -> None:
         form: dict[str, str] = {"message": f"rehearsal message from visitor {visitor}", "turnstileToken": "good-r"}
@@ -134,26 +116,20 @@ class HttpLoad:
             f"User-Agent: {self.visitors.agent(visitor)}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode() + body
+        await self._timed("contact", self.contacts, visitor, request, [visitor, profile, channel])
+
+    async def _timed(self, kind: str, records: list[list[Any]], visitor: int, request: bytes, what: list[Any]) -> None:
+        """One exchange from the visitor's address, recorded as [t_start, seconds, status, retry_after, port, *what,
+        error]."""
         started = time.monotonic()
         status, headers, _size, local_port, error = await exchange(
             self.host, self.port, self.visitors.address(visitor), request
         )
         if error:
             self.errors[error.split(":")[0]] += 1
-        self.done["contact"] += 1
-        self.contacts.append(
-            [
-                round(started, 4),
-                round(time.monotonic() - started, 4),
-                status,
-                "retry-after" in headers,
-                local_port,
-                visitor,
-                profile,
-                channel,
-                error,
-            ]
-        )
+        self.done[kind] += 1
+        elapsed = round(time.monotonic() - started, 4)
+        records.append([round(started, 4), elapsed, status, "retry-after" in headers, local_port, *what, error])
 
     async def schedule(self, stop: asyncio.Event, rate: float, start) -> None:
         """Start `start(now)` `rate` times a second on a fixed schedule until `stop`."""
