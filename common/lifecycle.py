@@ -3,9 +3,11 @@
 The composition root (runtime/services.py) registers a drainer for every kind of
 stream, a flusher for every batch of writes and a closer for everything it
 starts. On SIGTERM the worker spends its grace in phases (`ShutdownBudget`):
-drain (SSE streams get a retry hint and close, music streams may finish), close
-the connections, flush (batched views and plays are written), close (closers run
-last-in first-out), and the process that started embedded stores stops them.
+drain (SSE streams get a retry hint and close, music streams may finish, requests
+in progress are answered with `Connection: close`), close the connections (once
+those requests are answered; one still running then is cut), flush (batched views
+and plays are written), close (closers run last-in first-out), and the process
+that started embedded stores stops them.
 Each phase has a hard deadline, so a hung store, upstream or closer costs its
 phase's share and no more. Whatever could not be written is reported by the
 flushers (`unwritten`), for one log line.

@@ -1,7 +1,9 @@
 """SIGTERM to exit within `--shutdown-grace`, whatever hangs.
 
 The grace is spent in phases with hard deadlines (common/lifecycle.ShutdownBudget):
-drain → close connections → flush → close → stop the embedded stores. A hung
+drain → close connections → flush → close → stop the embedded stores. From the
+signal on, requests in progress are answered (with `Connection: close`) until the
+connections phase is nearly over; only then are connections closed. A hung
 store or upstream costs its phase's share; the worker then writes ONE line
 saying how long it took and what could not be written. Should something still
 hold the process past its deadline (a thread in a C call, a closer that ignores
@@ -18,9 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from tornado.httpserver import HTTPServer
-
 from common.lifecycle import Lifecycle, ShutdownBudget, describe_unwritten
+from runtime.http_server import FirstLookHTTPServer
 
 log = logging.getLogger("hepgg.serve")
 
@@ -74,14 +75,23 @@ class Watchdog:
         os._exit(HARD_EXIT_CODE)
 
 
-async def shutdown_worker(clock: ShutdownClock, server: HTTPServer, lifecycle: Lifecycle, exit_by: float) -> None:
+async def shutdown_worker(
+    clock: ShutdownClock, server: FirstLookHTTPServer, lifecycle: Lifecycle, exit_by: float
+) -> None:
     """The orderly part: each phase until its deadline (seconds after the signal), then one line."""
     budget = clock.budget
     drain_end = budget.drain
     connections_end = drain_end + budget.connections
     flush_end = connections_end + budget.flush
-    server.stop()  # stop accepting; in-flight requests go on
+    server.stop()  # stop accepting; requests in progress go on
+    server.start_draining()  # every response from now on says `Connection: close` and ends its connection
     await lifecycle.drain(clock.left(drain_end))  # draining: /readyz 503, streams shed, music may finish
+    # Requests in progress (a contact send in delivery, a render) are answered, then the idle connections
+    # are closed; a request still running when only the closing's share of the phase is left is cut.
+    closing = budget.connections / 4
+    running = await server.requests_finished(clock.left(connections_end - closing))
+    if running:
+        log.warning("%d requests still in progress at their shutdown deadline; closing their connections", running)
     try:
         await asyncio.wait_for(server.close_all_connections(), max(0.01, clock.left(connections_end)))
     except TimeoutError:
