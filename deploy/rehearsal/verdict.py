@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.rehearsal.netns import visitor_address
-
-VIEW_DEDUP_SECONDS = 30.0  # store/stats.py: one view per profile, address and User-Agent within 30 s
+from music.plays import PLAY_BYTES
+from store.stats import DEDUP_SECONDS  # one view per profile and visitor, one play per visitor and track, per 30 s
 
 _LOG = re.compile(
     r"^(?P<msec>[\d.]+) (?P<addr>\S+) (?P<port>\d+) (?P<method>\S+) (?P<status>\d+) "
@@ -110,7 +110,7 @@ class Inputs:
     p99_ratio_limit: float | None = 3.0  # None: reported, not asserted
     stopped_publishing: float = 0.0  # when the publisher stopped (convergence is judged after it)
     profile_prefix: str = "rh-"
-    play_window: float = 0.0  # seconds within which one visitor's plays of one track count once (0: each counts)
+    play_window: float = DEDUP_SECONDS  # seconds within which one visitor's plays of one track count once
     holds_pending: dict[int, int] = field(default_factory=dict)  # owner index -> credit holds not yet settled
 
 
@@ -172,12 +172,27 @@ class Verdict:
         killed_address, t_kill = self.i.killed
         return address == killed_address and t_kill - self.i.flush_window <= t_answer <= t_kill
 
+    def _post_cut_by_kill(self, t_start: float, t_answer: float, status: int, address: str, port: int) -> bool:
+        """A POST in flight on the replica at its kill -9, answered 502 by nginx: no server can answer it, and
+        nginx does not send a POST to another replica (it might be delivered twice)."""
+        if self.i.killed is None or status != 502 or not t_start <= self.i.killed[1] <= t_answer:
+            return False
+        entry = self.i.nginx.find(address, port, t_start)
+        return (
+            entry is not None
+            and entry["method"] == "POST"
+            and bool(entry["upstreams"])
+            and entry["upstreams"][-1].split(":")[0] == self.i.killed[0]
+        )
+
     # ------------------------------------------------------------------ statuses
 
     def statuses(self) -> None:
         http = self._http()
         by_kind: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         bad: list[dict[str, Any]] = []
+
+        cut_by_kill: collections.Counter[str] = collections.Counter()
 
         def tally(kind: str, status: int, retry_after: bool, t: float, error: str = "") -> None:
             label = str(status) if status else "no answer"
@@ -191,6 +206,9 @@ class Verdict:
         for r in http["pages"]:
             tally("page", r[2], r[3], r[0], r[7])
         for r in http["contacts"]:
+            if self._post_cut_by_kill(r[0], r[0] + r[1], r[2], visitor_address(r[5]), r[4]):
+                cut_by_kill[f"contact-{r[7]}"] += 1  # nginx retries no POST: a kill -9 cuts its sends in flight
+                continue
             tally(f"contact-{r[7]}", r[2], r[3], r[0], r[8])
         for r in self.i.results.get("music", {}).get("plays", []):
             tally("music", r[2], r[3], r[0], r[10] if not r[2] else "")
@@ -206,12 +224,14 @@ class Verdict:
             upstream: dict(counter) for upstream, counter in sorted(self.i.nginx.upstream_statuses().items())
         }
         first = sorted(bad, key=lambda b: b["t"])[:10]
+        self.figures["posts_cut_by_kill"] = dict(cut_by_kill)
         self.check(
             "no 5xx except 503 with Retry-After, and every request answered",
             not bad,
             undocumented=len(bad),
             by_kind=dict(collections.Counter(f"{b['kind']} {b['status'] or 'no answer'}" for b in bad)),
             first=first,
+            posts_in_flight_at_the_kill=dict(cut_by_kill),
         )
         music = self.i.results.get("music", {}).get("plays", [])
         broken = [r for r in music if r[2] == 200 and not r[6]]
@@ -431,16 +451,23 @@ class Verdict:
     def views(self) -> None:
         pages = self._http()["pages"]
         records = [(r[0], r[0] + r[1], r[2], visitor_address(r[5]), r[4], r[6], r[5]) for r in pages]
-        expected = self._expected_by_profile(records, VIEW_DEDUP_SECONDS)
+        expected = self._expected_by_profile(records, DEDUP_SECONDS)
         self._counted("views equal the distinct-visitor renders answered", "views", expected)
 
     def plays(self) -> None:
+        """A play is a visitor starting a track (music/plays.py): a 200 from byte 0 counts once PLAY_BYTES (or the
+        whole track) were handed to the listener's socket, once per visitor and track per `play_window`. A
+        listener that received them was counted; one cut before it received them may have been (the server
+        had written more than arrived): such answers widen the range, and are never counted as at risk."""
         plays = self.i.results.get("music", {}).get("plays", [])
-        # A play is a track started: its 200 head (store/stats.py counts every GET from byte 0 that the worker
-        # answered 2xx; `play_window` 0 says so).
-        records = [(r[0], r[1] or r[0], r[2], visitor_address(r[7]), r[9], r[8], r[7]) for r in plays]
-        expected = self._expected_by_profile(records, self.i.play_window)
-        self._counted("plays equal the tracks started", "plays", expected)
+
+        def records(answers: list[list[Any]]) -> list[tuple[float, float, int, str, int, int, Any]]:
+            return [(r[0], r[1] or r[0], r[2], visitor_address(r[7]), r[9], r[8], r[7]) for r in answers]
+
+        received = [r for r in plays if r[2] == 200 and r[4] >= (min(PLAY_BYTES, r[5]) if r[5] else PLAY_BYTES)]
+        low, _, at_risk, unattributed = self._expected_by_profile(records(received), self.i.play_window)
+        _, high, _, _ = self._expected_by_profile(records([r for r in plays if r[2] == 200]), self.i.play_window)
+        self._counted("plays equal the tracks started", "plays", (low, high, at_risk, unattributed))
 
     # ------------------------------------------------------------------ credits
 
