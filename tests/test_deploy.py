@@ -39,6 +39,15 @@ def test_nginx_streams_unbuffered_and_replaces_forwarded_for():
     assert "proxy_set_header X-Forwarded-For $remote_addr;" in config
 
 
+def test_nginx_drops_an_idle_upstream_connection_before_the_app_does():
+    """Else nginx may send a request onto a connection the app is closing: a POST there is a 502."""
+    config = (DEPLOY / "nginx.conf").read_text()
+    upstream = re.search(r"upstream hepgg \{(.*?)\}", config, re.S).group(1)
+    seconds = float(re.search(r"keepalive_timeout (\d+)s;", upstream).group(1))
+    [idle] = [option for option in OPTIONS if option.attr == "idle_timeout"]
+    assert seconds < idle.default
+
+
 def test_compose_has_production_shape():
     compose = (DEPLOY / "compose.yaml").read_text()
     assert "--replSet" in compose  # change streams need a replica set
