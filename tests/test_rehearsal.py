@@ -239,3 +239,23 @@ def test_verdict_allows_a_502_only_for_a_post_in_flight_on_the_replica_at_its_ki
     assert "no 5xx except 503 with Retry-After, and every request answered" in _failed(
         Verdict(contact_at(14.5, 40013, "10.213.0.12")).run()  # sent after the kill: nginx should not have
     )
+
+
+def test_server_log_summary_names_an_unretrieved_tasks_coroutine_and_exception(tmp_path):
+    from types import SimpleNamespace
+
+    from deploy.rehearsal.main import server_log_summary
+
+    log = tmp_path / "app1.log"
+    log.write_text(
+        "2026-12-01 02:20:00,000 ERROR asyncio[7] Task exception was never retrieved\n"
+        "future: <Task finished name='Task-9' coro=<Hub._listen() done, defined at hub.py:3> exception=E()>\n"
+        'Traceback (most recent call last):\n  File "hub.py", line 3, in _listen\n    raise E\n'
+        "redis.exceptions.ConnectionError: Connection closed by server.\n"
+    )
+    replica = SimpleNamespace(index=1, child=SimpleNamespace(log=log))
+    assert server_log_summary(SimpleNamespace(replicas=[replica]))["app1"] == {
+        "error: asyncio[7] Task exception was never retrieved": 1,
+        "error: in task Hub._listen": 1,
+        "error: Traceback: redis.exceptions.ConnectionError: Connection closed by server.": 1,
+    }

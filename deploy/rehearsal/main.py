@@ -20,6 +20,7 @@ import datetime
 import fcntl
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -421,7 +422,8 @@ def server_log_summary(stack: Stack) -> dict[str, Any]:
     for replica in stack.replicas:
         counts: dict[str, int] = {}
         with contextlib.suppress(OSError):
-            for line in replica.child.log.read_text(errors="replace").splitlines():
+            lines = replica.child.log.read_text(errors="replace").splitlines()
+            for n, line in enumerate(lines):
                 level = None
                 if line.startswith("{"):
                     with contextlib.suppress(ValueError):
@@ -432,8 +434,12 @@ def server_log_summary(stack: Stack) -> dict[str, Any]:
                     for name in ("WARNING", "ERROR", "CRITICAL"):
                         if f" {name} " in line or line.startswith(name):
                             level, message = name.lower(), line.split(name, 1)[1][:90]
-                    if line.startswith("Traceback"):
-                        level, message = "error", "Traceback"
+                    if line.startswith("future: <Task"):  # asyncio's "never retrieved": which coroutine
+                        coroutine = re.search(r"coro=<([^\s(>]+)", line)
+                        level, message = "error", f"in task {coroutine.group(1) if coroutine else '?'}"
+                    if line.startswith("Traceback"):  # named by its exception: the first unindented line after
+                        raised = next((x for x in lines[n + 1 :] if x and not x[0].isspace()), "?")
+                        level, message = "error", f"Traceback: {raised[:150]}"
                 if level in ("warning", "error", "critical"):
                     key = f"{level}: {message.strip()}"
                     counts[key] = counts.get(key, 0) + 1
