@@ -119,7 +119,8 @@ async def send(port: int, method: str, target: str, headers: dict[str, str], *, 
                 break
             data += chunk
             head, _, rest = data.partition(b"\r\n\r\n")
-            if first_event and b"text/event-stream" in head and b"\n\n" in rest:
+            # A stream opens with its `retry:` block; the first event is the block after an `event:` line.
+            if first_event and b"text/event-stream" in head and b"\n\n" in rest.partition(b"event:")[2]:
                 break
     except ConnectionResetError:
         pass
