@@ -36,7 +36,7 @@ class ShapeError(RuntimeError):
 def image_environment(dockerfile: Path = ROOT / "Dockerfile") -> dict[str, str]:
     """`HEPGG_*` set by ENV in the runtime stage (what every replica starts with)."""
     text = dockerfile.read_text()
-    stage = re.search(r"^FROM \S+ AS runtime$(.*?)^FROM ", text, re.M | re.S)
+    stage = re.search(r"(?:\A|\n)FROM \S+ AS runtime\n(.*?)\nFROM ", text, re.S)
     if stage is None:
         raise ShapeError("Dockerfile: no `FROM … AS runtime` stage")
     environment: dict[str, str] = {}
@@ -119,7 +119,7 @@ def nginx_config(upstreams: list[str], directory: Path, path: Path = DEPLOY / "n
 
 
 def listen_port(path: Path = DEPLOY / "nginx.conf") -> int:
-    match = re.search(r"^\s*listen (\d+)", path.read_text(), re.M)
+    match = re.search(r"(?:\A|\n)[ \t]*listen (\d+)", path.read_text())
     if match is None:
         raise ShapeError(f"{path}: no `listen PORT`")
     return int(match.group(1))

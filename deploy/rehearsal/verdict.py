@@ -26,8 +26,8 @@ from deploy.rehearsal.netns import visitor_address
 from music.plays import PLAY_BYTES
 from store.stats import DEDUP_SECONDS  # one view per profile and visitor, one play per visitor and track, per 30 s
 
-_LOG = re.compile(
-    r"^(?P<msec>[\d.]+) (?P<addr>\S+) (?P<port>\d+) (?P<method>\S+) (?P<status>\d+) "
+_LOG = re.compile(  # used with .match: anchored at the line's start
+    r"(?P<msec>[\d.]+) (?P<addr>\S+) (?P<port>\d+) (?P<method>\S+) (?P<status>\d+) "
     r"\[(?P<upstreams>[^\]]*)\] \[(?P<upstream_status>[^\]]*)\] (?P<time>[\d.]+) (?P<bytes>\d+) (?P<uri>\S+)"
 )
 
