@@ -167,7 +167,8 @@ async def exchange_first_event(port: int, data: bytes) -> bytes:
     try:
         writer.write(data)
         received = b""
-        while b"\n\n" not in received.partition(b"\r\n\r\n")[2]:
+        # A stream opens with its `retry:` block; the first event is the block after an `event:` line.
+        while b"\n\n" not in received.partition(b"\r\n\r\n")[2].partition(b"event:")[2]:
             chunk = await asyncio.wait_for(reader.read(4096), 10)
             assert chunk, received
             received += chunk
