@@ -97,7 +97,8 @@ class PresenceStream:
             return _answer_head(request)
         connection = request.connection
         assert isinstance(connection, HTTP1Connection)
-        open_stream(services, connection.detach(), user_id, request.version == "HTTP/1.1")
+        peer, forwarded_for = request.remote_ip or "", request.headers.get("X-Forwarded-For")
+        open_stream(services, connection.detach(), user_id, request.version == "HTTP/1.1", peer, forwarded_for)
 
 
 class PresenceFastPath:
@@ -110,32 +111,40 @@ class PresenceFastPath:
     def __init__(self, services: Services):
         self.services = services
 
-    def __call__(self, stream: IOStream) -> bool | None:
+    def __call__(self, stream: IOStream, address: Any) -> bool | None:
         """True: taken; False: Tornado's; None: nothing has arrived yet, ask again when the socket is readable."""
         request = peek_stream_request(stream)
         if request is NOTHING_YET:
             return None
         if request is None:
             return False
-        raw_user_id, chunked, header_length = request
         try:
-            user_id = parse_user_id(raw_user_id)
+            user_id = parse_user_id(request.user_id)
         except ApiError:
             return False
         try:
-            consume(stream.socket, header_length)
+            consume(stream.socket, request.header_length)
         except OSError:
             stream.close()
             return True
-        open_stream(self.services, stream, user_id, chunked)
+        peer = address[0] if isinstance(address, tuple) and address else ""
+        open_stream(self.services, stream, user_id, request.chunked, peer, request.forwarded_for)
         return True
 
 
-def open_stream(services: Services, stream: IOStream, user_id: str, chunked: bool) -> None:
-    """A detached connection becomes a listener, or is shed with a retry hint when we cannot take it."""
+def open_stream(
+    services: Services, stream: IOStream, user_id: str, chunked: bool, peer: str, forwarded_for: str | None
+) -> None:
+    """A detached connection becomes a listener, or is shed with a retry hint when we cannot take it: the
+    worker is draining or holds its most streams, or (through a trusted proxy) the forwarded client's address
+    holds its share of connections (common/address_caps.py)."""
     hub = services.presence.hub
     stream.set_nodelay(True)
     if services.draining or hub.draining or hub.listener_count >= hub.max_streams:
+        return _shed(stream, chunked)
+    caps = services.address_caps
+    subject = caps.forwarded_subject(peer, forwarded_for)
+    if subject is not None and not caps.hold(stream, subject, "SSE streams"):
         return _shed(stream, chunked)
     hub.add(presence_key(user_id), stream, chunked)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.address_caps import AddressCaps
 from common.client_ip import TrustedProxies
 from common.lifecycle import Lifecycle
 from contact.service import ContactService
@@ -48,6 +49,7 @@ class Services:
     sites: SiteDirectory  # cached profile + owner lookups
     stats: StatsWriter  # batched views and plays
     trusted_proxies: TrustedProxies
+    address_caps: AddressCaps  # open connections (SSE streams included) per client address
     og: OgService  # the card renderer: process pool, card cache, avatar fetcher
     music: MusicService  # the long-stream curl client, open streams, revocation
     contact: ContactService  # limiter, Turnstile, credits, delivery

@@ -9,7 +9,9 @@ request is one GET line and headers we never read.
 So for each new plain-TCP connection the server peeks (MSG_PEEK) at what has
 arrived. If it is one complete request `GET /api/v1/profiles/presence/<id>/stream`
 (HTTP/1.0 or 1.1, no body, a valid userID), the header bytes are consumed and
-the IOStream goes straight to the hub, exactly as the routed handler would.
+the IOStream goes straight to the hub, exactly as the routed handler would
+(X-Forwarded-For included: through a trusted proxy a stream counts against the
+forwarded client's address, common/address_caps.py).
 Anything else (not arrived yet, another path or method, a body, an odd header
 line, a bad userID, TLS) is left untouched for Tornado, which answers it as
 before: this is only a shortcut for the common case, never a second parser
@@ -32,12 +34,15 @@ PEEK_BYTES = 8192  # a stream request with cookies fits; a larger one takes the 
 PREFIX = b"GET " + STREAM_PREFIX.encode()
 HEADER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t -~\x80-\xff]*")
 BODY_HEADERS = (b"content-length", b"transfer-encoding")
+FORWARDED_FOR = b"x-forwarded-for"
+HTTP_WHITESPACE = b" \t"  # what Tornado strips around a header value
 
 
 class StreamRequest(NamedTuple):
     user_id: bytes  # raw: percent-decoded, not yet UTF-8 decoded or checked
     chunked: bool  # HTTP/1.1: the body is chunked; HTTP/1.0: it ends with the close
     header_length: int  # bytes to consume before the connection is the stream's
+    forwarded_for: str | None = None  # X-Forwarded-For as Tornado would read it (several lines: joined by ",")
 
 
 class NothingYet(enum.Enum):
@@ -60,12 +65,19 @@ def parse_stream_request(data: bytes) -> StreamRequest | None:
     match = STREAM_PATH.fullmatch(parts[1].partition(b"?")[0])
     if match is None:
         return None
+    forwarded: list[str] = []
     for line in lines[1:]:
         if not HEADER_LINE.fullmatch(line):
             return None  # folded, malformed or control characters: let Tornado judge it
-        if line.partition(b":")[0].lower() in BODY_HEADERS:
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        if name in BODY_HEADERS:
             return None
-    return StreamRequest(unquote_to_bytes(match.group(1)), parts[2] == b"HTTP/1.1", end + 4)
+        if name == FORWARDED_FOR:
+            forwarded.append(value.strip(HTTP_WHITESPACE).decode("latin-1"))
+    return StreamRequest(
+        unquote_to_bytes(match.group(1)), parts[2] == b"HTTP/1.1", end + 4, ",".join(forwarded) if forwarded else None
+    )
 
 
 def peek_stream_request(stream: IOStream) -> StreamRequest | Literal[NothingYet.NOTHING_YET] | None:

@@ -1,6 +1,6 @@
 """The worker's HTTP server: Tornado's, with a look at each new connection before HTTP/1 parsing.
 
-`first_look(stream)` may take a new connection whole (True) and Tornado's HTTP
+`first_look(stream, address)` may take a new connection whole (True) and Tornado's HTTP
 layer then never sees it; that is how SSE stream requests skip per-request
 machinery during connect storms (presence/fast_path.py). False hands the
 connection to Tornado as usual. None means no byte has arrived yet (a client
@@ -11,8 +11,10 @@ sweep timer serves all waiting connections. Once bytes arrive, Tornado's
 `idle_connection_timeout` bounds the rest of the request head and each idle
 keep-alive wait. Accepting backs off when descriptors run out (runtime/accept.py).
 One client address (IPv6: its /64, as the rate limits count) may hold at most
-`per_address` open connections, SSE streams included; a trusted proxy's are not
-counted (its clients are many). Past that a new connection gets a bare 503 with
+`--connections-per-address` open connections, SSE streams included
+(common/address_caps.py); a trusted proxy's are not counted here (its clients
+are many: a stream through it counts against the forwarded client when it
+opens, handlers/presence.py). Past that a new connection gets a bare 503 with
 Retry-After and is closed before anything is parsed.
 
 On SIGTERM (runtime/shutdown.py) the server drains: `start_draining` makes every
@@ -30,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -42,33 +43,16 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
-from common.client_ip import TrustedProxies, rate_limit_subject
+from common.address_caps import AddressCaps, CountedIOStream
 from handlers.presence import PresenceFastPath
 from handlers.services import Services
 from runtime.accept import AcceptBackoff, add_accept_handler
 from runtime.app import make_app
 
-log = logging.getLogger("hepgg.http")
-
 Address = tuple[Any, ...]  # the peer's address, as the socket gives it
 TOO_MANY_CONNECTIONS = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
-REFUSAL_LOG_INTERVAL = 10.0  # seconds between lines about refused connections
-
-
-class CountedIOStream(IOStream):
-    """An IOStream that says when its descriptor is closed, whoever closes it (the per-address count)."""
-
-    on_close_fd: Callable[[], None] | None = None
-
-    def close_fd(self) -> None:
-        try:
-            super().close_fd()
-        finally:
-            release, self.on_close_fd = self.on_close_fd, None
-            if release is not None:
-                release()
 
 
 class _Tracked(httputil.HTTPMessageDelegate):
@@ -108,19 +92,15 @@ class _Tracked(httputil.HTTPMessageDelegate):
 
 
 class FirstLookHTTPServer(HTTPServer):
-    first_look: Callable[[IOStream], bool | None] | None = None
+    first_look: Callable[[IOStream, Address], bool | None] | None = None
     header_timeout: float  # seconds a new connection may stay silent (set by make_http_server)
-    per_address: int  # open connections per client address, IPv6: its /64 (set by make_http_server)
-    trusted_proxies = TrustedProxies(())
+    caps: AddressCaps  # open connections per client address (set by make_http_server)
 
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self._silent: dict[int, tuple[IOStream, Address, float]] = {}  # fd -> (stream, address, deadline)
         self._sweeping = False
         self.accept_backoff = AcceptBackoff()
-        self.open_by_address: dict[str, int] = {}
-        self.refused_connections = 0
-        self._refusals_logged_at = 0.0
         self.busy: dict[object, httputil.HTTPConnection] = {}  # connection -> its request in progress
         self.draining = False
         self._all_answered = asyncio.Event()  # set while draining once no request is in progress
@@ -128,40 +108,17 @@ class FirstLookHTTPServer(HTTPServer):
     def _handle_connection(self, connection: socket.socket, address: Any) -> None:
         """Tornado's (no TLS here: a proxy terminates it), counting connections per client address."""
         assert self.ssl_options is None
-        peer = address[0] if isinstance(address, tuple) and address else ""
-        subject = rate_limit_subject(peer) if peer and not self.trusted_proxies.trusts(peer) else None
-        if subject is not None:
-            if self.open_by_address.get(subject, 0) >= self.per_address:
-                self._refuse(connection, subject)
-                return
-            self.open_by_address[subject] = self.open_by_address.get(subject, 0) + 1
+        subject = self.caps.peer_subject(address[0] if isinstance(address, tuple) and address else "")
+        if subject is not None and not self.caps.take(subject):
+            with contextlib.suppress(OSError):
+                connection.setblocking(False)
+                connection.send(TOO_MANY_CONNECTIONS)
+            connection.close()
+            return
         stream = CountedIOStream(connection, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
         if subject is not None:
-            stream.on_close_fd = functools.partial(self._release_address, subject)
+            stream.on_close_fd = functools.partial(self.caps.release, subject)
         self.handle_stream(stream, address)
-
-    def _release_address(self, subject: str) -> None:
-        left = self.open_by_address.get(subject, 0) - 1
-        if left > 0:
-            self.open_by_address[subject] = left
-        else:
-            self.open_by_address.pop(subject, None)
-
-    def _refuse(self, connection: socket.socket, subject: str) -> None:
-        with contextlib.suppress(OSError):
-            connection.setblocking(False)
-            connection.send(TOO_MANY_CONNECTIONS)
-        connection.close()
-        self.refused_connections += 1
-        now = time.monotonic()
-        if now - self._refusals_logged_at >= REFUSAL_LOG_INTERVAL:
-            self._refusals_logged_at = now
-            log.warning(
-                "refused %d connections in all: %s (among others) holds %d, the most one address may",
-                self.refused_connections,
-                subject,
-                self.per_address,
-            )
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """As Tornado's, with an accept handler that pauses instead of spinning on EMFILE."""
@@ -170,7 +127,7 @@ class FirstLookHTTPServer(HTTPServer):
             self._handlers[sock.fileno()] = add_accept_handler(sock, self._handle_connection, self.accept_backoff)
 
     def handle_stream(self, stream: IOStream, address: Address) -> None:
-        verdict = self.first_look(stream) if self.first_look is not None else False
+        verdict = self.first_look(stream, address) if self.first_look is not None else False
         if verdict is None:
             fd = stream.socket.fileno()
             self._silent[fd] = (stream, address, time.monotonic() + self.header_timeout)
@@ -182,7 +139,7 @@ class FirstLookHTTPServer(HTTPServer):
     def _readable(self, fd: int, _events: int) -> None:
         stream, address, _ = self._release(fd)
         assert self.first_look is not None  # only set when a first look can answer None
-        if self.first_look(stream) is not True:  # not ours, or woken by an error/EOF: Tornado answers it
+        if self.first_look(stream, address) is not True:  # not ours, or woken by an error/EOF: Tornado answers it
             super().handle_stream(stream, address)
 
     def _release(self, fd: int) -> tuple[IOStream, Address, float]:
@@ -248,13 +205,11 @@ def make_http_server(
     *,
     json_logs: bool = False,
     header_timeout: float,
-    connections_per_address: int,
     **params: Any,
 ) -> FirstLookHTTPServer:
     """The app's HTTPServer (`params` as for tornado's), with the SSE stream fast path."""
     server = FirstLookHTTPServer(make_app(services, json_logs=json_logs), **params)
     server.first_look = PresenceFastPath(services)
     server.header_timeout = header_timeout
-    server.per_address = connections_per_address
-    server.trusted_proxies = services.trusted_proxies
+    server.caps = services.address_caps
     return server

@@ -143,7 +143,6 @@ class Worker:
             json_logs=config.json_logs,
             max_body_size=MAX_BODY_BYTES,
             header_timeout=config.header_timeout,
-            connections_per_address=config.connections_per_address,
             idle_connection_timeout=config.idle_timeout,
             body_timeout=30,
         )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 
+from common.address_caps import AddressCaps
 from common.client_ip import TrustedProxies
 from common.lifecycle import Lifecycle
 from common.tasks import start_background
@@ -146,6 +147,7 @@ async def _build(
         page=page,
         demo=config.demo,
     )
+    trusted_proxies = TrustedProxies(config.trusted_proxies)
     return Services(
         settings=settings,
         clock=clock,
@@ -154,7 +156,8 @@ async def _build(
         redis=redis,
         sites=sites,
         stats=stats,
-        trusted_proxies=TrustedProxies(config.trusted_proxies),
+        trusted_proxies=trusted_proxies,
+        address_caps=AddressCaps(config.connections_per_address, trusted_proxies),
         og=og,
         music=music,
         contact=contact,

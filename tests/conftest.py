@@ -126,7 +126,6 @@ async def start_test_server(config: Config, **build_kwargs: Any) -> TestServer:
         services,
         max_body_size=1024 * 1024,
         header_timeout=config.header_timeout,
-        connections_per_address=config.connections_per_address,
         idle_connection_timeout=config.idle_timeout,
     )
     server.add_sockets(sockets)

@@ -20,11 +20,32 @@ class SSEClient:
         self.retry: int | None = None
 
     @classmethod
-    async def open(cls, port: int, path: str, *, version: str = "1.1", method: str = "GET") -> SSEClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            f"{method} {path} HTTP/{version}\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
+    async def open(
+        cls,
+        port: int,
+        path: str,
+        *,
+        version: str = "1.1",
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        source: str | None = None,
+        in_pieces: bool = False,
+    ) -> SSEClient:
+        """`source`: the local address to connect from (any of 127/8). `in_pieces`: the request head in two
+        writes 0.3 s apart, so the server's first look sees an unfinished head and Tornado's router takes it."""
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, local_addr=(source, 0) if source is not None else None
         )
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        request = (
+            f"{method} {path} HTTP/{version}\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n{extra}\r\n"
+        )
+        if in_pieces:
+            writer.write(request[:10].encode())
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            request = request[10:]
+        writer.write(request.encode())
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         lines = head.decode().split("\r\n")
         status = int(lines[0].split()[1])

@@ -22,7 +22,8 @@ import pytest
 from runtime.config import load_config
 from runtime.serve import fd_reserve, fit_stream_caps
 
-from conftest import ROOT, free_port, http_status, wait_until_serving
+from conftest import ROOT, free_port, http_status, wait_until, wait_until_serving
+from presence_client import SSEClient
 
 LIMIT = 256
 SILENT = 400
@@ -44,14 +45,14 @@ async def test_one_address_holds_at_most_its_share_of_connections(make_server):
     held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
     try:
         await asyncio.sleep(0.1)
-        assert server.http_server.open_by_address == {"127.0.0.1": 3}
+        assert server.services.address_caps.open == {"127.0.0.1": 3}
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         answer = await asyncio.wait_for(reader.read(), 5)  # refused before it says anything
         writer.close()
         assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 5" in answer
         held.pop()[1].close()  # one closes: the address may open another
         deadline = asyncio.get_running_loop().time() + 5
-        while server.http_server.open_by_address.get("127.0.0.1") != 2:
+        while server.services.address_caps.open.get("127.0.0.1") != 2:
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.02)
         response = await server.fetch("/healthz")
@@ -66,10 +67,71 @@ async def test_a_trusted_proxy_is_not_capped(make_server):
     held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(4)]
     try:
         assert (await server.fetch("/healthz")).code == 200
-        assert server.http_server.open_by_address == {}
+        assert server.services.address_caps.open == {}
     finally:
         for _, writer in held:
             writer.close()
+
+
+STREAM = "/api/v1/profiles/presence/cap1/stream"
+
+
+async def forwarded_stream(server, forwarded: str | None, routed: bool) -> SSEClient:
+    headers = {"X-Forwarded-For": forwarded} if forwarded is not None else None
+    return await SSEClient.open(server.port, STREAM, headers=headers, in_pieces=routed)
+
+
+@pytest.mark.parametrize("routed", [False, True], ids=["fast-path", "routed"])
+async def test_streams_through_a_trusted_proxy_count_against_the_forwarded_address(make_server, routed):
+    """Behind nginx every stream comes from the proxy: the per-address rule applies to the forwarded client."""
+    server = await make_server(connections_per_address=2, trusted_proxies="127.0.0.1/32")
+    caps = server.services.address_caps
+    held: list[SSEClient] = []
+    try:
+        for forwarded in ("2001:db8:1::1", "2001:db8:1::2"):  # one /64: one address
+            held.append(await forwarded_stream(server, forwarded, routed))
+            assert held[-1].status == 200
+            assert (await held[-1].block()).startswith("event: presence")
+        assert caps.open == {"2001:db8:1::/64": 2}
+        extra = await forwarded_stream(server, "2001:db8:1::ff", routed)  # shed as a full worker sheds
+        assert extra.status == 200
+        assert (await extra.block()).startswith("retry: ")
+        assert await extra.block() is None
+        other = await forwarded_stream(server, "198.51.100.7", routed)  # another address still streams
+        held.append(other)
+        assert (await other.block()).startswith("event: presence")
+        unforwarded = await forwarded_stream(server, None, routed)  # the proxy's own: not counted
+        held.append(unforwarded)
+        assert (await unforwarded.block()).startswith("event: presence")
+        assert caps.open == {"2001:db8:1::/64": 2, "198.51.100.7": 1}
+        assert caps.refused["SSE streams"] == 1
+        held.pop(0).writer.close()  # one ends: its address may open another
+        await wait_until(lambda: caps.open.get("2001:db8:1::/64") == 1, timeout=5)
+        held.append(await forwarded_stream(server, "2001:db8:1::3", routed))
+        assert (await held[-1].block()).startswith("event: presence")
+    finally:
+        for stream in held:
+            stream.writer.close()
+
+
+async def test_an_untrusted_peer_s_forwarded_for_is_ignored(make_server):
+    server = await make_server(connections_per_address=2, trusted_proxies="127.0.0.1/32")
+    held = []
+    try:
+        for forwarded in ("198.51.100.1", "198.51.100.2"):
+            stream = await SSEClient.open(
+                server.port, STREAM, headers={"X-Forwarded-For": forwarded}, source="127.0.0.2"
+            )
+            held.append(stream)
+            assert (await stream.block()).startswith("event: presence")
+        assert server.services.address_caps.open == {"127.0.0.2": 2}  # the peer's, whatever the header says
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503 ")
+    finally:
+        for stream in held:
+            stream.writer.close()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+from tornado.httputil import HTTPHeaders
 
 from presence.fast_path import parse_stream_request
 
@@ -24,9 +25,30 @@ HEAD = b"Host: example.test\r\nAccept: text/event-stream\r\n\r\n"
     ],
 )
 def test_parse_takes_complete_bodiless_stream_gets(data, expected):
-    user_id, chunked, length = parse_stream_request(data + b"GET / HTTP/1.1\r\n")
-    assert (user_id, chunked) == expected
-    assert length == data.index(b"\r\n\r\n") + 4
+    request = parse_stream_request(data + b"GET / HTTP/1.1\r\n")
+    assert request is not None
+    assert (request.user_id, request.chunked, request.forwarded_for) == (*expected, None)
+    assert request.header_length == data.index(b"\r\n\r\n") + 4
+
+
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        (b"X-Forwarded-For: 203.0.113.9\r\n", "203.0.113.9"),
+        (b"x-forwarded-for:\t 10.0.0.1, 203.0.113.9 \r\n", "10.0.0.1, 203.0.113.9"),
+        (b"X-Forwarded-For: 10.0.0.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\n", "10.0.0.1,203.0.113.9"),
+        (b"Host: x\r\n", None),
+    ],
+)
+def test_parse_reads_x_forwarded_for_as_tornado_does(headers, expected):
+    """The fast path must see the header the routed handler would (HTTPHeaders: stripped, lines joined by ",")."""
+    request = parse_stream_request(b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\n" + headers + b"\r\n")
+    assert request is not None
+    assert request.forwarded_for == expected
+    parsed = HTTPHeaders()
+    for line in headers.decode("latin-1").split("\r\n"):
+        parsed.parse_line(line)
+    assert parsed.get("X-Forwarded-For") == expected
 
 
 @pytest.mark.parametrize(
@@ -57,8 +79,8 @@ def taken(app_server):
     original = server.first_look
     answers: list[bool] = []
 
-    def recording(stream):
-        answers.append(original(stream))
+    def recording(stream, address):
+        answers.append(original(stream, address))
         return answers[-1]
 
     server.first_look = recording
