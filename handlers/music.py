@@ -57,35 +57,43 @@ class MusicHandler(ApiHandler):
             raise tornado.web.HTTPError(404)  # could never exist: no lookup
         if self.services.draining:
             raise shutting_down()
-        now = self.services.clock.now()
-        site = await self.services.sites.by_id(profile_id)
-        if site is None or not site.is_visible(now) or not site.owner.music_key:
-            raise tornado.web.HTTPError(404)
-        isrc = isrc.upper()
-        if not site.profile.lists_track(isrc):
-            raise tornado.web.HTTPError(404)  # the owner's key plays only what the profile shows
         wanted = ranges.parse(self.request.headers.get("Range"))
         if isinstance(wanted, ranges.Several):
             raise tornado.web.HTTPError(416)  # one range at a time (docs/music.md); nothing asked upstream
-        visitor_ip, user_agent = self.client_ip, self.request.headers.get("User-Agent", "")
-
-        def on_play() -> None:
-            now = self.services.clock.now()
-            self.services.stats.record_play(site.profile.id, site.owner.id, now, isrc, visitor_ip, user_agent)
-
+        visitor_ip = self.client_ip
         subject = rate_limit_subject(visitor_ip)
-        await self.music.admit(subject)  # a slot, within the queue timeout and the address's share
-        self.relay = self.music.relay(
-            url=self.music.track_url(isrc),
-            method=method,
-            music_key=site.owner.music_key,
-            range_header=wanted.header() if wanted is not None else None,
-            wanted=wanted,
-            sink=self,
-            on_play=on_play,
-        )
-        stream = OpenStream(site.profile.id, self.relay, subject)
-        self.music.opened(stream)
+        # A slot (within the address's share and the queue timeout) before any other work: a refused
+        # request, such as each of one address's thousand non-reading GETs past its share, costs no lookup.
+        await self.music.admit(subject)
+        stream: OpenStream | None = None
+        try:
+            now = self.services.clock.now()
+            site = await self.services.sites.by_id(profile_id)
+            if site is None or not site.is_visible(now) or not site.owner.music_key:
+                raise tornado.web.HTTPError(404)
+            isrc = isrc.upper()
+            if not site.profile.lists_track(isrc):
+                raise tornado.web.HTTPError(404)  # the owner's key plays only what the profile shows
+            user_agent = self.request.headers.get("User-Agent", "")
+
+            def on_play() -> None:
+                now = self.services.clock.now()
+                self.services.stats.record_play(site.profile.id, site.owner.id, now, isrc, visitor_ip, user_agent)
+
+            self.relay = self.music.relay(
+                url=self.music.track_url(isrc),
+                method=method,
+                music_key=site.owner.music_key,
+                range_header=wanted.header() if wanted is not None else None,
+                wanted=wanted,
+                sink=self,
+                on_play=on_play,
+            )
+            stream = OpenStream(site.profile.id, self.relay, subject)
+            self.music.opened(stream)
+        finally:
+            if stream is None:
+                self.music.release(subject)  # admitted, never streamed (404, a store outage)
         _MUSIC_STREAMS.inc()
         try:
             outcome = await self.relay.run()

@@ -12,8 +12,9 @@ the rest are stopped.
 Admission (issue 18: 2,000 GETs that never read held every slot and every other
 music request waited without end in curl's queue): `admit` takes one of
 `max_streams` slots, waiting at most `queue_timeout` for one (then `MusicBusy`,
-a 503 with Retry-After), and refuses an address (an IPv6 /64) already holding
-`per_address` streams. The same loop that watches revocations drops a listener
+a 503 with Retry-After), and refuses at once an address (an IPv6 /64) already
+holding `per_address` streams or waiting for them. The handler admits before it
+looks the profile up, so a refusal costs no lookup. The same loop that watches revocations drops a listener
 whose transfer has been paused (it reads nothing) longer than `pause_limit`;
 the player resumes with `Range`. While paused a listener holds at most
 `high_water` unsent bytes plus the one chunk libcurl keeps.
@@ -98,6 +99,11 @@ class MusicService:
             self._release_subject(subject)
             raise
 
+    def release(self, subject: str) -> None:
+        """Give back a slot taken by `admit` that never became a stream (see `closed` for those that did)."""
+        self._slots.release()
+        self._release_subject(subject)
+
     def _release_subject(self, subject: str) -> None:
         left = self._by_subject.get(subject, 0) - 1
         if left > 0:
@@ -143,8 +149,7 @@ class MusicService:
         """The stream ended: its slot (taken by `admit`) is free again."""
         if stream in self.streams:
             self.streams.discard(stream)
-            self._slots.release()
-            self._release_subject(stream.subject)
+            self.release(stream.subject)
         if not self.streams:
             self._idle.set()
 

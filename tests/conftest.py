@@ -124,6 +124,7 @@ async def start_test_server(config: Config, **build_kwargs: Any) -> TestServer:
     sockets = bind_sockets(0, "127.0.0.1")
     server = make_http_server(
         services,
+        json_logs=config.json_logs,
         max_body_size=1024 * 1024,
         header_timeout=config.header_timeout,
         idle_connection_timeout=config.idle_timeout,

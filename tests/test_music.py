@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import socket
 
 import pytest
 
 from common.metrics import OPEN_STREAMS, PROXIED_BYTES
+from runtime import logs
 from store.stats import read_stats
 
 from conftest import base_document
@@ -481,7 +484,14 @@ async def test_one_address_holds_at_most_its_share_of_music_streams(guarded_musi
     assert (code, retry_after, body) == (503, "5", b"")
     assert elapsed < 0.5  # refused at once, not queued
     assert len(upstream.requests) == 2
-    sock, head = await hold_stream(guarded_music.port, "10.1.0.2")  # another address still gets one
+    # Refused before the profile is looked up (a refusal costs no lookup): even a profile that does not exist.
+    missing = await guarded_music.fetch(f"/api/v1/profiles/nosuch1/music/{ISRC}", headers={"X-Forwarded-For": third})
+    assert (missing.code, missing.headers.get("Retry-After")) == (503, "5")
+    missing = await guarded_music.fetch(
+        f"/api/v1/profiles/nosuch1/music/{ISRC}", headers={"X-Forwarded-For": "10.9.0.1"}
+    )
+    assert missing.code == 404  # from an address with room: looked up, not there, and its slot given back
+    sock, head = await hold_stream(guarded_music.port, "10.1.0.2")  # another address gets the last slot
     guarded_music.held.append(sock)
     assert head.startswith(b"HTTP/1.1 200")
 
@@ -661,3 +671,60 @@ async def test_an_upstream_body_short_of_its_length_aborts_the_listener(music_se
     raw = await raw_get(music_server.port, PATH)
     assert raw.status == 200 and raw.headers["content-length"] == "100"
     assert raw.raw_body == b"0123456789" and not raw.complete()
+
+
+async def test_refused_requests_are_summarised_in_json_access_logs(make_server, upstream, monkeypatch, caplog):
+    monkeypatch.setattr(logs, "REFUSAL_INTERVAL", 0.5)
+    caplog.set_level(logging.INFO, logger="hepgg.access")
+    server = await make_server(
+        music_upstream_url=upstream.url, music_streams_per_address=1, trusted_proxies="127.0.0.1/32", json_logs=True
+    )
+    await server.load(base_document())
+    upstream.mode = "hang-body"
+    sock, _ = await hold_stream(server.port, "10.5.0.2")
+    try:
+        for _ in range(4):
+            assert (await server.fetch(PATH, headers={"X-Forwarded-For": "10.5.0.2"})).code == 503
+
+        def records() -> list[dict]:
+            return [json.loads(r.getMessage()) for r in caplog.records if r.name == "hepgg.access"]
+
+        await wait_until(lambda: any("refused" in record for record in records()))
+        assert [record.get("status") for record in records() if "status" in record] == [503]
+        [summary] = [record for record in records() if "refused" in record]
+        assert summary["refused"] == {"503": 3} and summary["seconds"] == 0.5
+        assert summary["most"] == {"request": f"GET 127.0.0.1{PATH}", "count": 3}
+    finally:
+        sock.close()
+
+
+async def test_refused_requests_are_summarised_in_the_access_log(make_server, upstream, monkeypatch, caplog):
+    """Issue 18: a line per refusal was most of the log under attack (28 lines/s from one address's music GETs)."""
+    monkeypatch.setattr(logs, "REFUSAL_INTERVAL", 0.5)
+    caplog.set_level(logging.INFO, logger="hepgg.access")
+    server = await make_server(
+        music_upstream_url=upstream.url, music_streams_per_address=1, trusted_proxies="127.0.0.1/32"
+    )
+    await server.load(base_document())
+    upstream.mode = "hang-body"
+    sock, head = await hold_stream(server.port, "10.5.0.1")
+    assert head.startswith(b"HTTP/1.1 200")
+
+    def lines(start: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "hepgg.access" and r.getMessage().startswith(start)]
+
+    async def refused() -> int:
+        return (await server.fetch(PATH, headers={"X-Forwarded-For": "10.5.0.1"})).code
+
+    try:
+        assert [await refused() for _ in range(6)] == [503] * 6
+        assert [(await server.fetch("/api/v1/profiles/p1/music/bad")).code for _ in range(3)] == [400] * 3
+        await wait_until(lambda: lines("5 more refused"), timeout=5)
+        assert len(lines("503 GET")) == 1  # the first of the spell, as any answer
+        assert lines("5 more refused") == [f"5 more refused in the last 0.5s (503 x 5); most: GET 127.0.0.1{PATH} (5)"]
+        assert len(lines("400 GET")) == 3  # every other answer keeps its own line
+        await asyncio.sleep(2)  # quiet intervals end the spell: the next refusal gets its own line again
+        assert await refused() == 503
+        await wait_until(lambda: len(lines("503 GET")) == 2, timeout=5)
+    finally:
+        sock.close()
