@@ -3,12 +3,13 @@
     bench/run --only attack [--quick]
 
 One server (`serve --processes 1` on CPU 0, its defaults: 256 connections per address, 32 music streams
-per address, fd-fitted stream caps), an nginx music upstream serving a 5 MB file, and for each attack in
-turn a client process (bench/attack_client.py, CPU 1) that first sets the attack up from 127.0.0.1 and
-then, while it holds, measures visitors from 127.0.0.2: a page GET every 50 ms, a music GET every 250 ms,
-20 SSE listeners receiving a PUBLISH every 250 ms. The idle run is the baseline of the same run. Per
-attack: the three p99s against idle (target <= 2x), legitimate failures (target 0), the server's RSS
-after, and its log lines per second.
+per address, fd-fitted stream caps), an nginx music upstream serving a 5 MB file, and for each phase a
+client (bench/attack_client.py, CPU 1) that measures visitors from 127.0.0.2 while its child process holds
+the attack from 127.0.0.1: a page GET every 50 ms, a music GET every 250 ms, 20 SSE listeners receiving a
+PUBLISH every 250 ms. After a discarded warm-up, three rounds of idle and each attack; each phase's samples
+are pooled over the rounds. Per attack: the three pooled p99s against idle's (target <= 2x; each round's
+own ratio in the note), legitimate failures (target 0), the server's RSS after (the most of the rounds),
+its log lines per second (the most of the rounds) and the CPU it used (cores, the mean of the rounds).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import os
 import subprocess
 import time
 
-from bench.harness import CLIENT_CPU, PYTHON, Stack, free_port, rss_bytes
+from bench.attack_client import percentile
+from bench.harness import CLIENT_CPU, PYTHON, Stack, cpu_seconds, free_port, rss_bytes
 from bench.music_bench import ISRC, UPSTREAM
 from bench.music_bench import document as music_document
 from bench.page_bench import HOST as PAGE_HOST
@@ -26,12 +28,15 @@ from bench.page_bench import document as page_document
 from bench.results import BenchResult, Figure, Target
 
 P99_TARGET = Target("ratio<=", 2.0, "issue 18: legitimate p99 <= 2x idle, same run")
+PHASES = ("idle", "music", "silent", "sse", "storm")
+SAMPLES = {"page": "page p99", "music": "music TTFB p99", "sse": "SSE fan-out p99"}  # the visitors' latencies
 FAILURES_TARGET = Target("<=", 0, "issue 18: zero legitimate failures")
 
 
 def run(stack: Stack, quick: bool) -> BenchResult:
     result = BenchResult("attack")
     seconds = 5 if quick else 10
+    rounds = 3
     sizes = (
         {"music": 500, "silent": 2000, "sse": 2000, "storm": 50}
         if quick
@@ -55,8 +60,8 @@ def run(stack: Stack, quick: bool) -> BenchResult:
         name="hepgg-attack",
     )
     [log_path] = sorted(stack.tmp.glob("hepgg-attack-*.log"))
-    runs: dict[str, dict] = {}
-    for attack in ("idle", "music", "silent", "sse", "storm"):
+
+    def phase(name: str, attack: str, round_: int) -> dict:
         args = {
             "port": port,
             "redis_url": stack.redis_url,
@@ -66,64 +71,100 @@ def run(stack: Stack, quick: bool) -> BenchResult:
             "seconds": seconds,
             "music_path": f"/api/v1/profiles/mu1/music/{ISRC}",
             "page_host": PAGE_HOST,
-            "user": f"atk{attack}",
+            "user": f"atk{name}{round_}",
             "listeners": 20,
         }
         lines_before = len(log_path.read_text(errors="replace").splitlines())
-        started = time.monotonic()
+        started, cpu_before = time.monotonic(), cpu_seconds(server.pid)
         client = stack.spawn(
-            f"attack-{attack}",
+            f"attack-{name}-{round_}",
             [PYTHON, "-m", "bench.attack_client", json.dumps(args)],
             cpu=CLIENT_CPU,
             stdout=subprocess.PIPE,
             text=True,
         )
-        out, _ = client.communicate(timeout=seconds * 4 + 120)
+        out, _ = client.communicate(timeout=seconds * 4 + 400)
         elapsed = time.monotonic() - started
-        runs[attack] = json.loads(out.strip().splitlines()[-1])
-        runs[attack]["rss_mb"] = rss_bytes(server.pid) / 2**20
-        runs[attack]["log_lines_per_s"] = (
-            len(log_path.read_text(errors="replace").splitlines()) - lines_before
-        ) / elapsed
+        got = json.loads(out.strip().splitlines()[-1])
+        got["server_cpu"] = (cpu_seconds(server.pid) - cpu_before) / elapsed  # cores, set-up included
+        got["rss_mb"] = rss_bytes(server.pid) / 2**20
+        got["log_lines_per_s"] = (len(log_path.read_text(errors="replace").splitlines()) - lines_before) / elapsed
         time.sleep(2)  # the attack's connections close and the server settles
-    idle = runs["idle"]
-    for attack, run_ in runs.items():
-        size = f"{attack} ({sizes[attack]})" if attack in sizes else attack
-        for key, label in (
-            ("page_p99_ms", "page p99"),
-            ("music_ttfb_p99_ms", "music TTFB p99"),
-            ("sse_p99_ms", "SSE fan-out p99"),
-        ):
+        return got
+
+    # A discarded warm-up first (the first requests fill caches and pools: they made the first idle p99 up to
+    # 3x the next phases'). Then `rounds` rounds of idle and every attack, so that the machine's background
+    # load, which moves by 2x within a minute here, falls on the baseline and the attacks alike; each phase's
+    # samples are pooled over the rounds before its p99 is taken.
+    phase("warmup", "idle", 0)
+    runs: dict[str, list[dict]] = {name: [] for name in PHASES}
+    for round_ in range(rounds):
+        for name in PHASES:
+            runs[name].append(phase(name, name, round_))
+    pooled = {name: {kind: pooled_p99(rs, kind) for kind in SAMPLES} for name, rs in runs.items()}
+    idle = pooled["idle"]
+    for name, rs in runs.items():
+        size = f"{name} ({sizes[name]})" if name in sizes else name
+        for kind, label in SAMPLES.items():
+            per_round = [ratio(r["samples"][kind], i["samples"][kind]) for r, i in zip(rs, runs["idle"], strict=True)]
             result.figures.append(
                 Figure(
                     "attack",
                     label,
                     size,
                     "ms",
-                    run_[key],
-                    idle[key],
-                    "idle, same run",
-                    None if attack == "idle" else P99_TARGET,
+                    pooled[name][kind],
+                    idle[kind],
+                    f"idle, same run ({rounds} rounds pooled)",
+                    None if name == "idle" else P99_TARGET,
+                    note="per round: " + ", ".join(f"{r:.2f}x" for r in per_round if r is not None),
                 )
             )
+        failures = [failure for r in rs for failure in r["failures"]]
         result.figures.append(
             Figure(
                 "attack",
                 "legitimate failures",
                 size,
                 "count",
-                run_["failure_count"],
+                sum(r["failure_count"] for r in rs),
                 target=FAILURES_TARGET,
-                note="; ".join(run_["failures"][:3]),
+                note="; ".join(failures[:3]),
             )
         )
-        note = f"attack refused {run_['attack_refused']}" if "attack_refused" in run_ else ""
-        if "storm" in run_:
-            note = f"storm: {run_['storm']['streams']} streams, {run_['storm']['errors']} errors"
-        result.figures.append(Figure("attack", "server RSS", size, "MB", run_["rss_mb"], note=note))
-        result.figures.append(Figure("attack", "server log lines/s", size, "lines/s", run_["log_lines_per_s"]))
-    result.series = {"runs": runs}
+        note = f"attack refused {', '.join(str(r['attack_refused']) for r in rs)}" if "attack_refused" in rs[0] else ""
+        if "storm" in rs[0]:
+            note = "storm: " + ", ".join(f"{r['storm']['streams']} streams ({r['storm']['errors']} errors)" for r in rs)
+        result.figures.append(Figure("attack", "server RSS", size, "MB", max(r["rss_mb"] for r in rs), note=note))
+        result.figures.append(
+            Figure("attack", "server log lines/s", size, "lines/s", max(r["log_lines_per_s"] for r in rs))
+        )
+        cpu = [r["server_cpu"] for r in rs]
+        result.figures.append(
+            Figure(
+                "attack",
+                "server CPU",
+                size,
+                "cores",
+                sum(cpu) / len(cpu),
+                note="per round: " + ", ".join(f"{c:.2f}" for c in cpu),
+            )
+        )
+    result.series = {"runs": {name: [without_samples(r) for r in rs] for name, rs in runs.items()}}
     return result
+
+
+def pooled_p99(runs: list[dict], kind: str) -> float | None:
+    return percentile([value for run in runs for value in run["samples"][kind]], 99)
+
+
+def ratio(values: list[float], baseline: list[float]) -> float | None:
+    ours, idle = percentile(values, 99), percentile(baseline, 99)
+    return ours / idle if ours is not None and idle else None
+
+
+def without_samples(run: dict) -> dict:
+    return {key: value for key, value in run.items() if key != "samples"}
 
 
 if __name__ == "__main__":  # runnable alone: python -m bench.attack_bench [--quick]
