@@ -236,7 +236,8 @@ class Config:
     )
     connections_per_address: int = option(
         256,
-        "open connections (SSE streams included) per client address, IPv6 /64; trusted proxies exempt",
+        "open connections (SSE streams included) per client address, IPv6 /64; a trusted proxy's are not counted,"
+        " its SSE streams count against the forwarded client",
         check=between(1, 1_000_000),
     )
     idle_timeout: float = option(
