@@ -5,17 +5,18 @@
 One server (`serve --processes 1` on CPU 0, its defaults: 256 connections per address, 32 music streams
 per address, fd-fitted stream caps), an nginx music upstream serving a 5 MB file, and for each phase a
 client (bench/attack_client.py, CPU 1) that measures visitors from 127.0.0.2 while its child process (on
-CPU 0, beside the server) holds the attack from 127.0.0.1: a page GET every 50 ms, a music GET every 250 ms, 20 SSE listeners receiving a
-PUBLISH every 250 ms. After a discarded warm-up, three rounds of idle and each attack; each phase's samples
-are pooled over the rounds. Per attack: the three pooled p99s against idle's (target <= 2x; each round's
-own ratio in the note), legitimate failures (target 0), the server's RSS after (the most of the rounds),
-its log lines per second (the most of the rounds) and the CPU it used (cores, the mean of the rounds).
+CPU 0, beside the server) holds the attack from 127.0.0.1: a page GET every 50 ms, a music GET every
+250 ms, 20 SSE listeners receiving a PUBLISH every 250 ms. After a discarded warm-up, three rounds of idle
+and each attack. Per attack: the median of its rounds' p99s against idle's, for each of the three (target
+<= 2x; each round's own ratio in the note), legitimate failures (target 0), the server's RSS after and its
+log lines per second (the most of the rounds), and the CPU it used (cores, the mean of the rounds).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import time
 
@@ -99,15 +100,16 @@ def run(stack: Stack, quick: bool) -> BenchResult:
 
     # A discarded warm-up first (the first requests fill caches and pools: they made the first idle p99 up to
     # 3x the next phases'). Then `rounds` rounds of idle and every attack, so that the machine's background
-    # load, which moves by 2x within a minute here, falls on the baseline and the attacks alike; each phase's
-    # samples are pooled over the rounds before its p99 is taken.
+    # load, which moves by 2x within a minute here, falls on the baseline and the attacks alike. A phase's
+    # figure is the median of its rounds' p99s (one round disturbed by the machine, 20x in one quick run,
+    # does not decide it; pooling the samples let it), each round's own ratio in the note.
     phase("warmup", "idle", 0)
     runs: dict[str, list[dict]] = {name: [] for name in PHASES}
     for round_ in range(rounds):
         for name in PHASES:
             runs[name].append(phase(name, name, round_))
-    pooled = {name: {kind: pooled_p99(rs, kind) for kind in SAMPLES} for name, rs in runs.items()}
-    idle = pooled["idle"]
+    medians = {name: {kind: median_p99(rs, kind) for kind in SAMPLES} for name, rs in runs.items()}
+    idle = medians["idle"]
     for name, rs in runs.items():
         size = f"{name} ({sizes[name]})" if name in sizes else name
         for kind, label in SAMPLES.items():
@@ -118,9 +120,9 @@ def run(stack: Stack, quick: bool) -> BenchResult:
                     label,
                     size,
                     "ms",
-                    pooled[name][kind],
+                    medians[name][kind],
                     idle[kind],
-                    f"idle, same run ({rounds} rounds pooled)",
+                    f"idle, same run (median of {rounds} rounds)",
                     None if name == "idle" else P99_TARGET,
                     note="per round: " + ", ".join(f"{r:.2f}x" for r in per_round if r is not None),
                 )
@@ -159,8 +161,9 @@ def run(stack: Stack, quick: bool) -> BenchResult:
     return result
 
 
-def pooled_p99(runs: list[dict], kind: str) -> float | None:
-    return percentile([value for run in runs for value in run["samples"][kind]], 99)
+def median_p99(runs: list[dict], kind: str) -> float | None:
+    p99s = [p99 for run in runs if (p99 := percentile(run["samples"][kind], 99)) is not None]
+    return statistics.median(p99s) if p99s else None
 
 
 def ratio(values: list[float], baseline: list[float]) -> float | None:
