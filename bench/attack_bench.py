@@ -93,6 +93,7 @@ def run(stack: Stack, quick: bool) -> BenchResult:
         elapsed = time.monotonic() - started
         got = json.loads(out.strip().splitlines()[-1])
         got["server_cpu"] = (cpu_seconds(server.pid) - cpu_before) / elapsed  # cores, set-up included
+        got["elapsed_s"] = elapsed
         got["rss_mb"] = rss_bytes(server.pid) / 2**20
         got["log_lines_per_s"] = (len(log_path.read_text(errors="replace").splitlines()) - lines_before) / elapsed
         time.sleep(2)  # the attack's connections close and the server settles
@@ -155,6 +156,24 @@ def run(stack: Stack, quick: bool) -> BenchResult:
                 "cores",
                 sum(cpu) / len(cpu),
                 note="per round: " + ", ".join(f"{c:.2f}" for c in cpu),
+            )
+        )
+    # What one storm connect (and its close) costs the server: its CPU beyond idle's, over the connects.
+    idle_cores = statistics.median(r["server_cpu"] for r in runs["idle"])
+    per_connect = [
+        1e6 * (r["server_cpu"] - idle_cores) * r["elapsed_s"] / r["storm"]["streams"]
+        for r in runs["storm"]
+        if r["storm"]["streams"]
+    ]
+    if per_connect:
+        result.figures.append(
+            Figure(
+                "attack",
+                "server CPU per storm connect",
+                f"storm ({sizes['storm']})",
+                "us",
+                statistics.median(per_connect),
+                note="beyond idle's CPU; per round: " + ", ".join(f"{c:.0f}" for c in per_connect),
             )
         )
     result.series = {"runs": {name: [without_samples(r) for r in rs] for name, rs in runs.items()}}
