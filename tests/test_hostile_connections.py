@@ -91,7 +91,7 @@ async def test_streams_through_a_trusted_proxy_count_against_the_forwarded_addre
         for forwarded in ("2001:db8:1::1", "2001:db8:1::2"):  # one /64: one address
             held.append(await forwarded_stream(server, forwarded, routed))
             assert held[-1].status == 200
-            assert (await held[-1].block()).startswith("event: presence")
+            assert await held[-1].event() is None  # the first event: no snapshot
         assert caps.open == {"2001:db8:1::/64": 2}
         extra = await forwarded_stream(server, "2001:db8:1::ff", routed)  # shed as a full worker sheds
         assert extra.status == 200
@@ -99,16 +99,16 @@ async def test_streams_through_a_trusted_proxy_count_against_the_forwarded_addre
         assert await extra.block() is None
         other = await forwarded_stream(server, "198.51.100.7", routed)  # another address still streams
         held.append(other)
-        assert (await other.block()).startswith("event: presence")
+        assert await other.event() is None  # the first event: no snapshot
         unforwarded = await forwarded_stream(server, None, routed)  # the proxy's own: not counted
         held.append(unforwarded)
-        assert (await unforwarded.block()).startswith("event: presence")
+        assert await unforwarded.event() is None  # the first event: no snapshot
         assert caps.open == {"2001:db8:1::/64": 2, "198.51.100.7": 1}
         assert caps.refused["SSE streams"] == 1
         held.pop(0).writer.close()  # one ends: its address may open another
         await wait_until(lambda: caps.open.get("2001:db8:1::/64") == 1, timeout=5)
         held.append(await forwarded_stream(server, "2001:db8:1::3", routed))
-        assert (await held[-1].block()).startswith("event: presence")
+        assert await held[-1].event() is None  # the first event: no snapshot
     finally:
         for stream in held:
             stream.writer.close()
@@ -123,7 +123,7 @@ async def test_an_untrusted_peer_s_forwarded_for_is_ignored(make_server):
                 server.port, STREAM, headers={"X-Forwarded-For": forwarded}, source="127.0.0.2"
             )
             held.append(stream)
-            assert (await stream.block()).startswith("event: presence")
+            assert await stream.event() is None  # the first event: no snapshot
         assert server.services.address_caps.open == {"127.0.0.2": 2}  # the peer's, whatever the header says
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.2", 0))
         answer = await asyncio.wait_for(reader.read(), 5)
