@@ -1,9 +1,11 @@
 """A bounded pool of render processes, awaited from the event loop.
 
-At most `size` renders run at once (one per process); callers beyond that wait
-on a semaphore in the event loop instead of piling into the executor's queue.
-A crashed worker breaks a ProcessPoolExecutor for good, so the pool is
-rebuilt on the next render and the failed call raises `RenderError`.
+Workers start on the first render (or on `warm()`), not when the pool is
+built: a server that never renders a card never spawns one, and a fresh pool
+costs nothing. At most `size` renders run at once (one per process); callers
+beyond that wait on a semaphore in the event loop instead of piling into the
+executor's queue. A crashed worker breaks a ProcessPoolExecutor for good, so
+the pool is rebuilt on the next render and the failed call raises `RenderError`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from og import worker
 from render.og_card import CardInput, RenderError
-from render.og_fonts import Charsets
+from render.og_fonts import Charsets, font_charsets
 
 log = logging.getLogger("hepgg.og")
 
@@ -25,33 +27,41 @@ class RenderPool:
     def __init__(self, size: int, timeout: float = 10.0):
         self.size = max(1, size)
         self.timeout = timeout
-        self.charsets: Charsets | None = None  # handed to every worker, so none reads the fonts' maps again
+        self.charsets: Charsets | None = None  # read once, handed to every worker, so none reads the maps again
         self._slots = asyncio.Semaphore(self.size)
+        self._starting = asyncio.Lock()  # concurrent first renders read the fonts once and build one executor
         self._executor: ProcessPoolExecutor | None = None
         self._context = multiprocessing.get_context("spawn")  # never fork a process that runs an event loop
 
-    def _ensure(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                self.size, mp_context=self._context, initializer=worker.init, initargs=(self.charsets,)
-            )
-        return self._executor
+    async def _ready(self) -> ProcessPoolExecutor:
+        """The executor, made on first use; its processes are spawned as renders need them (up to `size`)."""
+        async with self._starting:
+            if self.charsets is None:
+                self.charsets = await asyncio.to_thread(font_charsets)  # FontError if a font is missing
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    self.size, mp_context=self._context, initializer=worker.init, initargs=(self.charsets,)
+                )
+            return self._executor
 
-    async def start(self, sample: CardInput, charsets: Charsets | None = None) -> list[int]:
+    async def warm(self, sample: CardInput) -> list[int]:
         """Spawn every worker and render one card in each, so the first visitor waits for nobody."""
-        self.charsets = charsets
-        executor = self._ensure()
+        executor = await self._ready()
         loop = asyncio.get_running_loop()
         pids = await asyncio.gather(*(loop.run_in_executor(executor, worker.warm, sample) for _ in range(self.size)))
         return sorted(set(pids))
 
     def pids(self) -> list[int]:
+        """The worker processes running now (none before the first render or `warm()`)."""
         processes = getattr(self._executor, "_processes", None) or {}
         return sorted(processes)
 
     async def render(self, card: CardInput) -> bytes:
         async with self._slots:
-            executor = self._ensure()
+            try:
+                executor = await self._ready()
+            except Exception as exc:  # a missing or unreadable font: this card cannot be drawn right
+                raise RenderError(f"render pool cannot start: {exc}") from exc
             try:
                 future = asyncio.get_running_loop().run_in_executor(executor, worker.render, card)
                 return await asyncio.wait_for(future, self.timeout)

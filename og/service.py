@@ -1,13 +1,13 @@
 """Process-wide OG service: the render pool, the card cache and the avatar fetcher.
 
-Built once per server worker by runtime/services.py, which awaits `start()`:
-it warms the render processes (and checks the font files, since wand silently
-substitutes a missing font) before traffic arrives.
+Built once per server worker by runtime/services.py. The render processes start
+on the first card; `serve` awaits `warm()` before taking traffic instead, which
+reads the fonts' character maps (failing loudly on a missing font, since wand
+would silently substitute another) and renders one card in every process.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from tornado.httpclient import AsyncHTTPClient
@@ -16,7 +16,6 @@ from og.avatars import AvatarFetcher
 from og.cards import CardCache
 from og.pool import RenderPool
 from render.og_card import CardInput
-from render.og_fonts import font_charsets
 from render.text import initials
 from store.models import Site
 
@@ -72,10 +71,11 @@ class OgService:
     async def png(self, key: str, card: CardInput) -> bytes:
         return await self.cards.get(key, card)
 
-    async def start(self) -> None:
-        charsets = await asyncio.to_thread(font_charsets)  # fails loudly if a font is missing or unreadable
-        pids = await self.pool.start(SAMPLE, charsets)
-        log.info("OG render pool ready: %d process(es) %s, fonts %s", len(pids), pids, ", ".join(sorted(charsets)))
+    async def warm(self) -> None:
+        """Start every render process now rather than on the first card (FontError if a font is missing)."""
+        pids = await self.pool.warm(SAMPLE)
+        fonts = ", ".join(sorted(self.pool.charsets or ()))
+        log.info("OG render pool ready: %d process(es) %s, fonts %s", len(pids), pids, fonts)
 
     async def close(self) -> None:
         await self.pool.close()

@@ -133,7 +133,9 @@ class Worker:
     async def run(self) -> int:
         """Build the services, serve until SIGTERM/SIGINT, drain, close."""
         config = self.config
-        services = await build_services(config, self.mongo_uri, self.redis_url, metrics_dir=self.metrics_dir)
+        services = await build_services(
+            config, self.mongo_uri, self.redis_url, metrics_dir=self.metrics_dir, warm_og=True
+        )
         # Everything built so far lives as long as the worker: keep it out of the collector's generations, so
         # the collections triggered by per-chunk/per-connect allocations do not walk it again and again.
         gc.collect()

@@ -88,11 +88,16 @@ async def build_services(
     *,
     clock: Clock | None = None,
     metrics_dir: str | None = None,
+    warm_og: bool = False,
 ) -> Services:
-    """Connect to the stores, build every feature and start the worker's background loops."""
+    """Connect to the stores, build every feature and start the worker's background loops.
+
+    The OG render processes start on the first card, or here with `warm_og` (what `serve` does, so a
+    first share waits for no process start and a missing font stops the worker before it takes traffic).
+    """
     lifecycle = Lifecycle()
     try:
-        return await _build(config, mongo_uri, redis_url, lifecycle, clock, metrics_dir)
+        return await _build(config, mongo_uri, redis_url, lifecycle, clock, metrics_dir, warm_og)
     except BaseException:
         await lifecycle.close()
         raise
@@ -105,6 +110,7 @@ async def _build(
     lifecycle: Lifecycle,
     clock: Clock | None,
     metrics_dir: str | None,
+    warm_og: bool,
 ) -> Services:
     stores = await open_stores(config, mongo_uri, redis_url, lifecycle, clock=clock)
     db, redis, clock = stores.db, stores.redis, stores.clock
@@ -129,7 +135,9 @@ async def _build(
     change_watcher = ChangeWatcher(db, sites)
     start_background(lifecycle, change_watcher.run(), "change-watcher")
 
-    og = await _start_og(config, http, lifecycle)
+    og = _start_og(config, http, lifecycle)
+    if warm_og:
+        await og.warm()
     music = _start_music(config, sites, clock, lifecycle)
     contact = _start_contact(config, http, stores, sites, lifecycle)
     presence = _start_presence(config, redis, lifecycle)
@@ -181,10 +189,9 @@ async def _start_demo(config: Config, lifecycle: Lifecycle) -> Config:
     return replace(config, **stand_ins.urls(), demo_presence=True)
 
 
-async def _start_og(config: Config, http: CurlAsyncHTTPClient, lifecycle: Lifecycle) -> OgService:
+def _start_og(config: Config, http: CurlAsyncHTTPClient, lifecycle: Lifecycle) -> OgService:
     og = OgService(processes=config.og_render_processes, avatar_hosts=config.avatar_hosts, http=http)
-    lifecycle.on_close(og.close)  # registered first: a failed warm-up still stops the workers
-    await og.start()
+    lifecycle.on_close(og.close)  # registered before any warm-up: a failed one still stops the workers
     return og
 
 

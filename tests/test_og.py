@@ -83,8 +83,7 @@ async def test_no_presence_or_footer_and_premium_does_not_matter(app_server):
     await app_server.load(doc)
     premium = await app_server.fetch(OG)
     doc["users"][0]["premium_until"] = "2001-01-01T00:00:00Z"
-    await app_server.load(doc)
-    await asyncio.sleep(0.25)
+    await app_server.load(doc)  # drops the cached site: the next request reads the lapsed owner
     lapsed = await app_server.fetch(OG)
     assert premium.code == lapsed.code == 200
     assert premium.body == lapsed.body  # no footer appears, nothing premium ever showed
@@ -234,16 +233,55 @@ async def test_render_failure_is_a_500(app_server, caplog):
 async def test_a_dead_render_process_is_a_500_then_the_pool_recovers(app_server):
     await app_server.load(base_document())
     pool = app_server.services.og.pool
+    await app_server.services.og.warm()  # both processes, as `serve` starts them
     pids = pool.pids()
     assert len(pids) == 2
     for pid in pids:
-        os.kill(pid, 9)
-    await asyncio.sleep(0.3)
+        os.kill(pid, 9)  # dead at once: they never take another job, so the next render finds the pool broken
     response = await app_server.fetch(OG)
     assert response.code == 500 and response.body == b"Render failed"
     again = await app_server.fetch(OG)
     assert again.code == 200
     assert set(pool.pids()).isdisjoint(pids)
+
+
+# ---------------------------------------------------------------- the pool starts on demand
+
+
+async def test_render_processes_start_on_the_first_card_with_the_font_maps(app_server):
+    from render.og_fonts import font_charsets
+
+    await app_server.load(base_document())
+    pool = app_server.services.og.pool
+    assert pool.pids() == [] and pool.charsets is None  # a server that renders nothing spawns nothing
+    assert (await app_server.fetch(OG)).code == 200
+    assert len(pool.pids()) == 1  # one card at a time needs one process of the two
+    assert pool.charsets == font_charsets()  # read once here, handed to every worker
+
+
+async def test_warm_starts_every_process_as_serve_does(make_config):
+    from conftest import start_test_server, stop_test_server
+
+    server = await start_test_server(make_config(og_render_processes=2), warm_og=True)
+    try:
+        assert len(server.services.og.pool.pids()) == 2
+    finally:
+        await stop_test_server(server)
+
+
+async def test_a_missing_font_is_a_500_on_demand_and_stops_a_warming_server(app_server, make_config, monkeypatch):
+    import render.og_fonts as og_fonts
+    from render.og_fonts import FontError
+    from runtime.services import build_services
+
+    await app_server.load(base_document())
+    monkeypatch.setitem(og_fonts.THEME_FONTS, "Inter", ("NoSuchFont-Bold.ttf", "DejaVuSans.ttf"))
+    response = await app_server.fetch(OG)
+    assert (response.code, response.body) == (500, b"Render failed")
+    assert app_server.services.og.pool.pids() == []
+    config = make_config()
+    with pytest.raises(FontError, match=r"NoSuchFont-Bold\.ttf"):
+        await build_services(config, config.mongo_uri, config.redis_url, warm_og=True)
 
 
 # ---------------------------------------------------------------- caching
@@ -269,8 +307,7 @@ async def test_a_changed_profile_changes_the_card(app_server):
     await app_server.load(doc)
     first = await app_server.fetch(OG)
     doc["profiles"][0]["content"]["display_name"] = "Bob Different"
-    await app_server.load(doc)
-    await asyncio.sleep(0.25)  # the SiteDirectory TTL in tests is 0.2 s
+    await app_server.load(doc)  # drops the cached site
     second = await app_server.fetch(OG)
     assert second.code == 200
     assert second.headers["ETag"] != first.headers["ETag"]
@@ -361,7 +398,6 @@ async def test_avatar_hosts_not_in_the_allow_list_are_never_contacted(make_serve
     server = await make_server(avatar_hosts="images.example", og_render_processes=1)
     for url in (avatar_host.url("good.png"), avatar_host.url("good.png", host="localhost")):
         await server.load(base_document(content={"display_name": "Alice", "bio": "", "avatar_url": url}))
-        await asyncio.sleep(0.25)
         response = await server.fetch(OG)
         assert response.code == 200
         assert near((0x7C, 0x3A, 0xED))(avatar_centre(response.body))  # initials on the accent
