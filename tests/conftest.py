@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's modules, even if another one is
 
 import pytest  # noqa: E402
 import redis  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse  # noqa: E402
 from tornado.httpserver import HTTPServer  # noqa: E402
 from tornado.netutil import bind_sockets  # noqa: E402
@@ -164,6 +167,50 @@ async def make_server(make_config, clean_redis):
         await stop_test_server(server)
 
 
+async def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    message: str = "",
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Call `predicate` (sync or async) until it returns something truthy, and return that.
+
+    The suite's one polling helper: a test waits for a condition with a deadline, never sleeps and hopes.
+    A sync predicate may block (urllib, a subprocess): the subprocess tests have nothing else on the loop.
+    `retry_on`: exceptions that mean "not yet" (a store still coming back), polled through like a false result.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = predicate()
+            if inspect.isawaitable(result):
+                result = await result
+        except retry_on:
+            result = None
+        if result:
+            return result
+        assert time.monotonic() < deadline, message or f"condition not met within {timeout} s"
+        await asyncio.sleep(interval)
+
+
+def metric_value(exposition: str | bytes, name: str, **labels: str) -> float:
+    """One sample from Prometheus text (what /metrics answers), 0 when absent; counters by their `_total` name."""
+    text = exposition.decode() if isinstance(exposition, bytes) else exposition
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def scrape(server: TestServer, name: str, **labels: str) -> float:
+    """A metric as the server's /metrics reports it (the public view, never the client's internals)."""
+    response = await server.fetch("/metrics")
+    assert response.code == 200, response.code
+    return metric_value(response.body, name, **labels)
+
+
 def base_document(**profile_overrides: Any) -> dict:
     """One premium owner with everything enabled and one published profile at alice.hep.gg."""
     doc = {
@@ -252,26 +299,6 @@ def wait_until_serving(proc: subprocess.Popen, port: int, path: str = "/healthz"
             pass
         assert time.monotonic() < deadline, f"serve did not answer {path} within {timeout} s"
         time.sleep(0.2)
-
-
-async def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, retry_on: tuple = ()):
-    """Poll `predicate` (plain or async) until it returns something true; its value, or AssertionError.
-
-    `retry_on`: exceptions that mean "not yet" (a store still coming back), polled through like a false result.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = predicate()
-            if asyncio.iscoroutine(result):
-                result = await result
-        except retry_on:
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 def http_status(port: int, path: str, host: str = "127.0.0.1", timeout: float = 10, **headers: str) -> int:

