@@ -126,6 +126,11 @@ class FirstLookHTTPServer(HTTPServer):
             self._sockets[sock.fileno()] = sock
             self._handlers[sock.fileno()] = add_accept_handler(sock, self._handle_connection, self.accept_backoff)
 
+    @property
+    def silent_connections(self) -> int:
+        """Accepted connections that have not sent a byte yet (waiting for their first look)."""
+        return len(self._silent)
+
     def handle_stream(self, stream: IOStream, address: Address) -> None:
         verdict = self.first_look(stream, address) if self.first_look is not None else False
         if verdict is None:

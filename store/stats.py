@@ -29,9 +29,11 @@ the first queue, accepted events and units wait for the next tick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -149,26 +151,28 @@ class StatsWriter:
         self._units: dict[str, _Unit] = {}  # profile id -> its unit in flight
         self._documented: set[str] = set()  # profile ids whose profile_stats document is known to exist
         self._lock = asyncio.Lock()
+        self._flushing = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.flushed = {"view": 0, "play": 0}
 
     def record_view(
         self, profile_id: str, owner_id: str, at: datetime, ip: str, user_agent: str, referer: str | None
-    ) -> None:
-        self._undeduped.append(
-            _Event(
-                "view",
-                profile_id,
-                owner_id,
-                at,
-                {
-                    "ip": ip,
-                    "user_agent": user_agent[:512],
-                    "referer": (referer or "")[:1024] or None,
-                },
-            )
+    ) -> ObjectId:
+        """Queue a view; returns its event id (the value its dedup key will hold, and its `stat_events` _id)."""
+        event = _Event(
+            "view",
+            profile_id,
+            owner_id,
+            at,
+            {
+                "ip": ip,
+                "user_agent": user_agent[:512],
+                "referer": (referer or "")[:1024] or None,
+            },
         )
+        self._undeduped.append(event)
+        return event.id
 
     def record_play(self, profile_id: str, owner_id: str, at: datetime, isrc: str, ip: str, user_agent: str) -> None:
         """A visitor started a track (music/plays.py decides when); counted once per visitor and track per 30 s."""
@@ -178,7 +182,19 @@ class StatsWriter:
 
     @property
     def pending(self) -> int:
+        """Events recorded and not yet written (not a slice the dedup check has in flight: see `flushing`)."""
         return len(self._undeduped) + len(self._accepted) + sum(len(unit.events) for unit in self._units.values())
+
+    @property
+    def flushing(self) -> bool:
+        """A flush is in progress (its batch is off the queues and not yet written)."""
+        return self._flushing
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """No flush runs inside (a flush in progress is waited out first): recorded events stay queued."""
+        async with self._lock:
+            yield
 
     def start(self) -> None:
         if self._task is None:
@@ -228,8 +244,12 @@ class StatsWriter:
 
     async def flush(self) -> None:
         async with self._lock:
-            await self._dedup()
-            await self._write_accepted()
+            self._flushing = True
+            try:
+                await self._dedup()
+                await self._write_accepted()
+            finally:
+                self._flushing = False
 
     async def _dedup(self) -> None:
         batch, self._undeduped = self._undeduped, []

@@ -86,7 +86,9 @@ async def owner(server) -> dict:
 # ---------------------------------------------------------------- Redis stopped and restarted
 
 
-async def test_redis_down_page_renders_presence_null_streams_resync_contact_503_views_kept(server, private_stores):
+async def test_redis_down_page_renders_presence_null_streams_resync_contact_503_views_kept(
+    server, private_stores, caplog
+):
     stores = private_stores
     writer = aioredis.Redis.from_url(stores.redis_url, decode_responses=True)
     hub = server.services.presence.hub
@@ -120,7 +122,7 @@ async def test_redis_down_page_renders_presence_null_streams_resync_contact_503_
         # The open stream stays open through the outage: keepalives still arrive.
         assert (await stream.block(timeout=3)).startswith(":")
         assert hub.listener_count == 1
-        await asyncio.sleep(1.0)  # a few failed flushes
+        await wait_until(lambda: caplog.text.count("views kept for retry") >= 3, message="no failed flushes")
         assert server.services.stats.pending >= 20, "views recorded while Redis is down are kept"
 
         await asyncio.to_thread(stores.redis.start)
@@ -150,7 +152,7 @@ async def test_mongo_down_503_with_retry_after_then_recovers_without_restart(ser
     watcher = server.services.change_watcher
     await wait_until(watcher.active.is_set, timeout=10)
     # Views and plays made just before MongoDB dies: hold the flusher so they are still in memory.
-    async with stats._lock:
+    async with stats.paused():
         assert {(await view(server)).code for _ in range(10)} == {200}
         for n in range(3):  # three visitors starting the track: three plays
             response = await server.fetch(
@@ -202,11 +204,11 @@ async def test_mongo_down_503_with_retry_after_then_recovers_without_restart(ser
 
 async def _all_views_written(server, expected: int) -> bool:
     """Nothing queued or in flight, and exactly `expected` views stored (never more: no double count)."""
-    async with server.services.stats._lock:  # waits out a flush in flight, whose batch `pending` omits
-        pending = server.services.stats.pending
-        views = (await stored(server))["views"]
+    stats = server.services.stats
+    settled = stats.pending == 0 and not stats.flushing  # read together: a flush cannot start with nothing queued
+    views = (await stored(server))["views"]
     assert views <= expected, f"{views} views stored for {expected} sent"
-    return pending == 0 and views == expected
+    return settled and views == expected
 
 
 async def _code_is(server, path: str, code: int) -> bool:
@@ -351,10 +353,9 @@ async def test_a_retried_view_whose_first_dedup_landed_is_still_counted(app_serv
     await app_server.load(base_document())
     stats = app_server.services.stats
     now = app_server.services.clock.now()
-    stats.record_view("p1", "u1", now, "203.0.113.9", BROWSER_UA, None)
-    [event] = stats._undeduped
+    event_id = stats.record_view("p1", "u1", now, "203.0.113.9", BROWSER_UA, None)
     key = view_dedup_key("p1", "203.0.113.9", BROWSER_UA)
-    await app_server.services.redis.client.set(key, str(event.id), ex=30)  # what the lost first try left behind
+    await app_server.services.redis.client.set(key, str(event_id), ex=30)  # what the lost first try left behind
     stats.record_view("p1", "u1", now, "203.0.113.9", BROWSER_UA, None)  # a real refresh: a duplicate
     await stats.flush()
     assert (await stored(app_server))["views"] == 1

@@ -10,11 +10,10 @@ import socket
 
 import pytest
 
-from common.metrics import OPEN_STREAMS, PROXIED_BYTES
 from runtime import logs
 from store.stats import read_stats
 
-from conftest import base_document
+from conftest import base_document, scrape, wait_until
 from music_upstream import TRACK_HEADERS
 
 ISRC = "USRC17607839"
@@ -83,7 +82,7 @@ async def raw_get(port: int, path: str, headers: dict | None = None, timeout: fl
 
 
 async def test_get_streams_the_track_with_allow_listed_headers(music_server, upstream):
-    before = PROXIED_BYTES._value.get()
+    before = await scrape(music_server, "hepgg_music_proxied_bytes_total")
     response = await music_server.fetch(PATH)
     assert response.code == 200
     assert response.body == upstream.body
@@ -100,7 +99,7 @@ async def test_get_streams_the_track_with_allow_listed_headers(music_server, ups
     assert request["headers"]["Authorization"] == "Bearer music-key-u1"
     assert "Range" not in request["headers"]
     assert "Accept-Encoding" not in request["headers"]  # decompress_response=False: bytes pass through
-    assert PROXIED_BYTES._value.get() - before == len(upstream.body)
+    assert await scrape(music_server, "hepgg_music_proxied_bytes_total") - before == len(upstream.body)
 
 
 async def test_isrc_is_case_insensitive_and_sent_upper_case(music_server, upstream):
@@ -347,13 +346,6 @@ async def open_stalled_listener(port: int, path: str = PATH) -> tuple[socket.soc
     return sock, head
 
 
-async def wait_until(predicate, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
-
-
 async def test_stalled_listener_pauses_the_upstream_and_memory_stays_bounded(music_server, upstream):
     upstream.mode = "stream"  # 256 MiB on offer
     config = music_server.config
@@ -386,15 +378,14 @@ async def test_stalled_listener_pauses_the_upstream_and_memory_stays_bounded(mus
 
 async def test_listener_disconnect_closes_the_upstream_connection(music_server, upstream):
     upstream.mode = "stream"
-    gauge = OPEN_STREAMS.labels(kind="music")
-    open_before = gauge._value.get()
+    open_before = await scrape(music_server, "hepgg_open_streams", kind="music")
     sock, _ = await open_stalled_listener(music_server.port)
     await wait_until(lambda: upstream.sent > 1_000_000)
-    assert gauge._value.get() == open_before + 1
+    assert await scrape(music_server, "hepgg_open_streams", kind="music") == open_before + 1
     sock.close()
     await asyncio.wait_for(upstream.closed.wait(), 3)
     await wait_until(lambda: not music_server.services.music.streams)
-    assert gauge._value.get() == open_before
+    assert await scrape(music_server, "hepgg_open_streams", kind="music") == open_before
     sent = upstream.sent
     await asyncio.sleep(0.3)
     assert upstream.sent == sent

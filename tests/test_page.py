@@ -313,18 +313,16 @@ async def test_change_streams_invalidate_the_cache_before_its_ttl(make_server):
     await asyncio.wait_for(server.services.change_watcher.active.wait(), 10)
     assert (await server.fetch("/", host="alice.hep.gg")).code == 200
     await server.services.db.profiles.update_one({"_id": "p1"}, {"$set": {"content.display_name": "Renamed"}})
-    for _ in range(100):
-        body = (await server.fetch("/", host="alice.hep.gg")).body
-        if b"Renamed" in body:
-            break
-        await asyncio.sleep(0.05)
-    assert b"Renamed" in body
+
+    async def renamed() -> bool:
+        return b"Renamed" in (await server.fetch("/", host="alice.hep.gg")).body
+
+    async def gone() -> bool:
+        return (await server.fetch("/", host="alice.hep.gg")).code == 404
+
+    await wait_until(renamed)  # the TTL is 300 s: only the change stream can show it
     await server.services.db.users.update_one({"_id": "u1"}, {"$set": {"suspended": True}})
-    for _ in range(100):
-        if (await server.fetch("/", host="alice.hep.gg")).code == 404:
-            break
-        await asyncio.sleep(0.05)
-    assert (await server.fetch("/", host="alice.hep.gg")).code == 404
+    await wait_until(gone)
 
 
 async def test_a_credit_change_does_not_evict_the_owners_sites(make_server):
@@ -356,11 +354,8 @@ async def test_stopping_mid_flush_loses_no_view(app_server):
     for i in range(2000):
         stats.record_view("p1", "u1", app_server.services.clock.now(), f"10.1.{i // 250}.{i % 250}", BROWSER_UA, None)
     # wait until the ticker (every 0.1 s in tests) has taken the batch off the queue but not written it
-    for _ in range(1000):
-        if not stats._undeduped and stats.flushed["view"] == 0:
-            break
-        await asyncio.sleep(0.001)
-    assert not stats._undeduped and stats.flushed["view"] == 0, "the ticker did not start a flush"
+    await wait_until(lambda: stats.flushing, timeout=5, interval=0.001)
+    assert stats.flushed["view"] == 0, "the ticker did not start a flush"
     await asyncio.wait_for(stats.stop(), 15)
     assert (await _stats(app_server))["views"] == 2000
 
