@@ -43,8 +43,9 @@ from runtime.services import build_services  # noqa: E402
 from store.importer import import_document  # noqa: E402
 
 # fixtures: `fakes` (contact third parties), `private_stores`, `upstream` (a local music worker),
-# `redis_cluster`, `make_redis_cluster`, `redis_sentinel` (real topologies from Debian's redis packages)
-pytest_plugins = ["contact_fakes", "private_stores", "music_upstream", "redis_topology_fixtures"]
+# `redis_cluster`, `make_redis_cluster`, `redis_sentinel` (real topologies from Debian's redis packages);
+# the session's OG render processes (shared_render)
+pytest_plugins = ["contact_fakes", "private_stores", "music_upstream", "redis_topology_fixtures", "shared_render"]
 
 
 @dataclass
@@ -122,8 +123,14 @@ class TestServer:
         self.services.sites.invalidate()
 
 
-async def start_test_server(config: Config, **build_kwargs: Any) -> TestServer:
+async def start_test_server(config: Config, *, own_render_pool: bool = False, **build_kwargs: Any) -> TestServer:
+    """The app as `serve` builds a worker, except that OG cards render in the session's processes
+    (tests/shared_render.py) unless the test asks for the server's own pool (or warms it, as serve does)."""
     services = await build_services(config, config.mongo_uri, config.redis_url, **build_kwargs)
+    if not own_render_pool and not build_kwargs.get("warm_og"):
+        from shared_render import SharedRenderPool  # a plugin (pytest_plugins): imported once pytest has it
+
+        services.og.pool = SharedRenderPool(config.og_render_processes)  # the server's own never started
     sockets = bind_sockets(0, "127.0.0.1")
     server = make_http_server(
         services,
@@ -145,20 +152,24 @@ async def stop_test_server(test_server: TestServer) -> None:
     assert not failed, f"closers failed or hung: {failed}"
 
 
+def _own_render_pool(request) -> bool:
+    return request.node.get_closest_marker("own_render_pool") is not None
+
+
 @pytest.fixture
-async def app_server(make_config, clean_redis):
+async def app_server(make_config, clean_redis, request):
     """A running server on default test settings; tests needing other settings use make_server."""
-    server = await start_test_server(make_config())
+    server = await start_test_server(make_config(), own_render_pool=_own_render_pool(request))
     yield server
     await stop_test_server(server)
 
 
 @pytest.fixture
-async def make_server(make_config, clean_redis):
+async def make_server(make_config, clean_redis, request):
     servers: list[TestServer] = []
 
     async def factory(**overrides: Any) -> TestServer:
-        server = await start_test_server(make_config(**overrides))
+        server = await start_test_server(make_config(**overrides), own_render_pool=_own_render_pool(request))
         servers.append(server)
         return server
 
