@@ -206,13 +206,15 @@ async def wait_until(
 
 
 def metric_value(exposition: str | bytes, name: str, **labels: str) -> float:
-    """One sample from Prometheus text (what /metrics answers), 0 when absent; counters by their `_total` name."""
+    """A metric from Prometheus text (what /metrics answers): the sum of the samples named `name` (counters by
+    their `_total` name) whose labels include `labels`, so all labels give one sample; 0 when none match."""
     text = exposition.decode() if isinstance(exposition, bytes) else exposition
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
+    return sum(
+        float(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 async def scrape(server: TestServer, name: str, **labels: str) -> float:
