@@ -48,6 +48,13 @@ from store.importer import import_document  # noqa: E402
 pytest_plugins = ["contact_fakes", "private_stores", "music_upstream", "redis_topology_fixtures", "shared_render"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A browser test is a slow one too: `-m "not slow"` is the quick tier without further flags."""
+    for item in items:
+        if item.get_closest_marker("browser") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
 @dataclass
 class StoreUrls:
     mongo_uri: str

@@ -27,6 +27,7 @@ def test_targets_judge_ratio_or_absolute_value():
     assert Figure("sse", "RSS per stream", "19000", "KiB", 12.1, 9.0, "nchan", at_most_12).passed is False
 
 
+@pytest.mark.slow  # matplotlib draws the charts
 def test_table_json_and_charts(tmp_path):
     page = BenchResult(
         "page",

@@ -131,6 +131,7 @@ def test_a_config_file_with_a_bad_value_is_refused(tmp_path):
         ["import", "x.json", "--mongo-db", "bad/name"],  # each command checks the options it takes
     ],
 )
+@pytest.mark.slow  # the server as a subprocess
 def test_the_server_exits_2_naming_the_option(args, tmp_path):
     result = run_cli(*args, "--data-dir", str(tmp_path / "data"), timeout=30)
     assert result.returncode == 2
@@ -159,6 +160,7 @@ def test_the_demo_is_refused_with_external_stores(stores, named, not_named):
     assert load_config(environ={}, **stores).demo is False  # and so are external stores without the demo
 
 
+@pytest.mark.slow  # the server as a subprocess
 def test_the_server_refuses_the_demo_with_external_stores_exit_2(tmp_path):
     env = {"HEPGG_REDIS_URL": "redis://127.0.0.1:1/0"}
     result = run_cli("serve", "--demo", "--data-dir", str(tmp_path / "data"), env=env, timeout=30)
@@ -168,6 +170,7 @@ def test_the_server_refuses_the_demo_with_external_stores_exit_2(tmp_path):
     assert not (tmp_path / "data").exists()  # refused before anything started
 
 
+@pytest.mark.slow
 def test_help_creates_no_metrics_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
     env["TMPDIR"] = str(tmp_path)

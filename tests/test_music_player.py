@@ -40,6 +40,7 @@ async def upstream():
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.browser
 async def test_player_streams_through_the_proxy_and_plays_in_chromium(make_server, upstream):
     server = await make_server(music_upstream_url=upstream.url)
     document = base_document()

@@ -234,6 +234,7 @@ async def test_render_failure_is_a_500(app_server, caplog):
 
 
 @pytest.mark.own_render_pool
+@pytest.mark.slow  # spawns render processes
 async def test_a_dead_render_process_is_a_500_then_the_pool_recovers(app_server):
     await app_server.load(base_document())
     pool = app_server.services.og.pool
@@ -253,6 +254,7 @@ async def test_a_dead_render_process_is_a_500_then_the_pool_recovers(app_server)
 
 
 @pytest.mark.own_render_pool
+@pytest.mark.slow  # spawns render processes
 async def test_render_processes_start_on_the_first_card_with_the_font_maps(app_server):
     from render.og_fonts import font_charsets
 
@@ -264,6 +266,7 @@ async def test_render_processes_start_on_the_first_card_with_the_font_maps(app_s
     assert pool.charsets == font_charsets()  # read once here, handed to every worker
 
 
+@pytest.mark.slow  # spawns render processes
 async def test_warm_starts_every_process_as_serve_does(make_config):
     from conftest import start_test_server, stop_test_server
 

@@ -6,6 +6,8 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from runtime.reconciler import run_once
 from store.models import Owner
 from store.plans import allowance, decide
@@ -149,6 +151,7 @@ async def test_scheduled_reconciler_inside_serve(make_server):
     await wait_until(reconciled, timeout=5)
 
 
+@pytest.mark.slow  # the CLI as a subprocess
 def test_reconcile_command_prints_changes(tmp_path, store_urls):
     doc = base_document()
     doc["users"][0]["premium_until"] = "2026-06-01T00:00:00Z"

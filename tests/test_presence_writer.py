@@ -86,6 +86,7 @@ async def test_write_is_one_transaction_of_set_and_publish(redis_client):
     await pubsub.aclose()
 
 
+@pytest.mark.slow  # the CLI as a subprocess
 def test_cli_set_and_clear(store_urls, clean_redis, tmp_path):
     url = store_urls.redis_url
     mongo = ("--mongo-uri", store_urls.mongo_uri, "--mongo-db", f"cli_presence_{tmp_path.name}")
@@ -166,6 +167,7 @@ def test_cli_set_refuses_a_user_mongodb_does_not_know(store_urls, clean_redis, t
         (["--status", "online", "--type", "0", "--started-at", "soon"], "--started-at must be a whole number"),
     ],
 )
+@pytest.mark.slow
 def test_cli_rejects_bad_snapshot(store_urls, clean_redis, args, message):
     result = run_cli("presence", "set", "cli-bad", "--redis-url", store_urls.redis_url, *args)
     assert result.returncode == 1

@@ -36,6 +36,8 @@ CHECKS = (
     "response_schema_conformance,negative_data_rejection"
 )
 MAX_EXAMPLES = 25
+
+pytestmark = pytest.mark.slow  # a bounded schemathesis run over every endpoint: a minute or more
 TIME_BUDGET = 90  # seconds the st run may take; the test fails past it
 
 
