@@ -15,6 +15,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from pymongo.errors import PyMongoError
 
 from contact.credits import Credits, CreditSweeper
 from store.changes import _only_uncached_fields
@@ -43,6 +44,7 @@ async def server(private_stores, make_server, fakes):  # stores listed first: th
 
 
 @pytest.mark.parametrize("delivered, status, balance", [(False, 502, 5), (True, 200, 4)])
+@pytest.mark.slow  # a private MongoDB stopped and restarted, a 4 s delivery, a 5 s sweeper
 async def test_store_down_between_debit_and_outcome_then_back_balance_is_exact(
     server, private_stores, fakes, delivered, status, balance
 ):
@@ -65,7 +67,7 @@ async def test_store_down_between_debit_and_outcome_then_back_balance_is_exact(
         doc = await owner(db)
         return doc["sms_credits"] == balance and doc["credit_holds"] == []
 
-    await wait_until(exact, timeout=40, interval=0.1, retry_on=(Exception,))  # the sweeper retries every 5 s
+    await wait_until(exact, timeout=40, interval=0.1, retry_on=(PyMongoError,))  # the sweeper retries every 5 s
     assert not server.services.contact.credits.unrecorded
 
 
