@@ -38,6 +38,8 @@ DOCUMENTED = {
     for channel in CHANNELS
 }
 CREDIT = {"sms": "sms_credits", "email": "email_credits"}
+
+pytestmark = pytest.mark.slow  # hypothesis over every contact endpoint, hundreds of requests each
 FUZZ = settings(
     max_examples=70,
     deadline=None,

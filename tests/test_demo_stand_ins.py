@@ -34,6 +34,7 @@ async def fetch(url: str, **kwargs):
     return await AsyncHTTPClient().fetch(url, raise_error=False, request_timeout=30, **kwargs)
 
 
+@pytest.mark.slow  # synthesises two whole tracks in Python
 def test_tones_are_a_real_wav_of_the_stated_length():
     with wave.open(io.BytesIO(track_wav("USRC17607839"))) as audio:
         assert (audio.getnchannels(), audio.getsampwidth(), audio.getframerate()) == (1, 2, RATE)

