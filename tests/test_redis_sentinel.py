@@ -155,14 +155,14 @@ async def test_a_graceful_sentinel_failover_moves_the_hub_and_expiry_events(redi
         # Until the old primary is a replica, a write may still land on it and be lost (two primaries for a
         # moment: Redis's own failover window, not ours). Write once it is.
         await wait_until(lambda: old.call("ROLE")[0] == "slave", timeout=30)
-        deadline = time.monotonic() + 20
-        while True:  # writes reach the new primary once redis-py's pool has asked the sentinels again
-            try:
-                written = await write_presence(writer.client, "graceful", {"status": "online"}, ttl=1.5)
-                break
-            except Exception:
-                assert time.monotonic() < deadline, "writes did not follow the failover"
-                await asyncio.sleep(0.2)
+        # Writes reach the new primary once redis-py's pool has asked the sentinels again.
+        written = await wait_until(
+            lambda: write_presence(writer.client, "graceful", {"status": "online"}, ttl=1.5),
+            timeout=20,
+            interval=0.2,
+            message="writes did not follow the failover",
+            retry_on=(Exception,),
+        )
         await next_event_equal(client, written, timeout=15)
         assert await client.event(timeout=10) is None  # expired on the new primary: its notification arrived
     finally:
