@@ -124,7 +124,7 @@ async def test_redis_down_page_renders_presence_null_streams_resync_contact_503_
         # The open stream stays open through the outage: keepalives still arrive.
         assert (await stream.block(timeout=3)).startswith(":")
         assert hub.listener_count == 1
-        await wait_until(lambda: caplog.text.count("view dedup failed") >= 3, message="no failed flushes")
+        await wait_until(lambda: caplog.text.count("stats dedup failed") >= 3, message="no failed flushes")
         assert server.services.stats.pending >= 20, "views recorded while Redis is down are kept"
 
         await asyncio.to_thread(stores.redis.start)

@@ -106,10 +106,13 @@ def avatar_centre(body: bytes) -> tuple[int, int, int]:
     return PILImage.open(io.BytesIO(body)).convert("RGB").getpixel((80 + 128, 309 - 6))
 
 
+@pytest.mark.own_render_pool  # the peak RSS of a process that drew nothing else
+@pytest.mark.slow  # spawns a render process
 async def test_bombs_from_an_allowed_host_draw_a_card_and_keep_the_render_process_small(make_server):
     host = BombHost({"bomb.gif": gif_bomb(), "bomb.png": png_bomb()})
     try:
         server = await make_server(avatar_hosts="127.0.0.1", og_render_processes=1)
+        await server.services.og.warm()  # as serve starts it: one sample card, then the bombs
         [pid] = server.services.og.pool.pids()
         for name, centre in [("bomb.png", (0x7C, 0x3A, 0xED)), ("bomb.gif", (255, 0, 0))]:
             await server.load(base_document(content={"display_name": "Alice", "bio": "", "avatar_url": host.url(name)}))
