@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
 import itertools
 import json
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's modules, even if another one is
 
 import pytest  # noqa: E402
 import redis  # noqa: E402
+import redis.utils  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse  # noqa: E402
 from tornado.httpserver import HTTPServer  # noqa: E402
@@ -46,6 +48,11 @@ from store.importer import import_document  # noqa: E402
 # `redis_cluster`, `make_redis_cluster`, `redis_sentinel` (real topologies from Debian's redis packages);
 # the session's OG render processes (shared_render)
 pytest_plugins = ["contact_fakes", "private_stores", "music_upstream", "redis_topology_fixtures", "shared_render"]
+
+
+# redis-py looks its own version up in the installed packages' metadata for every client it makes (~5 ms, three
+# clients per test server); the answer cannot change within a run.
+redis.utils.get_lib_version = functools.cache(redis.utils.get_lib_version)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -87,6 +94,9 @@ def make_config(store_urls):
             "port": 0,
             "profile_cache_ttl": 0.2,
             "view_flush_interval": 0.1,
+            # Every allowed music stream is a curl handle made with the server: the default 2000 cost a test
+            # server ~50 ms to make and close. Tests about the caps set their own.
+            "music_max_streams": 64,
         }
         values.update(overrides)
         return load_config(environ={}, **values)
