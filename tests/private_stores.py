@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from runtime.embedded import wait_stopped
+
 from conftest import free_port
 
 
@@ -57,9 +59,7 @@ class StoreProcess:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGCONT)  # a paused server must be able to act on SIGTERM
             self.proc.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
+            if not wait_stopped(self.proc, self.port, timeout):
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
