@@ -350,6 +350,7 @@ async def test_ip_buckets_are_shared_by_the_three_forms(server):
     assert response.code == 429
 
 
+@pytest.mark.slow  # 50 deliveries
 async def test_owner_daily_cap_sms_50_without_retry_after(server, fakes):
     await server.load(owner_doc(sms_credits=100))
     for _ in range(50):
@@ -363,6 +364,7 @@ async def test_owner_daily_cap_sms_50_without_retry_after(server, fakes):
     assert len(fakes.sms.requests) == 50
 
 
+@pytest.mark.slow  # 100 deliveries a channel
 async def test_owner_daily_cap_email_and_discord_100(server):
     await server.load(owner_doc(email_credits=200))
     for channel, body in (("email", EMAIL), ("discord", DISCORD)):
@@ -373,6 +375,7 @@ async def test_owner_daily_cap_email_and_discord_100(server):
         assert response.code == 429
 
 
+@pytest.mark.slow  # the owner's daily cap sent in full
 async def test_refused_forms_never_spend_the_owners_daily_cap(server, fakes):
     # 50 bodies of {} and 50 valid forms with a refused token, from 17 addresses each (at most 3 a
     # minute per address, so every one reaches validation or Turnstile): the owner's 50 SMS a day stay.
@@ -497,6 +500,7 @@ async def test_smtp_unreachable_is_502(make_server, fakes):
     assert await credits(server, "email_credits") == 5
 
 
+@pytest.mark.slow  # a refused SMTP login ends only when the relay hangs up (2 s)
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")  # the local relay has no TLS
 async def test_smtp_auth_when_user_is_set(make_server, fakes):
     smtp = FakeSmtp(require_auth=("relay-user", "relay-pass")).start()

@@ -56,6 +56,7 @@ themes = st.fixed_dictionaries(
 ).filter(lambda theme: not theme_errors(theme))
 
 
+@pytest.mark.slow  # hypothesis: 300 themes, each searched for inks (4-6 s)
 @settings(max_examples=300, derandomize=True, deadline=None)
 @given(themes, st.booleans())
 def test_every_accepted_theme_gets_inks_that_reach_aa_on_every_surface(raw, backdrop):

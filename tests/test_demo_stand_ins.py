@@ -44,6 +44,7 @@ def test_tones_are_a_real_wav_of_the_stated_length():
     assert track_wav("USRC17607839") != track_wav("GBAYE0601498")  # the key follows the ISRC
 
 
+@pytest.mark.slow  # synthesises a whole track in Python (~5 s of CPU)
 async def test_music_stand_in_serves_headers_and_ranges(stand_ins):
     url = stand_ins.urls()["music_upstream_url"] + "/tracks/USRC17607839"
     head = await fetch(url, method="HEAD")

@@ -190,6 +190,7 @@ async def test_the_page_answers_only_documented_statuses(server, method, path, q
     assert plays == before[1]
 
 
+@pytest.mark.slow  # hypothesis: a card drawn for every example
 @FUZZ
 @given(
     method=METHODS,

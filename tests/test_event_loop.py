@@ -24,6 +24,7 @@ def test_loop_factory_choices():
     assert loop_factory("auto") is uvloop.new_event_loop  # installed here
 
 
+@pytest.mark.slow  # the server as a subprocess
 def test_unknown_event_loop_is_a_config_error():
     result = run_cli("serve", "--event-loop", "trio")
     assert result.returncode == 2 and "--event-loop must be auto, asyncio or uvloop" in result.stderr

@@ -153,6 +153,7 @@ BACKSTOP = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # draws the bombs in a Python subprocess
 def test_imagemagick_limits_alone_stop_the_bombs():
     """Behind the header check: the limits fail the 512 MB pixel cache at once; an animation costs one frame."""
     import json

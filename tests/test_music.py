@@ -323,6 +323,7 @@ async def test_upstream_reset_mid_chunked_body_sends_no_last_chunk(music_server,
     assert not raw.complete()
 
 
+@pytest.mark.slow  # a stall after the first bytes fails ~5 s past the stall timeout (libcurl's speed window)
 async def test_stall_mid_body_aborts_the_listener_connection(music_server, upstream):
     upstream.mode = "hang-body"
     raw = await raw_get(music_server.port, PATH)
@@ -346,6 +347,7 @@ async def open_stalled_listener(port: int, path: str = PATH) -> tuple[socket.soc
     return sock, head
 
 
+@pytest.mark.slow  # fills the kernel's and libcurl's buffers, then watches them stay full
 async def test_stalled_listener_pauses_the_upstream_and_memory_stays_bounded(music_server, upstream):
     upstream.mode = "stream"  # 256 MiB on offer
     config = music_server.config
@@ -633,6 +635,7 @@ async def test_a_track_shorter_than_the_play_threshold_counts_when_whole(music_s
     assert (await plays(music_server))["plays"] == 1
 
 
+@pytest.mark.slow  # a stall after the first bytes: ~5 s past the stall timeout (libcurl's speed window)
 async def test_a_failed_stream_is_not_a_play(music_server, upstream):
     upstream.mode = "hang"
     await music_server.fetch(PATH)

@@ -7,6 +7,8 @@ import copy
 import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from handlers.page import PAGE_VARIANTS_KEPT
 from store.redis_connect import connect
 
@@ -347,6 +349,7 @@ async def test_a_credit_change_does_not_evict_the_owners_sites(make_server):
     assert await sites.by_host("alice.hep.gg") is alice
 
 
+@pytest.mark.slow  # 2,000 views through a flush
 async def test_stopping_mid_flush_loses_no_view(app_server):
     """SIGTERM while the ticker is writing a batch: the batch in flight still lands."""
     await app_server.load(base_document())

@@ -143,6 +143,7 @@ def test_cli_set_and_clear(store_urls, clean_redis, tmp_path):
         client.close()
 
 
+@pytest.mark.slow  # the CLI as a subprocess
 def test_cli_set_refuses_a_user_mongodb_does_not_know(store_urls, clean_redis, tmp_path):
     mongo = ("--mongo-uri", store_urls.mongo_uri, "--mongo-db", f"cli_presence_{tmp_path.name}")
     result = run_cli("presence", "set", "nobody", "--redis-url", store_urls.redis_url, *mongo, "--status", "online")

@@ -63,6 +63,7 @@ def test_redis_sharded_pubsub_is_accepted_and_ignored():
 # ------------------------------------------------------------------------------------------------ TLS
 
 
+@pytest.mark.slow  # starts a TLS Redis of its own
 async def test_rediss_url_carries_tls_to_commands_and_the_hub(redis_tls, make_server):
     url = f"rediss://127.0.0.1:{redis_tls.port}/0?ssl_ca_certs={redis_tls.tls_ca}"
     server = await make_server(redis_url=url)
@@ -79,6 +80,7 @@ async def test_rediss_url_carries_tls_to_commands_and_the_hub(redis_tls, make_se
         await writer.close()
 
 
+@pytest.mark.slow  # starts a TLS Redis of its own
 async def test_rediss_url_with_an_untrusted_certificate_is_refused(redis_tls, make_server, caplog):
     server = await make_server(redis_url=f"rediss://127.0.0.1:{redis_tls.port}/0")  # the system CAs only
     assert (await server.fetch("/readyz")).code == 503
