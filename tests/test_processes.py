@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,7 +41,10 @@ async def test_forked_workers_share_one_socket_and_stores(tmp_path):
         stderr=subprocess.STDOUT,
     )
     try:
-        await wait_until(lambda: log_path.read_text().count("ready") >= 2, timeout=60, message="workers not ready")
+        # "worker <pid> ready", not the render pools' "OG render pool ready" logged before it: a worker listens
+        # only once it is ready (runtime/listen.py), so until then a connect is refused.
+        workers_ready = re.compile(r"worker \d+ ready")
+        await wait_until(lambda: len(workers_ready.findall(log_path.read_text())) == 2, timeout=60)
         assert _get(port, "/healthz", "localhost")[0] == 200
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         # 2 workers + 2 embedded servers are children of the supervisor (render workers are the workers')
@@ -223,10 +227,12 @@ async def test_connects_are_refused_until_a_worker_is_ready_and_from_the_moment_
     )
     listener = None
     try:
-        deadline = time.monotonic() + 60
-        while f":{port} (embedded stores" not in log_path.read_text():  # bound (the port is taken)
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            await asyncio.sleep(0.1)
+
+        def bound() -> bool:  # the port is taken
+            assert proc.poll() is None, log_path.read_text()
+            return f":{port} (embedded stores" in log_path.read_text()
+
+        await wait_until(bound, timeout=60, interval=0.1, message="serve did not bind its port")
         for _ in range(5):  # bound, workers started, none ready: every connect is refused
             assert await asyncio.to_thread(_refused, port), "a worker that is not ready accepted a connection"
             await asyncio.sleep(0.3)
@@ -237,12 +243,13 @@ async def test_connects_are_refused_until_a_worker_is_ready_and_from_the_moment_
         writer.write(b"GET /api/v1/profiles/p1/music/USRC17607839 HTTP/1.1\r\nHost: alice.hep.gg\r\n\r\n")
         assert b" 200 " in await asyncio.wait_for(reader.readline(), 10)
         listener = writer  # reads no further: its stream stays open through the drain
-        stopped_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        refused = False
-        while not refused and time.monotonic() - stopped_at < 3:
-            refused = await asyncio.to_thread(_refused, port)
-        assert refused, "a stopping server accepted new connections"
+        await wait_until(
+            lambda: asyncio.to_thread(_refused, port),
+            timeout=3,
+            interval=0,
+            message="a stopping server accepted new connections",
+        )
         assert proc.poll() is None, "the server should still be draining the music stream (grace 6 s)"
     finally:
         if listener is not None:
