@@ -18,13 +18,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import redis
 from pymongo import MongoClient
 
-from conftest import ROOT, base_document, free_port, run_cli, wait_until_serving
+from conftest import ROOT, base_document, free_port, metric_value, run_cli, wait_until, wait_until_serving
 from conftest import http_status as status
 from contact_fakes import third_party_flags
 
@@ -49,12 +50,9 @@ def store_pids(server_pid: int) -> dict[str, int]:
     return pids
 
 
-def wait_for(predicate, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < timeout, f"{what} not within {timeout}s"
-        time.sleep(0.2)
-    return time.monotonic() - started
+def off_loop(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """`predicate` (blocking: urllib) in a thread, so the test's own fakes keep answering on the loop meanwhile."""
+    return lambda: asyncio.to_thread(predicate)
 
 
 class Serve:
@@ -98,10 +96,9 @@ class Serve:
             },
         )
 
-    def metric(self, name: str) -> float:
+    def metric(self, name: str, **labels: str) -> float:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
-            body = response.read().decode()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name))
+            return metric_value(response.read(), name, **labels)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -138,19 +135,19 @@ def stats(data: Path) -> dict:
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-def test_killed_stores_come_back_on_their_ports_and_nothing_is_lost(tmp_path, processes):
+async def test_killed_stores_come_back_on_their_ports_and_nothing_is_lost(tmp_path, processes):
     data = tmp_path / "data"
     server = Serve(data, tmp_path / "serve.log", "--processes", str(processes), "--view-flush-interval", "0.2")
     try:
         import_document(data, tmp_path, base_document())
         urls = json.loads((data / "embedded.json").read_text())
-        wait_for(lambda: server.visit(0) == 200, 10, "the imported profile")
+        await wait_until(lambda: server.visit(0) == 200, 10, message="the imported profile")
         served = 1
         pids = store_pids(server.proc.pid)
         assert set(pids) == {"valkey", "secantusdb"}
         for pid in pids.values():
             os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: status(server.port, "/readyz") == 503, 10, "/readyz 503")
+        await wait_until(lambda: status(server.port, "/readyz") == 503, 10, message="/readyz 503")
         # While they are down and coming back: pages may be 503 (no MongoDB), never a 500; the views of
         # the pages served wait in memory.
         visitor = 1
@@ -164,7 +161,7 @@ def test_killed_stores_come_back_on_their_ports_and_nothing_is_lost(tmp_path, pr
             if status(server.port, "/readyz") == 200:
                 recovered = time.monotonic() - down
                 break
-            time.sleep(0.2)
+            await asyncio.sleep(0.2)
         assert recovered is not None, "the stores never came back"
         after = store_pids(server.proc.pid)
         assert set(after) == {"valkey", "secantusdb"} and not set(after.values()) & set(pids.values())
@@ -172,7 +169,9 @@ def test_killed_stores_come_back_on_their_ports_and_nothing_is_lost(tmp_path, pr
         for _ in range(5):
             served += server.visit(visitor) == 200
             visitor += 1
-        wait_for(lambda: server.metric('hepgg_stats_flushed_total{kind="view"}') >= served, 30, "views written")
+        await wait_until(
+            lambda: server.metric("hepgg_stats_flushed_total", kind="view") >= served, 30, message="views written"
+        )
         assert stats(data)["views"] == served
         log = server.log_path.read_text()
         assert log.count("starting it again in") == 2 and log.count("started again: pid") == 2, log[-3000:]
@@ -222,7 +221,7 @@ async def test_kill_9_of_the_server_and_its_stores_right_after_a_flush_loses_not
     fakes.sms.answer = kill_on_the_third
     try:
         await asyncio.to_thread(import_document, data, tmp_path, document)
-        await asyncio.to_thread(wait_for, lambda: server.visit(0) == 200, 10, "the imported profile")
+        await wait_until(off_loop(lambda: server.visit(0) == 200), 10, message="the imported profile")
         views, plays = 1, 0
         for visitor in range(1, 40):
             views += await asyncio.to_thread(server.visit, visitor) == 200
@@ -232,9 +231,8 @@ async def test_kill_9_of_the_server_and_its_stores_right_after_a_flush_loses_not
             plays += await asyncio.to_thread(status, server.port, path, "127.0.0.1", 10, **headers) == 200
         assert (views, plays) == (40, 6)
         # Acknowledged: the flusher counts a view or play once MongoDB has acknowledged its write.
-        await asyncio.to_thread(
-            wait_for, lambda: server.metric("hepgg_stats_flushed_total") >= views + plays, 20, "the flush"
-        )
+        flushed = off_loop(lambda: server.metric("hepgg_stats_flushed_total") >= views + plays)
+        await wait_until(flushed, 20, message="the flush")
         victims.extend([server.proc.pid, *store_pids(server.proc.pid).values()])
         # Valkey (appendfsync everysec) writes each command to its append-only file before it replies.
         redis_url = json.loads((data / "embedded.json").read_text())["redis_url"]
@@ -249,7 +247,7 @@ async def test_kill_9_of_the_server_and_its_stores_right_after_a_flush_loses_not
         if server.proc.poll() is None:
             server.proc.kill()
     for pid in victims:
-        await asyncio.to_thread(wait_for, lambda pid=pid: not Path(f"/proc/{pid}").exists(), 10, f"{pid} gone")
+        await wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 10, message=f"{pid} not gone")
     again = await asyncio.to_thread(serve_with_fakes, data, "second.log")
     try:
         counted = await asyncio.to_thread(stats, data)
