@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_until_serving
 
 
 def free_port() -> int:
@@ -114,16 +113,7 @@ def test_console_script_serves_from_another_directory(wheel, store_urls, tmp_pat
         [script, "serve"], cwd=elsewhere, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stdout.read().decode()
-            try:
-                if fetch(port, "/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "serve did not answer /healthz within 60s"
-            time.sleep(0.2)
+        wait_until_serving(server, port)
         status, _, body = fetch(port, "/", host="demo.localhost")
         assert status == 200 and b"Demo Profile" in body
         stylesheet = re.search(rb'href="(/[^"]*profile\.css\?v=[^"]+)"', body)
