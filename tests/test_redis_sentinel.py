@@ -13,6 +13,7 @@ import json
 import time
 
 import pytest
+import redis
 from test_redis_cluster import STREAM, PageLoad, next_event_equal, write_until_back
 
 from presence.writer import write_presence
@@ -156,7 +157,8 @@ async def test_a_graceful_sentinel_failover_moves_the_hub_and_expiry_events(redi
         await wait_until(lambda: redis_sentinel.primary_address() not in (None, old.address), timeout=30)
         # Until the old primary is a replica, a write may still land on it and be lost (two primaries for a
         # moment: Redis's own failover window, not ours). Write once it is.
-        await wait_until(lambda: old.call("ROLE")[0] == "slave", timeout=30)
+        # The sentinels close the old primary's clients while they reconfigure it: a probe cut then is "not yet".
+        await wait_until(lambda: old.call("ROLE")[0] == "slave", timeout=30, retry_on=(redis.ConnectionError,))
         # Writes reach the new primary once redis-py's pool has asked the sentinels again.
         written = await wait_until(
             lambda: write_presence(writer.client, "graceful", {"status": "online"}, ttl=1.5),
