@@ -5,6 +5,9 @@ pipeline while any one master is failing over (measured: 2.8 s for 30 keys when 
 killed), so keys on healthy masters would wait for the sick one. Here the keys are grouped by the master
 that serves them and each group is its own pipeline, run side by side: a failing master delays or fails
 only its own keys. On one server there is one group (one failure domain anyway).
+
+`claim` sets many keys at once where they share a hash tag: one script per tag instead of one command per
+key (a cluster pipeline resolves a slot and a node for every command it is given).
 """
 
 from __future__ import annotations
@@ -25,6 +28,17 @@ from store.redis_connect import REDIS_ERRORS
 log = logging.getLogger("hepgg.redis")
 
 BATCH = 1000  # keys per MGET on one server
+
+# SET key token NX EX seconds GET for every key; the reply has one character per key: "1" where the key is
+# now the caller's (it was free, or an earlier try whose reply was lost set it to this token), "0" where
+# another token holds it. One string, not an array: the cheapest reply to read.
+CLAIM_SCRIPT = """local claimed = {}
+for i, key in ipairs(KEYS) do
+  local token = ARGV[i + 1]
+  local held = redis.call('SET', key, token, 'NX', 'EX', ARGV[1], 'GET')
+  claimed[i] = (not held or held == token) and '1' or '0'
+end
+return table.concat(claimed)"""
 
 AddCommand = Callable[[Pipeline | ClusterPipeline, int], object]  # (pipeline, index into the keys)
 
@@ -93,4 +107,31 @@ async def get_many(client: Redis | RedisCluster, keys: Sequence[str]) -> list[An
             results.extend(await client.mget(batch))
         except REDIS_ERRORS as exc:
             results.extend([exc] * len(batch))
+    return results
+
+
+async def claim(
+    client: Redis | RedisCluster, groups: Sequence[Sequence[tuple[str, str]]], seconds: int
+) -> list[list[bool] | BaseException]:
+    """Claim every (key, token) for `seconds` unless another token holds its key; for each group, whether
+    each of its keys is now the caller's, or the exception the group met.
+
+    A group's keys must share one hash tag (one slot): it is one script, run atomically where the slot
+    lives, and it succeeds or fails as a whole. Groups are pipelined per master like `per_key`'s keys, so
+    a failing master holds back only its own groups."""
+
+    def add(pipe: Pipeline | ClusterPipeline, i: int) -> object:
+        group = groups[i]
+        return pipe.eval(CLAIM_SCRIPT, len(group), *(key for key, _ in group), seconds, *(token for _, token in group))
+
+    replies = await per_key(client, [group[0][0] for group in groups], add)
+    results: list[list[bool] | BaseException] = []
+    for group, reply in zip(groups, replies, strict=True):
+        if isinstance(reply, BaseException):
+            results.append(reply)
+        elif isinstance(reply, (str, bytes)) and len(reply) == len(group):
+            text = reply.decode() if isinstance(reply, bytes) else reply
+            results.append([char == "1" for char in text])
+        else:
+            results.append(RedisError(f"claim script answered {reply!r:.80} for {len(group)} keys"))
     return results

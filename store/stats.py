@@ -4,9 +4,11 @@
 the server, every `interval` seconds, and once more on shutdown) does the rest:
 
 1. views and plays are de-duplicated per visitor for 30 s with Redis
-   `SET NX EX` (pipelined per Redis master, so it is global across processes): a
-   view per profile + address + User-Agent, a play per profile + track +
-   address + User-Agent (the address as the rate limits count it: IPv6 by /64);
+   `SET NX EX` (global across processes): a view per profile + address +
+   User-Agent, a play per profile + track + address + User-Agent (the address
+   as the rate limits count it: IPv6 by /64). A profile's keys share its hash
+   tag, so one script claims all of a profile's keys in a batch (one command
+   per profile, not per view), pipelined per Redis master;
 2. accepted events are grouped per profile into a *unit* with a fixed id. A
    unit's events are inserted into `stat_events` (fixed ids: a retry is
    idempotent), then its counters are added to `profile_stats` by one update
@@ -41,15 +43,13 @@ from typing import Any
 from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
-from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterPipeline
 
 from common.client_ip import rate_limit_subject
 from common.metrics import STATS_FLUSHED
 from store.errors import describe_error
 from store.mongo import Database
 from store.redis_connect import RedisConnector
-from store.redis_keys import AddCommand, per_key
+from store.redis_keys import claim
 
 log = logging.getLogger("hepgg.stats")
 
@@ -123,22 +123,34 @@ def _visitor(ip: str, user_agent: str) -> str:
     return hashlib.blake2b(f"{rate_limit_subject(ip)}\x00{user_agent}".encode(), digest_size=12).hexdigest()
 
 
+# A profile's dedup keys carry its id as their hash tag (`{p1}`): on a cluster they share one slot, so one
+# script claims them all (docs/redis.md: what renaming them meant at deploy).
 def view_dedup_key(profile_id: str, ip: str, user_agent: str) -> str:
-    return f"hepgg:viewdedup:{profile_id}:{_visitor(ip, user_agent)}"
+    return f"hepgg:viewdedup:{{{profile_id}}}:{_visitor(ip, user_agent)}"
 
 
 def play_dedup_key(profile_id: str, isrc: str, ip: str, user_agent: str) -> str:
-    return f"hepgg:playdedup:{profile_id}:{isrc}:{_visitor(ip, user_agent)}"
+    return f"hepgg:playdedup:{{{profile_id}}}:{isrc}:{_visitor(ip, user_agent)}"
 
 
-def _claim(keys: list[str], ids: list[str]) -> AddCommand:
-    """SET key id NX EX GET for the i-th event. The value is the event's id and GET returns what was there:
-    when an earlier try's SET landed but its reply was lost (Redis hung or died), the retry sees its own id."""
-
-    def add(pipe: Pipeline | ClusterPipeline, i: int) -> object:
-        return pipe.set(keys[i], ids[i], nx=True, ex=DEDUP_SECONDS, get=True)
-
-    return add
+async def _claim(redis: RedisConnector, events: list[_Event]) -> list[bool | BaseException]:
+    """Whether each event counts (its dedup key was free, or already holds its own id), or the error its
+    profile's claim met. The key's value is the event's id: when an earlier try's claim landed but its reply
+    was lost (Redis hung or died), the retry finds its own id and the event still counts, once."""
+    by_profile: dict[str, list[int]] = defaultdict(list)
+    for index, event in enumerate(events):
+        by_profile[event.profile_id].append(index)
+    groups = list(by_profile.values())
+    answers = await claim(
+        redis.client,
+        [[(events[i].dedup_key(), str(events[i].id)) for i in group] for group in groups],
+        DEDUP_SECONDS,
+    )
+    counted: list[bool | BaseException] = [False] * len(events)
+    for group, answer in zip(groups, answers, strict=True):
+        for position, index in enumerate(group):
+            counted[index] = answer if isinstance(answer, BaseException) else answer[position]
+    return counted
 
 
 class StatsWriter:
@@ -257,20 +269,15 @@ class StatsWriter:
         error: BaseException | None = None
         for start in range(0, len(batch), DEDUP_SLICE):
             events = batch[start : start + DEDUP_SLICE]
-            keys = [event.dedup_key() for event in events]
             try:
-                previous = await per_key(self.redis.client, keys, _claim(keys, [str(e.id) for e in events]))
+                counted = await _claim(self.redis, events)
             except BaseException:  # never drop what was taken off the queue (a bug, or a cancel)
                 self._undeduped[:0] = kept + batch[start:]
                 raise
-            failed = [event for event, held in zip(events, previous, strict=True) if isinstance(held, BaseException)]
-            self._accepted.extend(
-                event
-                for event, held in zip(events, previous, strict=True)
-                if not isinstance(held, BaseException) and held in (None, str(event.id))
-            )
+            failed = [event for event, count in zip(events, counted, strict=True) if isinstance(count, BaseException)]
+            self._accepted.extend(event for event, count in zip(events, counted, strict=True) if count is True)
             if failed:
-                error = next(held for held in previous if isinstance(held, BaseException))
+                error = next(count for count in counted if isinstance(count, BaseException))
                 kept.extend(failed)
                 if len(failed) == len(events):  # nothing answered: keep the rest unsent, try next tick
                     kept.extend(batch[start + DEDUP_SLICE :])

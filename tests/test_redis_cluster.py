@@ -88,28 +88,68 @@ async def test_readyz_checks_the_whole_cluster(server):
     assert json.loads(response.body)["data"]["stores"] == {"mongo": True, "redis": True}
 
 
-async def test_views_on_every_master_are_counted_once(server, redis_cluster):
-    await server.load(base_document())
-    ips = spread(
-        redis_cluster, (f"198.51.100.{i}" for i in range(1, 250)), lambda ip: view_dedup_key("p1", ip, BROWSER_UA), 4
+def view_spread(cluster, prefix: str, per_master: int) -> list[str]:
+    """Owner ids whose profiles' view-dedup keys (hash tag: the profile id) land on every master."""
+    return spread(
+        cluster,
+        (f"{prefix}{i}" for i in range(300)),
+        lambda owner: view_dedup_key(f"p-{owner}", "198.51.100.1", BROWSER_UA),
+        per_master,
     )
 
-    async def view_all() -> None:
+
+async def view_pages(server, owners: list[str], ips: list[str]) -> None:
+    for owner in owners:
         for ip in ips:
             response = await server.fetch(
-                "/", host="alice.hep.gg", headers={"User-Agent": BROWSER_UA, "X-Forwarded-For": ip}
+                "/", host=f"{owner}.hep.gg", headers={"User-Agent": BROWSER_UA, "X-Forwarded-For": ip}
             )
             assert response.code == 200
 
-    await view_all()
-    await server.services.stats.flush()  # waits for a flush in progress, then writes what is left
-    assert server.services.stats.pending == 0
-    assert (await read_stats(server.services.db, "p1"))["views"] == len(ips)
-    await view_all()  # the same visitors again within 30 s: de-duplicated, on whichever master holds the key
-    await server.services.stats.flush()
-    assert (await read_stats(server.services.db, "p1"))["views"] == len(ips)
+
+async def views_of(server, owners: list[str]) -> list[int]:
+    return [(await read_stats(server.services.db, f"p-{owner}"))["views"] for owner in owners]
+
+
+async def test_views_on_every_master_are_counted_once(server, redis_cluster):
+    owners = view_spread(redis_cluster, "view", 2)
+    await server.load(owners_document(owners))
+    ips = [f"198.51.100.{i}" for i in range(1, 6)]
+    stats = server.services.stats
+    async with stats.paused():  # one batch: each profile's claim script sees its visitor twice
+        await view_pages(server, owners, ips)
+        await view_pages(server, owners, ips)
+    await stats.flush()
+    assert stats.pending == 0
+    assert await views_of(server, owners) == [len(ips)] * len(owners)
+    await view_pages(server, owners, ips)  # a later batch within 30 s: duplicates, on every master
+    await stats.flush()
+    assert await views_of(server, owners) == [len(ips)] * len(owners)
     per_master = [int(node.call("DBSIZE")) for node in redis_cluster.masters()]
     assert all(per_master), per_master
+
+
+async def test_a_failing_claim_on_one_master_holds_back_only_its_profile(server, redis_cluster, writer, caplog):
+    """One profile's dedup keys (one slot) fail: its views wait for the next flush, every other master's
+    profiles are counted; once the slot answers, the kept views count once each."""
+    owners = view_spread(redis_cluster, "fail", 1)
+    await server.load(owners_document(owners))
+    ips = [f"198.51.100.{i}" for i in range(1, 6)]
+    sick = owners[0]
+    poisoned = view_dedup_key(f"p-{sick}", ips[2], BROWSER_UA)
+    await writer.hset(poisoned, "not", "a dedup key")  # its SET fails (WRONGTYPE), so the profile's claim does
+    stats = server.services.stats
+    async with stats.paused():
+        await view_pages(server, owners, ips)
+    await stats.flush()
+    assert await views_of(server, owners) == [0] + [len(ips)] * (len(owners) - 1)
+    async with stats.paused():
+        assert stats.pending == len(ips)  # kept, not dropped
+    assert "WRONGTYPE" in caplog.text  # the log names Redis' own error
+    await writer.delete(poisoned)
+    await stats.flush()
+    assert await views_of(server, owners) == [len(ips)] * len(owners)
+    assert stats.pending == 0
 
 
 async def test_presence_cli_writes_users_on_every_master(server, redis_cluster):
@@ -219,10 +259,11 @@ async def test_reconciler_lock_on_a_cluster(server, writer, store_urls):
 
 
 class PageLoad:
-    """Page views from distinct visitors, as fast as one client goes, until stopped; counts the 200s."""
+    """Page views from distinct visitors, as fast as one client goes, until stopped, the hosts in turn;
+    counts the 200s."""
 
-    def __init__(self, server, host: str = "alice.hep.gg"):
-        self.server, self.host = server, host
+    def __init__(self, server, hosts: tuple[str, ...] = ("alice.hep.gg",)):
+        self.server, self.hosts = server, hosts
         self.ok = 0
         self.other: list[int] = []
         self._stop = asyncio.Event()
@@ -238,7 +279,7 @@ class PageLoad:
             n += 1
             ip = f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
             response = await self.server.fetch(
-                "/", host=self.host, headers={"User-Agent": BROWSER_UA, "X-Forwarded-For": ip}
+                "/", host=self.hosts[n % len(self.hosts)], headers={"User-Agent": BROWSER_UA, "X-Forwarded-For": ip}
             )
             if response.code == 200:
                 self.ok += 1
@@ -297,14 +338,12 @@ async def test_killing_a_master_under_streams_and_page_load(make_redis_cluster, 
         **contact_settings(fakes, redis_url=cluster.url, profile_cache_ttl=300, view_flush_interval=0.2)
     )
     owners = spread(cluster, (f"fo{i}" for i in range(300)), lambda o: f"{{contact:{o}}}:x", 1)
-    document = owners_document(owners)
-    document["users"] += base_document()["users"]
-    document["profiles"] += base_document()["profiles"]
-    await server.load(document)
+    viewed = view_spread(cluster, "fv", 1)  # page load on profiles whose view-dedup keys are on every master
+    await server.load(owners_document(owners + viewed))
     users = spread(cluster, (f"fu{i}" for i in range(300)), presence_key, 3)
     writer = await connect(cluster.url)
     listeners = [await SSEClient.open(server.port, STREAM.format(user)) for user in users for _ in range(2)]
-    load = PageLoad(server)
+    load = PageLoad(server, tuple(f"{owner}.hep.gg" for owner in viewed))
     readiness: list[int] = []
     try:
         for client in listeners:
@@ -340,7 +379,7 @@ async def test_killing_a_master_under_streams_and_page_load(make_redis_cluster, 
         await server.services.stats.flush()
         assert server.services.stats.pending == 0
         assert load.other == []
-        assert (await read_stats(server.services.db, "p1"))["views"] == load.ok
+        assert sum(await views_of(server, viewed)) == load.ok
         # Contact limits stay exact: the spent buckets are still spent; a new visitor gets exactly three.
         for owner in owners:
             assert await send_discord(server, f"p-{owner}", "203.0.113.7", 4) == [429] * 4, owner

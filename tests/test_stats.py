@@ -3,7 +3,8 @@
 Against the real MongoDB and Redis: a corrupt `profile_stats` document (a
 counter that is not a number) must neither block nor inflate the other
 profiles' counters, a write whose reply is lost must not be applied twice on
-retry, and one profile's `plays_by_isrc` cannot grow without bound.
+retry, one profile's `plays_by_isrc` cannot grow without bound, and a profile
+whose Redis de-duplication fails holds back only its own events.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from pymongo.errors import AutoReconnect
 
 from store import stats as stats_module
-from store.stats import PARK_AFTER, read_stats
+from store.stats import PARK_AFTER, play_dedup_key, read_stats, view_dedup_key
 
 from conftest import base_document
 
@@ -169,3 +170,40 @@ async def test_plays_by_isrc_keeps_at_most_the_cap_of_distinct_tracks(server, mo
     assert result["plays"] == 10
     assert len(result["plays_by_isrc"]) == 3
     assert sum(result["plays_by_isrc"].values()) == 6  # the first three tracks, twice each
+
+
+async def test_one_claim_per_profile_dedups_within_a_batch_and_a_failing_claim_holds_back_only_its_profile(
+    server, caplog
+):
+    """A batch's dedup is one claim script per profile (views and plays of a profile share its hash tag).
+    A duplicate inside the batch counts once. A claim that fails part-way (here: one of p2's keys holds a
+    hash, so its SET fails) keeps that profile's events for the next flush and counts the others; the
+    keys the failed script had already set hold their events' ids, so the retry counts those once."""
+    db, stats, redis = server.services.db, server.services.stats, server.services.redis.client
+    now = server.services.clock.now()
+    poisoned = view_dedup_key("p2", "203.0.113.3", UA)
+    await redis.hset(poisoned, "not", "a dedup key")
+    for n in range(1, 6):
+        for profile_id in ("p1", "p2", "p3"):
+            view(server, profile_id, n)
+            view(server, profile_id, n)  # the same visitor again, in the same batch
+    stats.record_play("p2", "u1", now, "USRC17600001", "203.0.113.1", UA)
+    stats.record_play("p2", "u1", now, "USRC17600001", "203.0.113.1", UA)
+    await stats.flush()
+    assert [(await read_stats(db, p))["views"] for p in ("p1", "p2", "p3")] == [5, 0, 5]
+    async with stats.paused():
+        assert stats.pending == 12  # p2's ten views and two plays, kept: none counted, none dropped
+    assert "stats dedup failed for 12 events" in caplog.text
+    # The script stopped at the fourth key: the three before it were set, to their events' ids.
+    assert await redis.get(view_dedup_key("p2", "203.0.113.2", UA)) is not None
+    assert await redis.get(view_dedup_key("p2", "203.0.113.4", UA)) is None
+    await redis.delete(poisoned)
+    await stats.flush()
+    p2 = await read_stats(db, "p2")
+    assert (p2["views"], p2["plays"]) == (5, 1)
+    assert await redis.ttl(play_dedup_key("p2", "USRC17600001", "203.0.113.1", UA)) > 0
+    assert stats.pending == 0
+    for n in range(1, 6):  # later batches: still duplicates within the 30 s
+        view(server, "p2", n)
+    await stats.flush()
+    assert (await read_stats(db, "p2"))["views"] == 5
