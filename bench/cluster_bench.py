@@ -277,41 +277,32 @@ def run(stack: Stack, quick: bool) -> BenchResult:
     on_cluster = [r for r in rows if r["topology"] == "cluster"]
     peer = "single Redis"
     n_one, n_spread = rows[0]["one_n"], rows[0]["spread_n"]
+
+    def compare(metric: str, size: str, unit: str, key: str, target: Target | None = None, note: str = "") -> None:
+        ours, theirs = mean(on_cluster, key), mean(single, key)
+        result.figures.append(Figure("cluster", metric, size, unit, ours, theirs, peer, target, note))
+
     for metric, key, size, target in (
         ("fan-out p50", "one_p50_ms", f"{n_one} streams, one user, 2 processes", None),
         ("fan-out p99", "one_p99_ms", f"{n_one} streams, one user, 2 processes", FANOUT_TARGET),
         ("fan-out p50", "spread_p50_ms", f"{n_spread} streams over {n_spread // 10} users", None),
         ("fan-out p99", "spread_p99_ms", f"{n_spread} streams over {n_spread // 10} users", FANOUT_TARGET),
     ):
-        result.figures.append(
-            Figure("cluster", metric, size, "ms", mean(on_cluster, key), mean(single, key), peer, target)
-        )
+        compare(metric, size, "ms", key, target)
     for prefix, size in (("", "one profile"), ("spread_", f"over {SPREAD_PROFILES} profiles")):
         requests, recorded = f"{prefix}page_requests", f"{prefix}views_recorded"
         lost = sum(r[requests] - r[recorded] for r in rows if r[recorded] < r[requests])
-        result.figures.append(
-            Figure(
-                "cluster",
-                "views/s (page + view recorded)",
-                f"c=32, a new visitor per request, {size}, 2 processes",
-                "req/s",
-                mean(on_cluster, f"{prefix}page_req_s"),
-                mean(single, f"{prefix}page_req_s"),
-                peer,
-                VIEWS_TARGET,
-                note=f"views recorded short of requests: {lost}",
-            )
+        load = f"c=32, a new visitor per request, {size}, 2 processes"
+        compare(
+            "views/s (page + view recorded)",
+            load,
+            "req/s",
+            f"{prefix}page_req_s",
+            VIEWS_TARGET,
+            f"views recorded short of requests: {lost}",
         )
-        result.figures.append(
-            Figure(
-                "cluster",
-                "server CPU per view",
-                f"the same runs ({size}): workers' CPU / requests",
-                "ms",
-                mean(on_cluster, f"{prefix}cpu_ms_per_view"),
-                mean(single, f"{prefix}cpu_ms_per_view"),
-                peer,
-            )
+        compare(
+            "server CPU per view", f"the same runs ({size}): workers' CPU / requests", "ms", f"{prefix}cpu_ms_per_view"
         )
     return result
 
