@@ -10,6 +10,11 @@
 
 Every option is also read from HEPGG_<OPTION> and from --config FILE (TOML).
 main() is a pipeline: parse → config → logging → the command.
+
+The project's modules are imported inside the functions, never at the top: the OG render processes are
+spawned (multiprocessing), and a spawned process first imports the parent's main module, this one. Its
+top-level imports (runtime.config, presence.cli: redis, tornado) cost each render process ~0.4 s of CPU
+that it never used, paid by every replica start (tests/test_packaging.py keeps the top light).
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from presence import cli as presence_cli
-from runtime.config import COMMAND_OPTIONS, Config, ConfigError, add_arguments, load_config
-from runtime.logs import setup_logging
+if TYPE_CHECKING:
+    from runtime.config import Config
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from presence import cli as presence_cli
+    from runtime.config import COMMAND_OPTIONS, add_arguments
+
     parser = argparse.ArgumentParser(prog="hepgg_server.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -57,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from runtime.config import ConfigError, load_config
+    from runtime.logs import setup_logging
+
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args)
