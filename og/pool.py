@@ -18,16 +18,16 @@ from concurrent.futures.process import BrokenProcessPool
 
 from og import worker
 from render.og_card import CardInput, RenderError
-from render.og_fonts import Charsets, font_charsets
+from render.og_fonts import FontTables, font_tables
 
 log = logging.getLogger("hepgg.og")
 
 
 class RenderPool:
-    def __init__(self, size: int, timeout: float = 10.0):
+    def __init__(self, size: int, timeout: float = 10.0, fonts: FontTables | None = None):
         self.size = max(1, size)
         self.timeout = timeout
-        self.charsets: Charsets | None = None  # read once, handed to every worker, so none reads the maps again
+        self.fonts = fonts  # read once (by `serve` before it forks), handed to every render process
         self._slots = asyncio.Semaphore(self.size)
         self._starting = asyncio.Lock()  # concurrent first renders read the fonts once and build one executor
         self._executor: ProcessPoolExecutor | None = None
@@ -36,11 +36,11 @@ class RenderPool:
     async def _ready(self) -> ProcessPoolExecutor:
         """The executor, made on first use; its processes are spawned as renders need them (up to `size`)."""
         async with self._starting:
-            if self.charsets is None:
-                self.charsets = await asyncio.to_thread(font_charsets)  # FontError if a font is missing
+            if self.fonts is None:
+                self.fonts = await asyncio.to_thread(font_tables)  # FontError if a font is missing
             if self._executor is None:
                 self._executor = ProcessPoolExecutor(
-                    self.size, mp_context=self._context, initializer=worker.init, initargs=(self.charsets,)
+                    self.size, mp_context=self._context, initializer=worker.init, initargs=(self.fonts,)
                 )
             return self._executor
 

@@ -16,6 +16,7 @@ from og.avatars import AvatarFetcher
 from og.cards import CardCache
 from og.pool import RenderPool
 from render.og_card import CardInput
+from render.og_fonts import FontTables
 from render.text import initials
 from store.models import Site
 
@@ -35,8 +36,15 @@ SAMPLE = CardInput(
 
 
 class OgService:
-    def __init__(self, *, processes: int, avatar_hosts: tuple[str, ...], http: AsyncHTTPClient):
-        self.pool = RenderPool(processes)
+    def __init__(
+        self,
+        *,
+        processes: int,
+        avatar_hosts: tuple[str, ...],
+        http: AsyncHTTPClient,
+        fonts: FontTables | None = None,
+    ):
+        self.pool = RenderPool(processes, fonts=fonts)
         self.avatars = AvatarFetcher(avatar_hosts, http)
         self.cards = CardCache(self._render)
 
@@ -74,7 +82,7 @@ class OgService:
     async def warm(self) -> None:
         """Start every render process now rather than on the first card (FontError if a font is missing)."""
         pids = await self.pool.warm(SAMPLE)
-        fonts = ", ".join(sorted(self.pool.charsets or ()))
+        fonts = ", ".join(sorted(self.pool.fonts.charsets if self.pool.fonts else ()))
         log.info("OG render pool ready: %d process(es) %s, fonts %s", len(pids), pids, fonts)
 
     async def close(self) -> None:

@@ -4,8 +4,8 @@ Each worker keeps one `CardRenderer`, so its background, avatar and text-width
 caches live as long as the worker. ImageMagick's own threads are limited to one
 (MAGICK_THREAD_LIMIT is set before wand loads): the pool's processes are the
 parallelism, and threads inside one render only fought over the 2 cores.
-The server passes the fonts' character maps in (render/og_fonts.py), so a new
-worker does not spend a second reading them again.
+The server passes the font tables in (render/og_fonts.py), so a new worker
+does not spend a second reading them again.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import signal
 
 from common.process import die_with_parent
 from render.og_card import CardInput
-from render.og_fonts import Charsets
+from render.og_fonts import FontTables
 
 _renderer = None
 
 
-def init(charsets: Charsets | None = None) -> None:
+def init(fonts: FontTables | None = None) -> None:
     os.environ["MAGICK_THREAD_LIMIT"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us through the pool
@@ -28,7 +28,7 @@ def init(charsets: Charsets | None = None) -> None:
     global _renderer
     from render.og_draw import CardRenderer  # wand loads here, after MAGICK_THREAD_LIMIT is set
 
-    _renderer = CardRenderer(charsets=charsets)
+    _renderer = CardRenderer(fonts=fonts)
 
 
 def render(card: CardInput) -> bytes:

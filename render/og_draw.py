@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from render.image_size import MAX_AVATAR_PIXELS, within_budget
 from render.og_card import HEIGHT, WIDTH, CardInput
 from render.og_emoji import emoji_font
-from render.og_fonts import THEME_FONTS, Charsets, FontRuns, cjk_fonts, font_path
+from render.og_fonts import THEME_FONTS, FontRuns, FontTables, cjk_fonts, font_path
 from render.og_layout import (
     AVATAR,
     BIO_LINES,
@@ -135,15 +135,15 @@ class CardRenderer:
     def __init__(
         self,
         width_entries: int = 20_000,
-        charsets: Charsets | None = None,
+        fonts: FontTables | None = None,  # None: read the tables here (render/og_fonts.py)
         max_avatar_pixels: int = MAX_AVATAR_PIXELS,
     ):
         apply_limits()  # a hostile avatar cannot make a worker allocate gigabytes
         self.max_avatar_pixels = max_avatar_pixels
         self.fonts = {theme: (font_path(bold), font_path(regular)) for theme, (bold, regular) in THEME_FONTS.items()}
         self.cjk = cjk_fonts()
-        self.emoji = emoji_font()
-        self.font_runs = FontRuns(charsets, self.emoji)
+        self.emoji = fonts.emoji if fonts is not None else emoji_font()
+        self.font_runs = FontRuns(fonts.charsets if fonts is not None else None, self.emoji)
         # wand images (untyped, hence Any), kept per worker and closed when they leave the cache
         self._backgrounds: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
         self._avatars: OrderedDict[tuple[str, ...], Any] = OrderedDict()

@@ -3,9 +3,10 @@
 Each character is drawn with the first font whose character map has it (DejaVu,
 then a CJK font); characters no font has, such as colour emoji, are left out
 rather than drawn as boxes. Character maps come from fontTools
-(`TTFont.getBestCmap`); reading Noto CJK's takes most of a second, so each
-process reads every map once (`font_charsets`) and the server hands them to its
-render workers instead of letting each read them again.
+(`TTFont.getBestCmap`); reading Noto CJK's takes most of a second, and the
+emoji font's tables ~0.3 s, so `serve` reads them once (`font_tables`), before
+it forks its workers, and every worker hands them to its render processes
+instead of letting each read them again.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import os
 import re
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from fontTools.ttLib import TTFont, TTLibError
 
-from render.og_emoji import EmojiFont
+from render.og_emoji import EmojiFont, emoji_font
 
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/opentype/noto", "/usr/share/fonts/truetype/wqy")
 # Theme font -> (bold, regular) Debian font files; CJK falls back to the first of CJK_CANDIDATES installed.
@@ -92,6 +94,20 @@ def charset(path: str) -> frozenset[int]:
 def font_charsets() -> dict[str, frozenset[int]]:
     """Every font the card uses, with its character map; FontError if one is missing or unreadable."""
     return {path: charset(path) for path in required_fonts()}
+
+
+@dataclass(frozen=True)
+class FontTables:
+    """What a render process needs from the font files: every card font's character map, and the emoji font's
+    tables (None when fonts-noto-color-emoji is not installed). Read once, pickled to each render process."""
+
+    charsets: Charsets
+    emoji: EmojiFont | None
+
+
+def font_tables() -> FontTables:
+    """Read every font the card uses (FontError if one is missing or unreadable)."""
+    return FontTables(font_charsets(), emoji_font())
 
 
 def check_fonts() -> list[str]:

@@ -37,6 +37,7 @@ from presence.demo import DemoPresence
 from presence.hub import PresenceHub
 from presence.service import PresenceService
 from presence.ticker import keepalive
+from render.og_fonts import FontTables
 from render.page import PageSettings
 from runtime import reconciler
 from runtime.config import Config
@@ -89,15 +90,17 @@ async def build_services(
     clock: Clock | None = None,
     metrics_dir: str | None = None,
     warm_og: bool = False,
+    og_fonts: FontTables | None = None,
 ) -> Services:
     """Connect to the stores, build every feature and start the worker's background loops.
 
     The OG render processes start on the first card, or here with `warm_og` (what `serve` does, so a
     first share waits for no process start and a missing font stops the worker before it takes traffic).
+    `og_fonts`: the font tables `serve` read before forking (else the render pool reads them itself).
     """
     lifecycle = Lifecycle()
     try:
-        return await _build(config, mongo_uri, redis_url, lifecycle, clock, metrics_dir, warm_og)
+        return await _build(config, mongo_uri, redis_url, lifecycle, clock, metrics_dir, warm_og, og_fonts)
     except BaseException:
         await lifecycle.close()
         raise
@@ -111,6 +114,7 @@ async def _build(
     clock: Clock | None,
     metrics_dir: str | None,
     warm_og: bool,
+    og_fonts: FontTables | None,
 ) -> Services:
     stores = await open_stores(config, mongo_uri, redis_url, lifecycle, clock=clock)
     db, redis, clock = stores.db, stores.redis, stores.clock
@@ -135,7 +139,7 @@ async def _build(
     change_watcher = ChangeWatcher(db, sites)
     start_background(lifecycle, change_watcher.run(), "change-watcher")
 
-    og = _start_og(config, http, lifecycle)
+    og = _start_og(config, http, lifecycle, og_fonts)
     if warm_og:
         await og.warm()
     music = _start_music(config, sites, clock, lifecycle)
@@ -189,8 +193,8 @@ async def _start_demo(config: Config, lifecycle: Lifecycle) -> Config:
     return replace(config, **stand_ins.urls(), demo_presence=True)
 
 
-def _start_og(config: Config, http: CurlAsyncHTTPClient, lifecycle: Lifecycle) -> OgService:
-    og = OgService(processes=config.og_render_processes, avatar_hosts=config.avatar_hosts, http=http)
+def _start_og(config: Config, http: CurlAsyncHTTPClient, lifecycle: Lifecycle, fonts: FontTables | None) -> OgService:
+    og = OgService(processes=config.og_render_processes, avatar_hosts=config.avatar_hosts, http=http, fonts=fonts)
     lifecycle.on_close(og.close)  # registered before any warm-up: a failed one still stops the workers
     return og
 

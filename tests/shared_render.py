@@ -20,25 +20,25 @@ import pytest
 
 from og import worker
 from og.pool import RenderPool
-from render.og_fonts import Charsets, font_charsets
+from render.og_fonts import FontTables, font_tables
 
 SHARED_PROCESSES = 2  # the test config's og_render_processes
 
 
 class _Session:
     executor: ProcessPoolExecutor | None = None
-    charsets: Charsets | None = None
+    fonts: FontTables | None = None
 
 
 def _executor() -> ProcessPoolExecutor:
-    if _Session.charsets is None:
-        _Session.charsets = font_charsets()
+    if _Session.fonts is None:
+        _Session.fonts = font_tables()
     if _Session.executor is None:
         _Session.executor = ProcessPoolExecutor(
             SHARED_PROCESSES,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=worker.init,
-            initargs=(_Session.charsets,),
+            initargs=(_Session.fonts,),
         )
     return _Session.executor
 
@@ -47,8 +47,8 @@ class SharedRenderPool(RenderPool):
     async def _ready(self) -> ProcessPoolExecutor:
         async with self._starting:
             if self._executor is None:
-                self._executor = _executor()  # the first call reads the font maps (once per session)
-                self.charsets = _Session.charsets
+                self._executor = _executor()  # the first call reads the font tables (once per session)
+                self.fonts = _Session.fonts
             return self._executor
 
     def _discard(self, executor: ProcessPoolExecutor) -> None:

@@ -263,10 +263,10 @@ async def test_render_processes_start_on_the_first_card_with_the_font_maps(app_s
 
     await app_server.load(base_document())
     pool = app_server.services.og.pool
-    assert pool.pids() == [] and pool.charsets is None  # a server that renders nothing spawns nothing
+    assert pool.pids() == [] and pool.fonts is None  # a server that renders nothing spawns nothing
     assert (await app_server.fetch(OG)).code == 200
     assert len(pool.pids()) == 1  # one card at a time needs one process of the two
-    assert pool.charsets == font_charsets()  # read once here, handed to every worker
+    assert pool.fonts is not None and pool.fonts.charsets == font_charsets()  # read once here, handed to every worker
 
 
 @pytest.mark.slow  # spawns render processes
@@ -278,6 +278,28 @@ async def test_warm_starts_every_process_as_serve_does(make_config):
         assert len(server.services.og.pool.pids()) == 2
     finally:
         await stop_test_server(server)
+
+
+def test_serve_reads_the_fonts_before_it_forks_and_stops_on_a_missing_one(tmp_path):
+    code = (
+        "import sys, render.og_fonts as f; f.THEME_FONTS['Inter'] = ('NoSuchFont-Bold.ttf', 'DejaVuSans.ttf'); "
+        "import hepgg_server; sys.exit(hepgg_server.main(sys.argv[1:]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
+    argv = [sys.executable, "-c", code, "serve", "--processes", "2", "--data-dir", str(tmp_path), "--port", "0"]
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "configuration error: font NoSuchFont-Bold.ttf not found" in result.stderr
+    assert "Traceback" not in result.stderr and "worker" not in result.stderr  # no worker was forked
+
+
+def test_the_main_module_a_render_process_imports_first_is_light():
+    # A spawned render process imports hepgg_server.py (the parent's __main__) before anything else:
+    # redis, tornado and pymongo there cost each one ~0.4 s of CPU at every replica start.
+    code = "import sys, hepgg_server; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    loaded = set(ast.literal_eval(result.stdout))
+    assert loaded.isdisjoint({"redis", "tornado", "pymongo", "wand", "fontTools", "runtime", "presence"})
 
 
 @pytest.mark.own_render_pool
@@ -294,15 +316,6 @@ async def test_a_missing_font_is_a_500_on_demand_and_stops_a_warming_server(app_
     config = make_config()
     with pytest.raises(FontError, match=r"NoSuchFont-Bold\.ttf"):
         await build_services(config, config.mongo_uri, config.redis_url, warm_og=True)
-
-
-def test_the_main_module_a_render_process_imports_first_is_light():
-    # A spawned render process imports hepgg_server.py (the parent's __main__) before anything else:
-    # redis, tornado and pymongo there cost each one ~0.4 s of CPU at every replica start.
-    code = "import sys, hepgg_server; print(sorted({m.split('.')[0] for m in sys.modules}))"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    loaded = set(ast.literal_eval(result.stdout))
-    assert loaded.isdisjoint({"redis", "tornado", "pymongo", "wand", "fontTools", "runtime", "presence"})
 
 
 # ---------------------------------------------------------------- caching
