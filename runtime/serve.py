@@ -28,6 +28,7 @@ from common import metrics
 from common.process import die_with_parent
 from common.tasks import start_background
 from render.og_fonts import FontError, FontTables, font_tables
+from runtime.app import template_loader
 from runtime.config import Config, ConfigError
 from runtime.cpus import render_processes_per_worker, usable_cpus
 from runtime.embedded import EmbeddedStores, resolve_store_urls
@@ -90,6 +91,7 @@ def serve(config: Config, metrics_dir: str | None = None) -> int:
         fonts = font_tables()
     except FontError as exc:
         raise ConfigError(str(exc)) from exc
+    template_loader()  # compiled once here, not by each worker's first visitors
     clock = ShutdownClock(config.shutdown_grace)  # SIGTERM to exit within the grace (runtime/shutdown.py)
     stores, mongo_uri, redis_url = resolve_store_urls(config, exclusive=True, command="serve")
     try:

@@ -215,6 +215,16 @@ async def test_three_templates_render(app_server):
         assert f'class="tpl-{template}"' in response.body.decode()
 
 
+async def test_every_template_is_compiled_before_the_first_visitor(app_server):
+    from runtime.app import TEMPLATES, template_loader
+
+    loader = app_server.http_server.request_callback.settings["template_loader"]
+    assert loader is template_loader()  # the process's one, which `serve` compiles before it forks
+    compiled = set(loader.templates)
+    assert {page.name for page in TEMPLATES.glob("*.html")} <= compiled
+    assert {f"partials/{part.name}" for part in (TEMPLATES / "partials").glob("*.html")} <= compiled
+
+
 async def _stats(server):
     from store.stats import read_stats
 
