@@ -6,6 +6,12 @@ caches live as long as the worker. ImageMagick's own threads are limited to one
 parallelism, and threads inside one render only fought over the 2 cores.
 The server passes the font tables in (render/og_fonts.py), so a new worker
 does not spend a second reading them again.
+
+A render process runs at a lower priority (`NICENESS`) than the server's workers: a card is
+drawn once and then cached, while a page visitor is waiting now. A render process's start
+(interpreter, wand and ImageMagick, the first card with its fonts and emoji: ~0.4 s of CPU
+idle, 0.6-1.2 s on a loaded machine) is most of a replica's start, and at the workers'
+priority it took the cores from the pages the other replicas were serving (deploy/rehearse).
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ from common.process import die_with_parent
 from render.og_card import CardInput
 from render.og_fonts import FontTables
 
+NICENESS = 10  # added to the server's: ~1/10 of a core's share against a busy worker at the server's own
+
 _renderer = None
 
 
 def init(fonts: FontTables | None = None) -> None:
+    os.nice(NICENESS)  # first: the start itself is the costliest part
     os.environ["MAGICK_THREAD_LIMIT"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us through the pool

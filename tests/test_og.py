@@ -18,6 +18,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 import render.og_fonts as og_fonts_module
+from og import worker
 from render.og_card import CardInput, RenderError
 from render.og_draw import CardRenderer
 from render.og_emoji import emoji_font
@@ -275,7 +276,11 @@ async def test_warm_starts_every_process_as_serve_does(make_config):
 
     server = await start_test_server(make_config(og_render_processes=2), warm_og=True)
     try:
-        assert len(server.services.og.pool.pids()) == 2
+        pids = server.services.og.pool.pids()
+        assert len(pids) == 2
+        # Below the server's priority: a card waits, a page visitor does not (og/worker.py).
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [min(19, ours + worker.NICENESS)] * 2
     finally:
         await stop_test_server(server)
 
