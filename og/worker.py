@@ -24,6 +24,10 @@ from render.og_card import CardInput
 from render.og_fonts import FontTables
 
 NICENESS = 10  # added to the server's: ~1/10 of a core's share against a busy worker at the server's own
+# The ImageMagick that scripts/install.sh and the Dockerfile install (libmagickwand-6.q16-6). Without a suffix,
+# wand asks ctypes.util.find_library for 24 other names first, each an ldconfig and a gcc run that find
+# nothing: 0.35 s of CPU and 0.55 s per render process. A wrong guess costs two lookups, then wand's own search.
+MAGICK_LIBRARY_SUFFIX = "-6.Q16"
 
 _renderer = None
 
@@ -31,11 +35,12 @@ _renderer = None
 def init(fonts: FontTables | None = None) -> None:
     os.nice(NICENESS)  # first: the start itself is the costliest part
     os.environ["MAGICK_THREAD_LIMIT"] = "1"
+    os.environ.setdefault("WAND_MAGICK_LIBRARY_SUFFIX", MAGICK_LIBRARY_SUFFIX)  # an operator's own comes first
     os.environ["OMP_NUM_THREADS"] = "1"
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us through the pool
     die_with_parent()  # never outlive the server
     global _renderer
-    from render.og_draw import CardRenderer  # wand loads here, after MAGICK_THREAD_LIMIT is set
+    from render.og_draw import CardRenderer  # wand loads here, after the environment above is set
 
     _renderer = CardRenderer(fonts=fonts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import io
+import json
 import os
 import socket
 import subprocess
@@ -296,6 +297,22 @@ def test_serve_reads_the_fonts_before_it_forks_and_stops_on_a_missing_one(tmp_pa
     assert result.returncode == 2, result.stderr
     assert "configuration error: font NoSuchFont-Bold.ttf not found" in result.stderr
     assert "Traceback" not in result.stderr and "worker" not in result.stderr  # no worker was forked
+
+
+def test_a_render_process_finds_imagemagick_at_the_first_name_it_tries(tmp_path):
+    # wand's own search asks for 24 names that are not installed first (0.35 s of ldconfig and gcc runs).
+    code = (
+        "import ctypes.util, json; from og import worker; names = []; find = ctypes.util.find_library; "
+        "ctypes.util.find_library = lambda name: names.append(name) or find(name); worker.init(); "
+        "import wand.api; print(json.dumps([names, wand.api.libraries[0]._name]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAND_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    names, library = json.loads(result.stdout)
+    assert [name for name in names if name.startswith("Magick")] == ["MagickCore-6.Q16", "MagickWand-6.Q16"]
+    assert "libMagickWand-6.Q16" in library
 
 
 def test_the_main_module_a_render_process_imports_first_is_light():
