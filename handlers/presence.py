@@ -140,7 +140,9 @@ def open_stream(
     holds its share of connections (common/address_caps.py)."""
     hub = services.presence.hub
     stream.set_nodelay(True)
-    if services.draining or hub.draining or hub.listener_count >= hub.max_streams:
+    if services.draining or hub.draining:
+        return _shed(stream, chunked, draining=True)
+    if hub.listener_count >= hub.max_streams:
         return _shed(stream, chunked)
     caps = services.address_caps
     subject = caps.forwarded_subject(peer, forwarded_for)
@@ -177,10 +179,10 @@ def _answer_error(request: HTTPServerRequest, status: int, message: str, extra: 
     _answer(request, status, json.dumps({"ok": False, "error": message}, separators=(",", ":")).encode(), extra)
 
 
-def _shed(stream: IOStream, chunked: bool) -> None:
+def _shed(stream: IOStream, chunked: bool, *, draining: bool = False) -> None:
     """Answer 200 with a jittered retry hint, then close (presence/sse.py)."""
     try:
-        stream.write(shed_answer(chunked)).add_done_callback(lambda _f: stream.close())
+        stream.write(shed_answer(chunked, draining=draining)).add_done_callback(lambda _f: stream.close())
     except StreamClosedError:
         pass
 

@@ -124,10 +124,13 @@ _SHED_HEAD_CHUNKED = response_head(True, keep_alive=False)
 _SHED_HEAD_PLAIN = response_head(False, keep_alive=False)
 
 
-def shed_answer(chunked: bool) -> bytes:
+def shed_answer(chunked: bool, *, draining: bool = False) -> bytes:
     """The whole answer to a stream request we cannot take now: 200, a retry hint, the end.
 
-    200 because browsers never retry an EventSource that got any other status.
+    200 because browsers never retry an EventSource that got any other status. A draining worker gives its
+    drain's hint (another replica takes the stream at once), an overloaded one the longer overload hint: a
+    stream that reached a replica in the moment after its SIGTERM was told 5-20 s, and the rehearsal's listener
+    waited 13.9 s in all, past its 10 s bound.
     """
     head = _SHED_HEAD_CHUNKED if chunked else _SHED_HEAD_PLAIN
-    return head + ending(retry_hint(*SHED_RETRY_MS), chunked)
+    return head + ending(retry_hint(*(DRAIN_RETRY_MS if draining else SHED_RETRY_MS)), chunked)
