@@ -27,6 +27,7 @@ from bench.music_bench import document as music_document
 from bench.page_bench import HOST as PAGE_HOST
 from bench.page_bench import document as page_document
 from bench.results import BenchResult, Figure, Target
+from runtime.config import Config
 
 P99_TARGET = Target("ratio<=", 2.0, "issue 18: legitimate p99 <= 2x idle, same run")
 PHASES = ("idle", "music", "silent", "sse", "storm")
@@ -56,8 +57,11 @@ def run(stack: Stack, quick: bool) -> BenchResult:
     server, port = stack.hepgg(
         "--music-upstream-url",
         f"http://127.0.0.1:{upstream_port}",
+        # The defaults, over the harness's "one address is many visitors".
         "--connections-per-address",
-        "256",  # the default, over the harness's "one address is many visitors"
+        str(Config.connections_per_address),
+        "--sse-opens-per-address",
+        str(Config.sse_opens_per_address),
         name="hepgg-attack",
     )
     [log_path] = sorted(stack.tmp.glob("hepgg-attack-*.log"))

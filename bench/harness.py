@@ -334,6 +334,8 @@ class Stack:
                 # The load generators are one address standing in for thousands of visitors.
                 "--connections-per-address",
                 "1000000",
+                "--sse-opens-per-address",
+                "0",
                 *self.store_flags(),
                 *flags,
             ],

@@ -1,7 +1,9 @@
-"""Open connections per client address: one table per worker (issue 18).
+"""Open connections per client address, and how fast it opens SSE streams: one table each per worker (issue 18).
 
 A client address (IPv6: its /64, as the rate limits count) may hold at most
-`per_address` open connections, SSE streams included. Who counts where:
+`per_address` open connections, SSE streams included, and open SSE streams at
+most `StreamOpens.per_second` a second after a burst of `per_address`
+(`StreamOpens`). Who counts where:
 
 - a new connection counts against its socket peer when it is accepted
   (runtime/http_server.py), unless the peer is a trusted proxy, whose clients are many;
@@ -12,6 +14,9 @@ A client address (IPv6: its /64, as the rate limits count) may hold at most
 
 A count is released when the connection's descriptor is closed, whoever closes it
 (`CountedIOStream`). Refusals are counted, and logged once per `LOG_INTERVAL`.
+A stream past its address's rate is shed, like a stream past its share
+(handlers/presence.py), and counts against the same address as above: the
+forwarded client's through a trusted proxy, else the socket peer's.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class CountedIOStream(IOStream):
     """An IOStream that says when its descriptor is closed, whoever closes it (the per-address count)."""
 
     on_close_fd: Callable[[], None] | None = None
+    subject: str | None = None  # the key it was counted under when accepted (None: a trusted proxy's)
 
     def close_fd(self) -> None:
         try:
@@ -45,13 +51,54 @@ class CountedIOStream(IOStream):
                 release()
 
 
+class StreamOpens:
+    """SSE streams opened per client address: a token bucket per subject, `burst` deep, `per_second` refill.
+
+    A stream open costs the server a few hundred µs of CPU however soon it ends, so a client reconnecting in
+    a loop (issue 18's reconnect storm: ~1,000 connects/s from one address) took a third of a core from every
+    other visitor; the open-connection cap does not see it, since it holds only a few at a time. The burst is
+    the per-address connection cap (config: `--connections-per-address`), so the reconnect wave after a
+    deploy, when an address reopens every stream it held, is never shed. `per_second` 0: no limit.
+    """
+
+    def __init__(self, per_second: float, burst: int):
+        self.per_second = per_second
+        self.burst = float(burst)
+        self.buckets: dict[str, tuple[float, float]] = {}  # subject -> (tokens left, when); absent: full
+        self.clock: Callable[[], float] = time.monotonic  # tests move it
+        self._pruned_at = 0.0
+
+    def allow(self, subject: str) -> bool:
+        """Take one token from `subject`'s bucket; False (nothing taken) when it has none."""
+        if not self.per_second:
+            return True
+        now = self.clock()
+        tokens, at = self.buckets.get(subject, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.per_second)
+        if tokens < 1:
+            return False
+        self.buckets[subject] = (tokens - 1, now)
+        if now - self._pruned_at >= self.burst / self.per_second:
+            self._prune(now)
+        return True
+
+    def _prune(self, now: float) -> None:
+        """Forget the buckets that are full again (as an absent one is): the table holds only recent openers."""
+        self._pruned_at = now
+        full = [s for s, (tokens, at) in self.buckets.items() if tokens + (now - at) * self.per_second >= self.burst]
+        for subject in full:
+            del self.buckets[subject]
+
+
 class AddressCaps:
-    def __init__(self, per_address: int, trusted: TrustedProxies):
+    def __init__(self, per_address: int, trusted: TrustedProxies, stream_opens_per_second: float = 0.0):
         self.per_address = per_address
         self.trusted = trusted
         self.open: dict[str, int] = {}  # subject -> connections it holds (absent: none)
-        self.refused: Counter[str] = Counter()  # what was refused ("connections", "SSE streams") -> how many
-        self._logged_at = 0.0
+        self.stream_opens = StreamOpens(stream_opens_per_second, per_address)
+        # what was refused ("connections", "SSE streams", "SSE streams opened too fast") -> how many
+        self.refused: Counter[str] = Counter()
+        self._logged_at: dict[str, float] = {}  # what -> when its last line was written
 
     def peer_subject(self, peer: str) -> str | None:
         """The key a new connection from `peer` counts under; None for a trusted proxy (not counted)."""
@@ -70,24 +117,37 @@ class AddressCaps:
             return None
         return rate_limit_subject(client)
 
+    def stream_subject(self, stream: IOStream, peer: str, forwarded_for: str | None) -> str | None:
+        """The key a new SSE stream counts under: the forwarded client's through a trusted proxy, else the key
+        its connection was counted under when accepted; None when neither is counted (a trusted proxy's own)."""
+        forwarded = self.forwarded_subject(peer, forwarded_for)
+        if forwarded is not None:
+            return forwarded
+        return stream.subject if isinstance(stream, CountedIOStream) else None
+
+    def may_open_stream(self, subject: str) -> bool:
+        """One more SSE stream opened by `subject`; False (counted as refused) past its address's rate."""
+        if self.stream_opens.allow(subject):
+            return True
+        self._refuse("SSE streams opened too fast", subject, "opens streams faster than one address may")
+        return False
+
     def take(self, subject: str, what: str = "connections") -> bool:
         """Count one more for `subject`; False (counted as refused, nothing taken) when it holds its share."""
         held = self.open.get(subject, 0)
         if held < self.per_address:
             self.open[subject] = held + 1
             return True
+        self._refuse(what, subject, f"holds {self.per_address}, the most one address may")
+        return False
+
+    def _refuse(self, what: str, subject: str, why: str) -> None:
+        """Count a refusal; one log line per LOG_INTERVAL says how many so far (a storm is not a line each)."""
         self.refused[what] += 1
         now = time.monotonic()
-        if now - self._logged_at >= LOG_INTERVAL:
-            self._logged_at = now
-            log.warning(
-                "refused %d %s in all: %s (among others) holds %d, the most one address may",
-                self.refused[what],
-                what,
-                subject,
-                self.per_address,
-            )
-        return False
+        if now - self._logged_at.get(what, -LOG_INTERVAL) >= LOG_INTERVAL:
+            self._logged_at[what] = now
+            log.warning("refused %d %s in all: %s (among others) %s", self.refused[what], what, subject, why)
 
     def release(self, subject: str) -> None:
         left = self.open.get(subject, 0) - 1

@@ -17,7 +17,7 @@ from typing import Any
 
 from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, ResponseStartLine
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 from handlers.base import NON_DOCUMENT_HEADERS, ApiHandler
 from handlers.errors import ApiError, message_for
@@ -136,18 +136,19 @@ def open_stream(
     services: Services, stream: IOStream, user_id: str, chunked: bool, peer: str, forwarded_for: str | None
 ) -> None:
     """A detached connection becomes a listener, or is shed with a retry hint when we cannot take it: the
-    worker is draining or holds its most streams, or (through a trusted proxy) the forwarded client's address
-    holds its share of connections (common/address_caps.py)."""
+    worker is draining or holds its most streams, the client's address opens streams faster than its rate,
+    or (through a trusted proxy) the forwarded client's address holds its share of connections
+    (common/address_caps.py)."""
     hub = services.presence.hub
-    stream.set_nodelay(True)
     if services.draining or hub.draining:
         return _shed(stream, chunked, draining=True)
     if hub.listener_count >= hub.max_streams:
         return _shed(stream, chunked)
     caps = services.address_caps
-    subject = caps.forwarded_subject(peer, forwarded_for)
-    if subject is not None and not caps.hold(stream, subject, "SSE streams"):
-        return _shed(stream, chunked)
+    subject = caps.stream_subject(stream, peer, forwarded_for)
+    if subject is not None and not (caps.hold(stream, subject, "SSE streams") and caps.may_open_stream(subject)):
+        return _shed(stream, chunked)  # (a connection counted when accepted is not counted twice)
+    stream.set_nodelay(True)
     hub.add(presence_key(user_id), stream, chunked)
 
 
@@ -180,9 +181,23 @@ def _answer_error(request: HTTPServerRequest, status: int, message: str, extra: 
 
 
 def _shed(stream: IOStream, chunked: bool, *, draining: bool = False) -> None:
-    """Answer 200 with a jittered retry hint, then close (presence/sse.py)."""
+    """Answer 200 with a jittered retry hint, then close (presence/sse.py). The answer is small and the
+    connection new, so it goes to the socket in one send; the IOStream's write path (a future and a
+    callback per shed) only takes what the socket would not."""
+    answer = shed_answer(chunked, draining=draining)
+    if not isinstance(stream, SSLIOStream) and not stream.writing():
+        try:
+            sent = stream.socket.send(answer)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = len(answer)  # reset by the peer: nothing more to say
+        if sent == len(answer):
+            stream.close()
+            return
+        answer = answer[sent:]
     try:
-        stream.write(shed_answer(chunked, draining=draining)).add_done_callback(lambda _f: stream.close())
+        stream.write(answer).add_done_callback(lambda _f: stream.close())
     except StreamClosedError:
         pass
 

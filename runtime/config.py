@@ -317,6 +317,12 @@ class Config:
     sse_max_streams: int = option(
         19000, "open SSE streams per process; more are shed with a retry hint", check=between(1, 1_000_000)
     )
+    sse_opens_per_address: float = option(
+        10.0,
+        "SSE streams one client address (IPv6 /64) may open per second, per process, after a burst of"
+        " --connections-per-address; faster ones are shed with a retry hint (0: no limit)",
+        check=off_or_between(0.01, 1_000_000),
+    )
     redis_sharded_pubsub: bool = option(
         False, "ignored (old configurations still load): the pub/sub kind follows the server, sharded on a cluster"
     )

@@ -117,6 +117,7 @@ class FirstLookHTTPServer(HTTPServer):
             return
         stream = CountedIOStream(connection, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
         if subject is not None:
+            stream.subject = subject
             stream.on_close_fd = functools.partial(self.caps.release, subject)
         self.handle_stream(stream, address)
 

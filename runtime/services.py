@@ -169,7 +169,7 @@ async def _build(
         sites=sites,
         stats=stats,
         trusted_proxies=trusted_proxies,
-        address_caps=AddressCaps(config.connections_per_address, trusted_proxies),
+        address_caps=AddressCaps(config.connections_per_address, trusted_proxies, config.sse_opens_per_address),
         og=og,
         music=music,
         contact=contact,

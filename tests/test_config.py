@@ -24,6 +24,8 @@ REFUSED = [
     ("sse_ping_interval", "0"),
     ("sse_max_buffer", "-1"),
     ("sse_max_streams", "-5"),
+    ("sse_opens_per_address", "-1"),
+    ("sse_opens_per_address", "0.001"),
     ("profile_cache_ttl", "-5"),
     ("view_flush_interval", "0"),
     ("reconcile_interval", "-1"),

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from common.address_caps import StreamOpens
 from runtime.config import load_config
 from runtime.serve import fd_reserve, fit_stream_caps
 
@@ -128,6 +129,72 @@ async def test_an_untrusted_peer_s_forwarded_for_is_ignored(make_server):
     finally:
         for stream in held:
             stream.writer.close()
+
+
+async def shed_hint(stream: SSEClient) -> int:
+    """The retry hint of a shed stream (200, `retry:` alone, the end), asserting that it is one."""
+    assert stream.status == 200
+    block = await stream.block()
+    assert block is not None and block.startswith("retry: ") and "\n" not in block, block
+    assert await stream.block() is None  # the body ends: shed, not streaming
+    stream.close()
+    return int(block.split()[1])
+
+
+async def open_and_close(server, count: int, **kwargs) -> None:
+    """`count` streams that each get their first event and end, released before the next (the cap is not hit)."""
+    caps = server.services.address_caps
+    for _ in range(count):
+        stream = await SSEClient.open(server.port, STREAM, **kwargs)
+        assert await stream.event() is None  # streaming: the first event, no snapshot
+        stream.close()
+        await wait_until(lambda: not caps.open and server.services.presence.hub.listener_count == 0, timeout=5)
+
+
+@pytest.mark.parametrize("routed", [False, True], ids=["fast-path", "routed"])
+async def test_one_address_opening_streams_past_its_rate_is_shed_until_its_bucket_refills(make_server, routed):
+    """The reconnect storm: an address that keeps reopening streams holds few at once, so only a rate stops it."""
+    server = await make_server(connections_per_address=3, sse_opens_per_address=0.5)  # a burst of 3, then 1 / 2 s
+    caps = server.services.address_caps
+    start = time.monotonic()
+    caps.stream_opens.clock = lambda: start  # time stands still until the test moves it
+    await open_and_close(server, 3, in_pieces=routed)  # the burst: each streams
+    over = await SSEClient.open(server.port, STREAM, in_pieces=routed)
+    assert 5000 <= await shed_hint(over) <= 20000  # shed as overload is: a long, jittered hint
+    assert caps.refused["SSE streams opened too fast"] == 1
+    assert await shed_hint(await SSEClient.open(server.port, STREAM, in_pieces=routed)) >= 5000  # still empty
+    await open_and_close(server, 1, source="127.0.0.2", in_pieces=routed)  # another address streams
+    caps.stream_opens.clock = lambda: start + 2.0  # one token back (0.5 a second)
+    await open_and_close(server, 1, in_pieces=routed)
+    assert await shed_hint(await SSEClient.open(server.port, STREAM, in_pieces=routed)) >= 5000
+    assert caps.refused["SSE streams opened too fast"] == 3
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_is_rate_limited(make_server):
+    server = await make_server(connections_per_address=2, trusted_proxies="127.0.0.1/32", sse_opens_per_address=0.01)
+    caps = server.services.address_caps
+    caps.stream_opens.clock = lambda: 0.0
+    await open_and_close(server, 2, headers={"X-Forwarded-For": "2001:db8:7::1"})
+    over = await SSEClient.open(server.port, STREAM, headers={"X-Forwarded-For": "2001:db8:7::2"})  # the same /64
+    assert await shed_hint(over) >= 5000
+    await open_and_close(server, 1, headers={"X-Forwarded-For": "198.51.100.9"})  # another client streams
+    await open_and_close(server, 3)  # the proxy's own streams (no X-Forwarded-For) are not limited
+    assert caps.refused["SSE streams opened too fast"] == 1
+    assert set(caps.stream_opens.buckets) == {"2001:db8:7::/64", "198.51.100.9"}
+
+
+def test_the_open_rate_table_forgets_addresses_whose_bucket_is_full_again():
+    opens = StreamOpens(per_second=10, burst=5)
+    now = [100.0]
+    opens.clock = lambda: now[0]
+    for address in ("192.0.2.1", "192.0.2.2"):
+        assert all(opens.allow(address) for _ in range(5))
+        assert not opens.allow(address)
+    assert set(opens.buckets) == {"192.0.2.1", "192.0.2.2"}
+    now[0] += 0.5  # both full again (5 tokens at 10 a second)
+    assert opens.allow("192.0.2.3")  # a pass over the table, at most once per refill time, drops them
+    assert set(opens.buckets) == {"192.0.2.3"}
+    assert StreamOpens(per_second=0, burst=1).allow("192.0.2.1")  # 0: no limit
 
 
 def cpu_seconds(pid: int) -> float:
