@@ -17,14 +17,15 @@ from typing import Any
 
 from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, ResponseStartLine
-from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
+from tornado.iostream import IOStream
 
 from handlers.base import NON_DOCUMENT_HEADERS, ApiHandler
 from handlers.errors import ApiError, message_for
 from handlers.services import Services
 from presence.fast_path import NOTHING_YET, consume, peek_stream_request
+from presence.shed import shed
 from presence.snapshot import SnapshotError, check_user_id, presence_key
-from presence.sse import STREAM_HEAD_HEADERS, STREAM_ROUTE, shed_answer
+from presence.sse import STREAM_HEAD_HEADERS, STREAM_ROUTE
 from store.redis_connect import REDIS_ERRORS, describe_error
 
 log = logging.getLogger("hepgg.presence")
@@ -141,13 +142,16 @@ def open_stream(
     (common/address_caps.py)."""
     hub = services.presence.hub
     if services.draining or hub.draining:
-        return _shed(stream, chunked, draining=True)
+        return shed(stream, chunked, draining=True)
     if hub.listener_count >= hub.max_streams:
-        return _shed(stream, chunked)
+        return shed(stream, chunked)
     caps = services.address_caps
     subject = caps.stream_subject(stream, peer, forwarded_for)
-    if subject is not None and not (caps.hold(stream, subject, "SSE streams") and caps.may_open_stream(subject)):
-        return _shed(stream, chunked)  # (a connection counted when accepted is not counted twice)
+    if subject is not None:
+        if not caps.hold(stream, subject, "SSE streams"):  # (a connection counted when accepted is not twice)
+            return shed(stream, chunked)
+        if not caps.may_open_stream(subject):
+            return services.presence.held_sheds.later(stream, chunked)  # presence/shed.py: why it waits
     stream.set_nodelay(True)
     hub.add(presence_key(user_id), stream, chunked)
 
@@ -178,28 +182,6 @@ def _answer_head(request: HTTPServerRequest) -> None:
 
 def _answer_error(request: HTTPServerRequest, status: int, message: str, extra: dict[str, str] | None = None) -> None:
     _answer(request, status, json.dumps({"ok": False, "error": message}, separators=(",", ":")).encode(), extra)
-
-
-def _shed(stream: IOStream, chunked: bool, *, draining: bool = False) -> None:
-    """Answer 200 with a jittered retry hint, then close (presence/sse.py). The answer is small and the
-    connection new, so it goes to the socket in one send; the IOStream's write path (a future and a
-    callback per shed) only takes what the socket would not."""
-    answer = shed_answer(chunked, draining=draining)
-    if not isinstance(stream, SSLIOStream) and not stream.writing():
-        try:
-            sent = stream.socket.send(answer)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            sent = len(answer)  # reset by the peer: nothing more to say
-        if sent == len(answer):
-            stream.close()
-            return
-        answer = answer[sent:]
-    try:
-        stream.write(answer).add_done_callback(lambda _f: stream.close())
-    except StreamClosedError:
-        pass
 
 
 ROUTES = [

@@ -36,6 +36,7 @@ from og.service import OgService
 from presence.demo import DemoPresence
 from presence.hub import PresenceHub
 from presence.service import PresenceService
+from presence.shed import HeldSheds
 from presence.ticker import keepalive
 from render.og_fonts import FontTables
 from render.page import PageSettings
@@ -256,7 +257,10 @@ def _start_presence(config: Config, redis: RedisConnector, lifecycle: Lifecycle)
     lifecycle.on_close(hub.close)
     start_background(lifecycle, keepalive(hub, config.sse_ping_interval), "presence-keepalive")  # stops first
     lifecycle.on_drain(hub.drain)
+    held_sheds = HeldSheds()
+    lifecycle.on_drain(held_sheds.drain)
+    lifecycle.on_close(held_sheds.close)
     if config.demo_presence:
         demo = DemoPresence(redis)
         start_background(lifecycle, demo.run(), "presence-demo")
-    return PresenceService(redis, hub)
+    return PresenceService(redis, hub, held_sheds)

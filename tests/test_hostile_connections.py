@@ -81,7 +81,7 @@ async def forwarded_stream(server, forwarded: str | None, routed: bool) -> SSECl
 @pytest.mark.parametrize("routed", [False, True], ids=["fast-path", "routed"])
 async def test_streams_through_a_trusted_proxy_count_against_the_forwarded_address(make_server, routed):
     """Behind nginx every stream comes from the proxy: the per-address rule applies to the forwarded client."""
-    server = await make_server(connections_per_address=2, trusted_proxies="127.0.0.1/32")
+    server = await make_server(connections_per_address=2, trusted_proxies="127.0.0.1/32", sse_opens_per_address=0)
     caps = server.services.address_caps
     held: list[SSEClient] = []
     try:
@@ -156,10 +156,13 @@ async def test_one_address_opening_streams_past_its_rate_is_shed_until_its_bucke
     """The reconnect storm: an address that keeps reopening streams holds few at once, so only a rate stops it."""
     server = await make_server(connections_per_address=3, sse_opens_per_address=0.5)  # a burst of 3, then 1 / 2 s
     caps = server.services.address_caps
+    server.services.presence.held_sheds.hold = 0.3  # (1 s by default)
     start = time.monotonic()
     caps.stream_opens.clock = lambda: start  # time stands still until the test moves it
     await open_and_close(server, 3, in_pieces=routed)  # the burst: each streams
+    asked = time.monotonic()
     over = await SSEClient.open(server.port, STREAM, in_pieces=routed)
+    assert time.monotonic() - asked >= 0.3  # answered once its hold is over, not at once
     assert 5000 <= await shed_hint(over) <= 20000  # shed as overload is: a long, jittered hint
     assert caps.refused["SSE streams opened too fast"] == 1
     assert await shed_hint(await SSEClient.open(server.port, STREAM, in_pieces=routed)) >= 5000  # still empty
@@ -170,8 +173,22 @@ async def test_one_address_opening_streams_past_its_rate_is_shed_until_its_bucke
     assert caps.refused["SSE streams opened too fast"] == 3
 
 
+async def test_held_sheds_are_answered_when_the_worker_drains(make_server):
+    server = await make_server(connections_per_address=1, sse_opens_per_address=0.01)
+    server.services.address_caps.stream_opens.clock = lambda: 0.0
+    held = server.services.presence.held_sheds
+    held.hold = 600.0  # longer than the test: only the drain can answer it
+    await open_and_close(server, 1)
+    over = asyncio.ensure_future(SSEClient.open(server.port, STREAM))
+    await wait_until(lambda: len(held.held) == 1, timeout=5)
+    await server.services.lifecycle.drain(0.5)
+    assert await shed_hint(await asyncio.wait_for(over, 5)) >= 5000
+    assert not held.held
+
+
 async def test_behind_a_trusted_proxy_the_forwarded_address_is_rate_limited(make_server):
     server = await make_server(connections_per_address=2, trusted_proxies="127.0.0.1/32", sse_opens_per_address=0.01)
+    server.services.presence.held_sheds.hold = 0.1
     caps = server.services.address_caps
     caps.stream_opens.clock = lambda: 0.0
     await open_and_close(server, 2, headers={"X-Forwarded-For": "2001:db8:7::1"})
