@@ -2,8 +2,7 @@
 
 A client address (IPv6: its /64, as the rate limits count) may hold at most
 `per_address` open connections, SSE streams included, and open SSE streams at
-most `StreamOpens.per_second` a second after a burst of `per_address`
-(`StreamOpens`). Who counts where:
+most `StreamOpens.per_second` a second after a burst (`StreamOpens`). Who counts where:
 
 - a new connection counts against its socket peer when it is accepted
   (runtime/http_server.py), unless the peer is a trusted proxy, whose clients are many;
@@ -56,14 +55,14 @@ class StreamOpens:
 
     A stream open costs the server a few hundred µs of CPU however soon it ends, so a client reconnecting in
     a loop (issue 18's reconnect storm: ~1,000 connects/s from one address) took a third of a core from every
-    other visitor; the open-connection cap does not see it, since it holds only a few at a time. The burst is
-    the per-address connection cap (config: `--connections-per-address`), so the reconnect wave after a
-    deploy, when an address reopens every stream it held, is never shed. `per_second` 0: no limit.
+    other visitor; the open-connection cap does not see it, since it holds only a few at a time. The burst
+    is sized by the caller (runtime/services.py) for the reconnect wave after a deploy, which must never be
+    shed. `per_second` 0: no limit.
     """
 
-    def __init__(self, per_second: float, burst: int):
+    def __init__(self, per_second: float, burst: float):
         self.per_second = per_second
-        self.burst = float(burst)
+        self.burst = max(1.0, burst)
         self.buckets: dict[str, tuple[float, float]] = {}  # subject -> (tokens left, when); absent: full
         self.clock: Callable[[], float] = time.monotonic  # tests move it
         self._pruned_at = 0.0
@@ -91,11 +90,11 @@ class StreamOpens:
 
 
 class AddressCaps:
-    def __init__(self, per_address: int, trusted: TrustedProxies, stream_opens_per_second: float = 0.0):
+    def __init__(self, per_address: int, trusted: TrustedProxies, stream_opens: StreamOpens | None = None):
         self.per_address = per_address
         self.trusted = trusted
         self.open: dict[str, int] = {}  # subject -> connections it holds (absent: none)
-        self.stream_opens = StreamOpens(stream_opens_per_second, per_address)
+        self.stream_opens = stream_opens or StreamOpens(0, 1)  # (0: no limit)
         # what was refused ("connections", "SSE streams", "SSE streams opened too fast") -> how many
         self.refused: Counter[str] = Counter()
         self._logged_at: dict[str, float] = {}  # what -> when its last line was written

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 
-from common.address_caps import AddressCaps
+from common.address_caps import AddressCaps, StreamOpens
 from common.client_ip import TrustedProxies
 from common.lifecycle import Lifecycle
 from common.tasks import start_background
@@ -37,6 +37,7 @@ from presence.demo import DemoPresence
 from presence.hub import PresenceHub
 from presence.service import PresenceService
 from presence.shed import HeldSheds
+from presence.sse import DRAIN_RETRY_MS
 from presence.ticker import keepalive
 from render.og_fonts import FontTables
 from render.page import PageSettings
@@ -170,7 +171,7 @@ async def _build(
         sites=sites,
         stats=stats,
         trusted_proxies=trusted_proxies,
-        address_caps=AddressCaps(config.connections_per_address, trusted_proxies, config.sse_opens_per_address),
+        address_caps=AddressCaps(config.connections_per_address, trusted_proxies, stream_opens(config)),
         og=og,
         music=music,
         contact=contact,
@@ -248,6 +249,19 @@ def _start_contact(
         email=email,
         discord=DiscordSender(http, config.discord_api_url, config.discord_bot_token, config.delivery_timeout),
     )
+
+
+# The reconnect wave after a deploy: a drained worker's streams are told to come back within 0.5-6 s
+# (presence/sse.py DRAIN_RETRY_MS; 1-5 s after a crash), so an address may open at once what its rate allows
+# in those 6 s, and the rate refills the bucket as the wave comes back: spread over them, 2 x 6 s of the rate
+# reconnect unshed (120 streams at the default 10/s; one visitor's tabs, or a NAT of a few, are far fewer).
+RECONNECT_WAVE_SECONDS = DRAIN_RETRY_MS[1] / 1000
+
+
+def stream_opens(config: Config) -> StreamOpens:
+    """The per-address rate on SSE stream opens (common/address_caps.py), its burst sized for a reconnect wave."""
+    rate = config.sse_opens_per_address
+    return StreamOpens(rate, burst=rate * RECONNECT_WAVE_SECONDS)
 
 
 def _start_presence(config: Config, redis: RedisConnector, lifecycle: Lifecycle) -> PresenceService:

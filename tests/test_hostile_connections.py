@@ -154,7 +154,7 @@ async def open_and_close(server, count: int, **kwargs) -> None:
 @pytest.mark.parametrize("routed", [False, True], ids=["fast-path", "routed"])
 async def test_one_address_opening_streams_past_its_rate_is_shed_until_its_bucket_refills(make_server, routed):
     """The reconnect storm: an address that keeps reopening streams holds few at once, so only a rate stops it."""
-    server = await make_server(connections_per_address=3, sse_opens_per_address=0.5)  # a burst of 3, then 1 / 2 s
+    server = await make_server(sse_opens_per_address=0.5)  # a burst of 3 (6 s of the rate), then 1 per 2 s
     caps = server.services.address_caps
     server.services.presence.held_sheds.hold = 0.3  # (1 s by default)
     start = time.monotonic()
@@ -174,7 +174,7 @@ async def test_one_address_opening_streams_past_its_rate_is_shed_until_its_bucke
 
 
 async def test_held_sheds_are_answered_when_the_worker_drains(make_server):
-    server = await make_server(connections_per_address=1, sse_opens_per_address=0.01)
+    server = await make_server(sse_opens_per_address=0.01)  # a burst of 1
     server.services.address_caps.stream_opens.clock = lambda: 0.0
     held = server.services.presence.held_sheds
     held.hold = 600.0  # longer than the test: only the drain can answer it
@@ -187,7 +187,7 @@ async def test_held_sheds_are_answered_when_the_worker_drains(make_server):
 
 
 async def test_behind_a_trusted_proxy_the_forwarded_address_is_rate_limited(make_server):
-    server = await make_server(connections_per_address=2, trusted_proxies="127.0.0.1/32", sse_opens_per_address=0.01)
+    server = await make_server(trusted_proxies="127.0.0.1/32", sse_opens_per_address=1 / 3)  # a burst of 2
     server.services.presence.held_sheds.hold = 0.1
     caps = server.services.address_caps
     caps.stream_opens.clock = lambda: 0.0
