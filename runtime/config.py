@@ -319,7 +319,7 @@ class Config:
     )
     sse_opens_per_address: float = option(
         10.0,
-        "SSE streams one client address (IPv6 /64) may open per second, per process, after a burst of 2 s"
+        "SSE streams one client address (IPv6 /64) may open per second, per process, after a burst of 6 s"
         " of it (a reconnect wave); faster ones are shed with a retry hint after a 1 s hold (0: no limit)",
         check=off_or_between(0.01, 1_000_000),
     )
