@@ -37,6 +37,7 @@ from redis.exceptions import MovedError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store.errors import describe_error
+from store.redis_transport import guard_transport_errors
 
 __all__ = ["REDIS_ERRORS", "RedisClient", "RedisConnector", "RedisUrlError", "check_url", "connect", "describe_error"]
 
@@ -197,12 +198,12 @@ class RedisConnector:
             self._start_sentinel()
             return self
         if self.url.lower().startswith("unix://"):
-            self._client, self.mode = Redis.from_url(self.url, **self.options), "single"
+            self._client, self.mode = guard_transport_errors(Redis.from_url(self.url, **self.options)), "single"
             return self
         detected = await self._probe()
         if detected is None:
             log.warning("Redis at %s is unreachable at start-up; using the plain client until it answers", self.where)
-            self._client = Redis.from_url(self.url, **self.options)
+            self._client = guard_transport_errors(Redis.from_url(self.url, **self.options))
             self._probe_task = asyncio.create_task(self._probe_until_known(), name="redis-detect")
         else:
             await self._use(detected)
@@ -244,7 +245,7 @@ class RedisConnector:
             if db:
                 raise RedisUrlError(f"{self.where} is a Redis Cluster node: a cluster has only database 0")
             cluster_options = {k: v for k, v in self.options.items() if k != "health_check_interval"}
-            cluster = RedisCluster.from_url(self.url, **cluster_options)
+            cluster = guard_transport_errors(RedisCluster.from_url(self.url, **cluster_options))
             try:
                 # Learn every node now, while the named one answers: a client that first speaks after that
                 # node died would know no other (measured: writes never came back after its master was killed).
@@ -253,7 +254,7 @@ class RedisConnector:
                 log.warning("Redis Cluster at %s: cannot read its nodes yet (%s)", self.where, describe_error(exc))
             self._client = cluster
         else:
-            self._client = Redis.from_url(self.url, **self.options)
+            self._client = guard_transport_errors(Redis.from_url(self.url, **self.options))
         self.mode = mode
         log.info("Redis at %s: %s", self.where, "a cluster (sharded pub/sub)" if mode == "cluster" else "one server")
 
@@ -269,7 +270,7 @@ class RedisConnector:
             list(spec.sentinels), sentinel_kwargs=sentinel_kwargs, **spec.data_options
         )
         self.service = spec.service
-        self._client = self.sentinel.master_for(spec.service, redis_class=Redis, **self.options)
+        self._client = guard_transport_errors(self.sentinel.master_for(spec.service, redis_class=Redis, **self.options))
         self.mode = "sentinel"
         log.info("Redis via %s", self.where)
 
