@@ -77,7 +77,13 @@ class PubSubConnection:
     def send(self, data: bytes) -> None:
         if self._writer is None or self._writer.is_closing():
             raise PubSubError("not connected")
-        self._writer.write(data)
+        try:
+            self._writer.write(data)
+        except (RuntimeError, AttributeError, TypeError) as exc:
+            # A transport closed under us (uvloop: "unable to perform operation on <TCPTransport closed=True>;
+            # the handler is closed"): a lost connection, not a crash of the shard's task (the rehearsal's
+            # Redis failover killed one with this).
+            raise PubSubError(f"connection lost while writing ({exc})") from exc
 
     async def read_replies(self) -> list[Any]:
         """Every reply parsed from the next read (at least one); PubSubError when Redis hangs up."""

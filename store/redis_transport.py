@@ -2,8 +2,9 @@
 
 redis-py 8.1 leaks transport internals from a write on a connection that was closed under it (redis/redis-py
 #4287): `AttributeError: 'NoneType' object has no attribute 'writelines'` when another task disconnected it
-during the health check's await, `TypeError`/`AttributeError` from asyncio's transport after a peer reset.
-Neither is a `RedisError`, so they pass every retry and every `except REDIS_ERRORS`: the rehearsal's Redis
+during the health check's await, `TypeError`/`AttributeError` from asyncio's transport after a peer reset,
+and uvloop's `RuntimeError` ("unable to perform operation on <TCPTransport closed=True>; the handler is
+closed", seen in the rehearsal). None is a `RedisError`, so they pass every retry and every `except REDIS_ERRORS`: the rehearsal's Redis
 master failover answered one contact form 500. Inside `send_packed_command` the command is already packed
 bytes, so such an error can only come from the connection's transport: it is a lost connection, raised as one.
 """
@@ -37,7 +38,7 @@ def transport_safe(connection_class: Any) -> Any:
         async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             try:
                 await super().send_packed_command(command, check_health)
-            except (AttributeError, TypeError) as exc:  # redis-py has already disconnected it
+            except (AttributeError, TypeError, RuntimeError) as exc:  # redis-py has already disconnected it
                 raise RedisConnectionError(f"connection lost while writing ({type(exc).__name__}: {exc})") from exc
 
     TransportSafe.__name__ = TransportSafe.__qualname__ = f"TransportSafe{connection_class.__name__}"
