@@ -80,16 +80,9 @@ class HeldSheds:
         else:
             self._sweeping = False
 
-    def shed_all(self) -> None:
+    async def drain(self, _grace: float = 0.0) -> None:
+        """Shutdown (drain, or close without one): answer every held stream now, and hold no more."""
+        self.draining = True
         while self.held:
             _, stream, chunked = self.held.popleft()
             shed(stream, chunked)
-
-    async def drain(self, _grace: float) -> None:
-        """Shutdown: answer every held stream now, and hold no more."""
-        self.draining = True
-        self.shed_all()
-
-    async def close(self) -> None:
-        self.draining = True
-        self.shed_all()

@@ -274,7 +274,7 @@ def _start_presence(config: Config, redis: RedisConnector, lifecycle: Lifecycle)
     lifecycle.on_drain(hub.drain)
     held_sheds = HeldSheds()
     lifecycle.on_drain(held_sheds.drain)
-    lifecycle.on_close(held_sheds.close)
+    lifecycle.on_close(held_sheds.drain)
     if config.demo_presence:
         demo = DemoPresence(redis)
         start_background(lifecycle, demo.run(), "presence-demo")
