@@ -110,11 +110,6 @@ def font_tables() -> FontTables:
     return FontTables(font_charsets(), emoji_font())
 
 
-def check_fonts() -> list[str]:
-    """Fail loudly at start-up if a font file is missing or unreadable; returns the paths."""
-    return sorted(font_charsets())
-
-
 def _invisible(ch: str) -> bool:
     """Characters that only shape their neighbours (joiners, variation selectors): dropped."""
     return unicodedata.category(ch) in ("Cf", "Mn", "Me") and ch not in "\u00ad"

@@ -25,7 +25,7 @@ from render.og_draw import CardRenderer
 from render.og_emoji import emoji_font
 from render.og_layout import ELLIPSIS, TEXT_LEFT, TEXT_RIGHT, TEXT_WIDTH
 
-from conftest import ROOT, base_document
+from conftest import ROOT, base_document, run_cli
 
 OG = "/api/v1/profiles/p1/og.png"
 
@@ -287,13 +287,8 @@ async def test_warm_starts_every_process_as_serve_does(make_config):
 
 
 def test_serve_reads_the_fonts_before_it_forks_and_stops_on_a_missing_one(tmp_path):
-    code = (
-        "import sys, render.og_fonts as f; f.THEME_FONTS['Inter'] = ('NoSuchFont-Bold.ttf', 'DejaVuSans.ttf'); "
-        "import hepgg_server; sys.exit(hepgg_server.main(sys.argv[1:]))"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
-    argv = [sys.executable, "-c", code, "serve", "--processes", "2", "--data-dir", str(tmp_path), "--port", "0"]
-    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    missing_font = "import render.og_fonts as f; f.THEME_FONTS['Inter'] = ('NoSuchFont-Bold.ttf', 'DejaVuSans.ttf')"
+    result = run_cli("serve", "--processes", "2", "--data-dir", str(tmp_path), "--port", "0", patch=missing_font)
     assert result.returncode == 2, result.stderr
     assert "configuration error: font NoSuchFont-Bold.ttf not found" in result.stderr
     assert "Traceback" not in result.stderr and "worker" not in result.stderr  # no worker was forked
@@ -487,12 +482,12 @@ async def test_a_bad_avatar_falls_back_to_initials(make_server, avatar_host, nam
 
 def test_a_missing_font_fails_loudly(monkeypatch):
     import render.og_fonts as og_fonts
-    from render.og_fonts import FontError, check_fonts
+    from render.og_fonts import FontError, font_tables
 
-    assert len(check_fonts()) == 6 + len(set(og_fonts.cjk_fonts()))  # DejaVu's six, and one or two CJK files
+    assert len(font_tables().charsets) == 6 + len(set(og_fonts.cjk_fonts()))  # DejaVu's six, one or two CJK files
     monkeypatch.setitem(og_fonts.THEME_FONTS, "Inter", ("NoSuchFont-Bold.ttf", "DejaVuSans.ttf"))
     with pytest.raises(FontError, match=r"NoSuchFont-Bold\.ttf"):
-        check_fonts()
+        font_tables()
 
 
 @pytest.mark.parametrize("candidate", og_fonts_module.CJK_CANDIDATES, ids=lambda pair: pair[1])
