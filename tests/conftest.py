@@ -290,13 +290,18 @@ def base_document(**profile_overrides: Any) -> dict:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60, **kwargs
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, patch: str = "", **kwargs
 ) -> subprocess.CompletedProcess:
-    """Run `python hepgg_server.py ARGS` as a separate process, like an operator would."""
+    """Run `python hepgg_server.py ARGS` as a separate process, like an operator would.
+
+    `patch`: Python run first in that process (a font or a package made missing), then the same `main`."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
     full_env.update(env or {})
+    program = [str(ROOT / "hepgg_server.py")]
+    if patch:
+        program = ["-c", f"{patch}; import sys, hepgg_server; sys.exit(hepgg_server.main(sys.argv[1:]))"]
     return subprocess.run(
-        [sys.executable, str(ROOT / "hepgg_server.py"), *args],
+        [sys.executable, *program, *args],
         cwd=ROOT,
         env=full_env,
         capture_output=True,

