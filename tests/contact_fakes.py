@@ -73,11 +73,16 @@ class FakeHttp:
 
 
 class FakeTurnstile(FakeHttp):
-    """Tokens decide the answer: 'good*' passes, 'slow' sleeps past timeouts, 'garbage' is not JSON,
+    """Tokens decide the answer: 'good*' passes, 'once*' passes once (a real token: siteverify redeems it, and
+    refuses it again with `timeout-or-duplicate`), 'slow' sleeps past timeouts, 'garbage' is not JSON,
     'http500' is a server error; anything else is refused like Cloudflare refuses."""
 
     route = r"/siteverify"
     secret = "turnstile-secret"
+
+    def __init__(self):
+        super().__init__()
+        self.redeemed: set[str] = set()
 
     async def answer(self, handler) -> None:
         form = {k: v[0].decode() for k, v in handler.request.body_arguments.items()}
@@ -90,6 +95,11 @@ class FakeTurnstile(FakeHttp):
         if token == "http500":
             handler.set_status(500)
             handler.finish("{}")
+            return
+        if token.startswith("once") and form.get("secret") == self.secret:
+            duplicate = token in self.redeemed
+            self.redeemed.add(token)
+            handler.finish({"success": not duplicate, "error-codes": ["timeout-or-duplicate"] if duplicate else []})
             return
         ok = token.startswith("good") and form.get("secret") == self.secret
         handler.finish({"success": ok, "error-codes": [] if ok else ["invalid-input-response"]})

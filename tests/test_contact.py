@@ -200,6 +200,16 @@ async def test_failed_turnstile_is_generic_400(server, fakes, channel, base, tok
     assert await credits(server, "sms_credits") == 5 and await credits(server, "email_credits") == 5
 
 
+async def test_a_resent_send_delivers_once_because_its_token_is_redeemed(server, fakes):
+    """What makes deploy/nginx.conf's retry of a contact POST safe: a send that reaches a second replica carries
+    the token the first one already redeemed, and siteverify refuses it (`timeout-or-duplicate`)."""
+    sms = {**SMS, "turnstileToken": "once-resent"}
+    first, _ = await post(server, "sms", sms)
+    again, answer = await post(server, "sms", sms)
+    assert (first.code, again.code, answer) == (200, 400, {"ok": False, "error": "Anti-spam check failed"})
+    assert len(fakes.sms.requests) == 1 and await credits(server, "sms_credits") == 4
+
+
 async def test_turnstile_timeout_fails_closed(server, fakes):
     response, answer = await post(server, "discord", {**DISCORD, "turnstileToken": "slow"})
     assert (response.code, answer["error"]) == (400, "Anti-spam check failed")

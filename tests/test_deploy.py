@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import shutil
+import socket
+import struct
 import subprocess
 
 import pytest
@@ -103,3 +107,84 @@ def test_compose_agrees_with_the_image():
         assert services["nginx"]["depends_on"][name] == {"condition": "service_healthy"}
         port = env.get("HEPGG_PORT", re.search(r"HEPGG_PORT=(\d+)", dockerfile).group(1))
         assert f"server {name}:{port}" in (DEPLOY / "nginx.conf").read_text()
+
+
+class _Upstream:
+    """A replica stand-in on loopback: `answers` replies 200 to each request, or (a replica dying under its
+    requests) reads each request whole and resets the connection without a reply."""
+
+    def __init__(self, answers: bool):
+        self.answers = answers
+        self.requests: list[bytes] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                self.requests.append(head + await reader.readexactly(length))
+                if not self.answers:
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+                    break
+                writer.write(
+                    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+async def _post_through(port: int, path: str) -> int:
+    body = b'{"message":"hi","turnstileToken":"t"}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: p1.hep.gg\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    status = int((await reader.readline()).split()[1])
+    writer.close()
+    return status
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is installed by scripts/install.sh --test")
+async def test_nginx_sends_a_contact_post_cut_by_a_dying_replica_to_the_next_one(tmp_path):
+    """The rehearsal's 502: nginx retries no POST, so a contact send written to a replica in the instant it died
+    failed. deploy/nginx.conf sends contact POSTs cut by a connection error on to the next replica (a Turnstile
+    token is single-use, so a retry cannot deliver twice), and only those: another POST still gets the 502."""
+    dying, alive = _Upstream(answers=False), _Upstream(answers=True)
+    ports = [await dying.start(), await alive.start(), await alive.start()]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        listen = probe.getsockname()[1]
+    config = (DEPLOY / "nginx.conf").read_text().replace("pid /tmp/nginx-hepgg.pid;", f"pid {tmp_path}/nginx.pid;")
+    for app, port in zip(("app1", "app2", "app3"), ports, strict=True):
+        config = config.replace(f"server {app}:8888", f"server 127.0.0.1:{port}")
+    config = re.sub(r"/tmp/nginx-([\w-]+);", rf"{tmp_path}/\1;", config)
+    config = config.replace("worker_processes auto;", "worker_processes 1;")  # one round robin to reason about
+    config = re.sub(r"listen 8080 [^;]*;", f"listen 127.0.0.1:{listen};", config)
+    (tmp_path / "nginx.conf").write_text(config)
+    nginx = subprocess.Popen(
+        ["nginx", "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log"), "-g", "daemon off;"]
+    )
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                await _post_through(listen, "/")
+                break
+            await asyncio.sleep(0.05)
+        sent_to_dying = len(dying.requests)
+        contact = [await _post_through(listen, f"/api/v1/profiles/p1/contact/{c}") for c in ["sms", "email"] * 6]
+        assert contact == [200] * 12
+        assert len(dying.requests) - sent_to_dying >= 3  # round robin gave the dying replica its share
+        other = [await _post_through(listen, "/api/v1/other") for _ in range(6)]
+        assert 502 in other  # not retried: the rule is the contact route's alone
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)

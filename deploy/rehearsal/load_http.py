@@ -68,6 +68,7 @@ class HttpLoad:
         self.recent: collections.deque[tuple[float, int, int]] = collections.deque()  # (t, visitor, profile)
         self.tasks: set[asyncio.Task] = set()
         self.done = collections.Counter()
+        self.sends = 0
 
     def sample(self) -> dict[str, Any]:
         return {"inflight": self.inflight, **{f"done_{k}": v for k, v in self.done.items()}}
@@ -104,7 +105,9 @@ class HttpLoad:
         await self._timed("page", self.pages, visitor, request, [visitor, profile])
 
     async def contact(self, channel: str, visitor: int, profile: int) -> None:
-        form: dict[str, str] = {"message": f"rehearsal message from visitor {visitor}", "turnstileToken": "good-r"}
+        self.sends += 1  # a fresh single-use token per send, as the widget gives: a resent one is refused
+        token = f"once-{self.args.visitor_base}-{visitor}-{self.sends}"
+        form: dict[str, str] = {"message": f"rehearsal message from visitor {visitor}", "turnstileToken": token}
         if channel == "email":
             form.update(email=f"visitor{visitor}@example.org", subject="Rehearsal")
         elif channel == "discord":
