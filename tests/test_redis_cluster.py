@@ -427,6 +427,29 @@ async def test_a_stream_follows_its_slot_to_another_master(server, redis_cluster
         await asyncio.to_thread(redis_cluster.move_slot, slot, source)
 
 
+async def test_views_follow_their_profile_s_slot_to_another_master(server, redis_cluster):
+    """The claim script is sent to the master the client's slot map names (store/redis_keys.claim). After a
+    reshard that map is stale: the old master answers MOVED, and the views still count, once each."""
+    [owner] = view_spread(redis_cluster, "moving", 1)[:1]
+    await server.load(owners_document([owner]))
+    tag_key = view_dedup_key(f"p-{owner}", "198.51.100.1", BROWSER_UA)
+    slot = redis_cluster.slot_of(tag_key)
+    source = redis_cluster.master_of(tag_key)
+    target = next(node for node in redis_cluster.masters() if node is not source)
+    stats = server.services.stats
+    await view_pages(server, [owner], ["198.51.100.1", "198.51.100.2"])
+    await stats.flush()  # the server's client now routes this slot to `source`
+    try:
+        await asyncio.to_thread(redis_cluster.move_slot, slot, target)
+        await view_pages(server, [owner], [f"198.51.100.{i}" for i in range(1, 6)])  # 3 new visitors, 2 repeats
+        await stats.flush()
+        assert stats.pending == 0
+        assert await views_of(server, [owner]) == [5]
+        assert int(target.call("EXISTS", view_dedup_key(f"p-{owner}", "198.51.100.5", BROWSER_UA))) == 1
+    finally:
+        await asyncio.to_thread(redis_cluster.move_slot, slot, source)
+
+
 async def test_a_worker_started_while_its_node_was_down_moves_to_the_cluster_client(make_redis_cluster, make_server):
     cluster = make_redis_cluster()
     named = cluster.replicas_of(cluster.masters()[0])[0]  # the URL's node: a replica, so the cluster stays up
