@@ -42,7 +42,16 @@ from common.metrics import OPEN_STREAMS
 from common.tasks import cancel_and_wait, raise_if_cancelling
 from presence.pubsub import PubSubError
 from presence.shards import Shard
-from presence.sse import DRAIN_RETRY_MS, NULL_EVENT, PING, Event, presence_event, retry_hint, stream_opening
+from presence.sse import (
+    ARRIVED_DRAINING_RETRY_MS,
+    DRAIN_RETRY_MS,
+    NULL_EVENT,
+    PING,
+    Event,
+    presence_event,
+    retry_hint,
+    stream_opening,
+)
 from presence.stream import Listener
 from store.redis_connect import REDIS_ERRORS, RedisConnector, describe_error
 from store.redis_keys import get_many
@@ -515,11 +524,15 @@ class PresenceHub:
         """Shed every stream with a jittered `retry:` (browsers come back, spread out) and wait for them to go."""
         self.draining = True
         shed = 0
-        for listener in self.listeners():
-            listener.shed(retry_hint(*DRAIN_RETRY_MS))
-            shed += 1
-            if shed % SLICE == 0:
-                await asyncio.sleep(0)
+        for channel in list(self.channels.values()):
+            # Streams still waiting for their first event (just arrived, or their channel resubscribing) are
+            # told to come back sooner: they had nothing from this replica (sse.ARRIVED_DRAINING_RETRY_MS).
+            waiting = channel.state != LIVE or channel.current is None
+            for listener in tuple(channel.listeners):
+                listener.shed(retry_hint(*(ARRIVED_DRAINING_RETRY_MS if waiting else DRAIN_RETRY_MS)))
+                shed += 1
+                if shed % SLICE == 0:
+                    await asyncio.sleep(0)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, grace)
         while self.listener_count and loop.time() < deadline:  # noqa: ASYNC110 - bounded, once per shutdown

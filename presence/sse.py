@@ -31,6 +31,10 @@ SHED_RETRY_MS = (5000, 20000)  # overload: come back later, spread out
 # connect to first event, up to ~3 s on a loaded machine) within 10 s: with 15 s, 200 of 584 reconnects in the
 # rehearsal (deploy/rehearse) took longer than 10 s, up to 15.9 s.
 DRAIN_RETRY_MS = (500, 6000)
+# A stream that reached a replica as it began to drain has had nothing from it yet: its gap is already running
+# (it was lost elsewhere) and another replica takes it at once. With the drain's 0.5-6 s, a listener drained by
+# one replica that came back to the next one just as that one drained waited 10.1 s in all (CI's short rehearsal).
+ARRIVED_DRAINING_RETRY_MS = (250, 1000)
 # Every stream starts with a hint too: a stream lost without one (its replica killed, a network cut) is otherwise
 # retried after the browser's fixed default (3 s in Chromium) all at once, or after whatever hint the listener
 # last got (after a rolling restart, up to the drain's bound: 10.9-13.2 s gaps after a kill -9 in the rehearsal).
@@ -127,10 +131,10 @@ _SHED_HEAD_PLAIN = response_head(False, keep_alive=False)
 def shed_answer(chunked: bool, *, draining: bool = False) -> bytes:
     """The whole answer to a stream request we cannot take now: 200, a retry hint, the end.
 
-    200 because browsers never retry an EventSource that got any other status. A draining worker gives its
-    drain's hint (another replica takes the stream at once), an overloaded one the longer overload hint: a
+    200 because browsers never retry an EventSource that got any other status. A draining worker gives a short
+    hint (another replica takes the stream at once), an overloaded one the longer overload hint: a
     stream that reached a replica in the moment after its SIGTERM was told 5-20 s, and the rehearsal's listener
     waited 13.9 s in all, past its 10 s bound.
     """
     head = _SHED_HEAD_CHUNKED if chunked else _SHED_HEAD_PLAIN
-    return head + ending(retry_hint(*(DRAIN_RETRY_MS if draining else SHED_RETRY_MS)), chunked)
+    return head + ending(retry_hint(*(ARRIVED_DRAINING_RETRY_MS if draining else SHED_RETRY_MS)), chunked)
