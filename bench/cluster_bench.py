@@ -195,7 +195,8 @@ def one_pass(stack: Stack, topology: Topology, client: Client, quick: bool, firs
     proc, port = topology.serve()
     try:
         one = fanout(topology, client, port, n_one, 1, 3 if quick else 5)
-        spread = fanout(topology, client, port, n_spread, n_spread // 10, 100 if quick else 300)
+        # 1,500 events: a p99 over 300 (3,000 deliveries) was the 3rd slowest event, and swung 0.77-1.47x between runs
+        spread = fanout(topology, client, port, n_spread, n_spread // 10, 100 if quick else 1500)
         page = page_views(stack, proc, port, seconds, first_ip, spread=False)
         spread_page = page_views(stack, proc, port, seconds, first_ip + (1 << 21), spread=True)
     finally:
@@ -235,7 +236,8 @@ def run(stack: Stack, quick: bool) -> BenchResult:
 
     stack.import_document("page", document())
     stack.import_document("page-spread", spread_document())
-    cluster = RedisClusterTopology(stack.tmp / "cluster")
+    # BENCH_CLUSTER_REPLICAS=0: a diagnostic run without replicas (their work shares CPU 1 with the load generators)
+    cluster = RedisClusterTopology(stack.tmp / "cluster", replicas=int(os.environ.get("BENCH_CLUSTER_REPLICAS", "1")))
     client = Client(stack)
     rows: list[dict] = []
     try:
