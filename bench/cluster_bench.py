@@ -20,6 +20,8 @@ it detects the rest), and measured:
 The topologies run in the order single, cluster, cluster, single (full run; quick: single, cluster) and the
 figures are averaged per topology, so a drift of the shared machine does not favour either.
 BENCH_CLUSTER_ROUNDS=N repeats the full run's order N times (its noise shrinks; its drift still cancels).
+BENCH_CLUSTER_REPLICAS=0 is a diagnostic: a cluster without replicas (theirs is work on CPU 1, beside the
+load generators); the figures then name a 3+0 cluster.
 Targets (issue 15): fan-out p99 <= 1.2x the single Redis, views/s no lower than on the single Redis.
 """
 
@@ -236,8 +238,8 @@ def run(stack: Stack, quick: bool) -> BenchResult:
 
     stack.import_document("page", document())
     stack.import_document("page-spread", spread_document())
-    # BENCH_CLUSTER_REPLICAS=0: a diagnostic run without replicas (their work shares CPU 1 with the load generators)
-    cluster = RedisClusterTopology(stack.tmp / "cluster", replicas=int(os.environ.get("BENCH_CLUSTER_REPLICAS", "1")))
+    replicas = int(os.environ.get("BENCH_CLUSTER_REPLICAS", "1"))
+    cluster = RedisClusterTopology(stack.tmp / "cluster", replicas=replicas)
     client = Client(stack)
     rows: list[dict] = []
     try:
@@ -278,11 +280,12 @@ def run(stack: Stack, quick: bool) -> BenchResult:
     single = [r for r in rows if r["topology"] == "single"]
     on_cluster = [r for r in rows if r["topology"] == "cluster"]
     peer = "single Redis"
+    shape = f"3+{3 * replicas} cluster"  # a diagnostic run's figures must not read as the standard's
     n_one, n_spread = rows[0]["one_n"], rows[0]["spread_n"]
 
     def compare(metric: str, size: str, unit: str, key: str, target: Target | None = None, note: str = "") -> None:
         ours, theirs = mean(on_cluster, key), mean(single, key)
-        result.figures.append(Figure("cluster", metric, size, unit, ours, theirs, peer, target, note))
+        result.figures.append(Figure("cluster", metric, f"{size}, {shape}", unit, ours, theirs, peer, target, note))
 
     for metric, key, size, target in (
         ("fan-out p50", "one_p50_ms", f"{n_one} streams, one user, 2 processes", None),
