@@ -114,6 +114,7 @@
         if (started && started.catch) started.catch(function (err) { if (err && err.name !== "AbortError") unavailable(); });
       } else {
         audio.pause();
+        updateLabel();  // now, not when the queued "pause" event runs: the button answers the press at once
       }
     });
 

@@ -77,7 +77,13 @@ async def test_player_streams_through_the_proxy_and_plays_in_chromium(make_serve
             await page.wait_for_function("() => document.querySelector('.track-slider').max === '3'")  # the real length
             assert (await slider.get_attribute("aria-valuetext")).endswith(" of 0:03")
             await play.click()
-            await page.wait_for_function("() => document.querySelector('.track audio').paused")
+            # The "pause" event is queued after `paused` flips; the click handler relabels at once, so both hold
+            # together (a label read after `paused` alone raced the event, CI of stop 26).
+            await page.wait_for_function(
+                "() => document.querySelector('.track audio').paused"
+                " && document.querySelector('button.track-play').getAttribute('aria-label') === 'Play Song <b>'",
+                timeout=5_000,
+            )
             assert await play.get_attribute("aria-label") == "Play Song <b>"
             src = await page.evaluate("() => document.querySelector('.track audio').currentSrc")
             assert src == f"http://alice.hep.gg:{server.port}/api/v1/profiles/p1/music/USRC17607839"
