@@ -46,7 +46,7 @@ from store.clock import Clock
 from store.errors import describe_error
 from store.formats import ID_PATTERN
 from store.models import CREDIT_FIELDS, Site
-from store.outages import STORE_OUTAGES
+from store.outages import is_store_outage
 from store.sites import SiteDirectory
 
 log = logging.getLogger("hepgg.contact")
@@ -117,8 +117,10 @@ class ContactService:
             raise ProfileNotFound()
         try:
             site = await self.sites.by_id(profile_id)
-        except STORE_OUTAGES as exc:  # the profile store is down: fail closed (a bug is not an outage)
-            log.error("profile lookup failed: %s", describe_error(exc))
+        except Exception as exc:
+            if not is_store_outage(exc):  # a bug is not an outage
+                raise
+            log.error("profile lookup failed: %s", describe_error(exc))  # the profile store is down: fail closed
             raise Unavailable() from None
         if site is None or not site.is_visible(self.clock.now()):
             raise ProfileNotFound()

@@ -22,7 +22,7 @@ from handlers.errors import ApiError, ErrorAnswer, answer_for
 from handlers.services import Services
 from render.security import COMMON_HEADERS, DOCUMENT_HEADERS, NON_DOCUMENT_CSP, STATIC_DOCUMENT_CSP
 from store.errors import describe_error
-from store.outages import STORE_OUTAGES
+from store.outages import is_store_outage
 
 __all__ = ["NON_DOCUMENT_HEADERS", "ApiError", "ApiHandler", "BaseHandler", "PageHandler", "Route", "StaticHandler"]
 
@@ -104,7 +104,7 @@ class BaseHandler(tornado.web.RequestHandler):
         # Expected client-side ends are not server errors.
         if isinstance(value, StreamClosedError):
             return
-        if isinstance(value, STORE_OUTAGES):  # one line, not a traceback per request during an outage
+        if is_store_outage(value):  # one line, not a traceback per request during an outage
             log.warning(
                 "%s %s answered 503: store unavailable (%s)",
                 self.request.method,

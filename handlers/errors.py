@@ -26,7 +26,7 @@ import tornado.web
 from contact.errors import ContactError
 from music.errors import MusicBusy
 from render.og_card import RenderError
-from store.outages import RETRY_AFTER_SECONDS, STORE_OUTAGES
+from store.outages import RETRY_AFTER_SECONDS, is_store_outage
 
 SHUTDOWN_RETRY_AFTER_SECONDS = 1  # another replica takes the retry at once
 
@@ -85,7 +85,7 @@ def _answer_for(status_code: int, exc: BaseException | None) -> ErrorAnswer:
         return ErrorAnswer(exc.status_code, exc.message, exc.headers)
     if isinstance(exc, ContactError):
         return ErrorAnswer(exc.status, exc.message, exc.headers)
-    if isinstance(exc, STORE_OUTAGES):
+    if is_store_outage(exc):
         return ErrorAnswer(503, message_for(503), {"Retry-After": str(RETRY_AFTER_SECONDS)})
     if isinstance(exc, MusicBusy):
         return ErrorAnswer(503, message_for(503), {"Retry-After": str(exc.retry_after)})

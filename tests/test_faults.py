@@ -21,7 +21,9 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
+from handlers.errors import answer_for
 from presence.writer import write_presence
+from store.outages import RETRY_AFTER_SECONDS
 from store.stats import read_stats
 
 from conftest import base_document, wait_until
@@ -361,3 +363,19 @@ async def test_a_retried_view_whose_first_dedup_landed_is_still_counted(app_serv
     stats.record_view("p1", "u1", now, "203.0.113.9", BROWSER_UA, None)  # a real refresh: a duplicate
     await stats.flush()
     assert (await stored(app_server))["views"] == 1
+
+
+async def test_the_drivers_lock_fault_during_an_outage_is_a_503_and_the_same_error_elsewhere_a_500():
+    """PyMongo 4.20 on Python 3.11 once raised this from its server-selection lock while MongoDB was down
+    (a 500 in test_mongo_down_503_with_retry_after_then_recovers_without_restart). Raised by the driver's
+    own Condition, as it was there, it is an outage; the same words raised by anything else are a bug."""
+    from pymongo._asyncio_lock import Condition, Lock
+
+    with pytest.raises(RuntimeError) as in_driver:
+        await Condition(Lock()).wait()  # the driver's check, on a lock nobody holds
+    answer = answer_for(500, in_driver.value)
+    assert (answer.status, answer.headers) == (503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    with pytest.raises(RuntimeError) as in_our_code:
+        raise RuntimeError(str(in_driver.value))
+    assert answer_for(500, in_our_code.value).status == 500
