@@ -16,6 +16,7 @@ so `is_store_outage` takes it for one; a RuntimeError from anywhere else is stil
 from __future__ import annotations
 
 import os
+from typing import TypeGuard
 
 import pymongo
 from pymongo.errors import ConnectionFailure as MongoUnreachable
@@ -39,7 +40,7 @@ _DRIVER_DIR = os.path.dirname(pymongo.__file__) + os.sep
 _DRIVER_LOCK_FAULT = "cannot wait on un-acquired lock"
 
 
-def is_store_outage(exc: BaseException | None) -> bool:
+def is_store_outage(exc: BaseException | None) -> TypeGuard[BaseException]:
     """Whether `exc` means a store is down or not answering (see the module docstring)."""
     if isinstance(exc, STORE_OUTAGES):
         return True
