@@ -9,7 +9,10 @@ the server, every `interval` seconds, and once more on shutdown) does the rest:
    as the rate limits count it: IPv6 by /64). A profile's keys share its hash
    tag, so one script claims all of a profile's keys in a batch (one command
    per profile, not per view), pipelined per Redis master;
-2. accepted events are grouped per profile into a *unit* with a fixed id. A
+2. accepted events are grouped per profile into a *unit* with a fixed id (a
+   round of units carries a bounded number of events, and a flush writes
+   rounds back to back while they succeed: a backlog never becomes one write
+   too big for the operation timeout). A
    unit's events are inserted into `stat_events` (fixed ids: a retry is
    idempotent), then its counters are added to `profile_stats` by one update
    that only matches while the document does not yet list the unit's id, and
@@ -58,6 +61,13 @@ DOCUMENTED_KEPT = 100_000  # profile ids remembered as having a profile_stats do
 # Building and reading a pipeline is Python work on the event loop: a second's views of a busy process
 # (thousands) in one pipeline stalled page requests by tens of ms, so they go in slices.
 DEDUP_SLICE = 500
+# A write round (events inserted, then counters applied) carries at most this many events, a profile's unit at
+# most a unit's worth: a backlog (a burst past what MongoDB takes, or the queue an outage left) is written in
+# rounds that each fit in the operation timeout. One unit of every waiting event timed out, was retried whole,
+# and grew no smaller: 50,000 views of one profile were never written (bench/cluster_views_ab.py, 2026-12-02).
+MAX_UNIT_EVENTS = 1_000
+MAX_ROUND_EVENTS = 4_000
+MAX_ROUNDS_PER_FLUSH = 50  # rounds written back to back in one flush while each succeeds (the rest: next tick)
 MAX_PENDING = 200_000  # past this, oldest undeduplicated events are counted without dedup rather than dropped
 APPLIED_KEPT = 64  # unit ids kept per profile_stats document: one unit per profile and process is in flight
 PARK_AFTER = 5  # updates refused by MongoDB (not outages) before a unit is parked
@@ -293,20 +303,38 @@ class StatsWriter:
                 del self._undeduped[:overflow]
 
     def _form_units(self) -> None:
-        """Group accepted events into one unit per profile that has none in flight; the rest wait."""
+        """Group accepted events into a unit per profile that has none in flight, in recorded order, within a
+        round's bounds (MAX_UNIT_EVENTS a unit, MAX_ROUND_EVENTS with the units already in flight); the rest
+        wait for the next round."""
+        room = MAX_ROUND_EVENTS - sum(len(unit.events) for unit in self._units.values())
         waiting: list[_Event] = []
         grouped: dict[str, list[_Event]] = defaultdict(list)
         for event in self._accepted:
-            (waiting if event.profile_id in self._units else grouped[event.profile_id]).append(event)
+            if event.profile_id in self._units:
+                waiting.append(event)
+                continue
+            events = grouped.get(event.profile_id)
+            if room <= 0 or (events is not None and len(events) >= MAX_UNIT_EVENTS):
+                waiting.append(event)
+                continue
+            grouped[event.profile_id].append(event)
+            room -= 1
         self._accepted = waiting
         for profile_id, events in grouped.items():
             self._units[profile_id] = _Unit(profile_id, events[-1].owner_id, events)
 
     async def _write_accepted(self) -> None:
+        """Write rounds back to back while each one is written in full and events wait."""
+        for _ in range(MAX_ROUNDS_PER_FLUSH):
+            if not await self._write_round() or not self._accepted:
+                return
+
+    async def _write_round(self) -> bool:
+        """One round: True when every unit in it was written (or parked)."""
         self._form_units()
         units = list(self._units.values())
         if not units:
-            return
+            return True
         try:
             await self._insert_events([unit for unit in units if not unit.inserted])
             ready = [unit for unit in units if unit.inserted]
@@ -322,6 +350,8 @@ class StatsWriter:
         except Exception as exc:
             # The store is down or did not answer: the units stay as they are (their ids make the retry exact).
             log.warning("stats write failed (%s); %d events kept for retry", describe_error(exc), self.pending)
+            return False
+        return not self._units
 
     async def _insert_events(self, units: list[_Unit]) -> None:
         """Insert the units' events; a unit is `inserted` once all of its events are stored."""

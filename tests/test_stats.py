@@ -207,3 +207,23 @@ async def test_one_claim_per_profile_dedups_within_a_batch_and_a_failing_claim_h
         view(server, "p2", n)
     await stats.flush()
     assert (await read_stats(db, "p2"))["views"] == 5
+
+
+async def test_a_backlog_is_written_in_bounded_rounds_in_one_flush(server):
+    """A queue longer than a round (a burst past what MongoDB takes, or what an outage left) is written in
+    rounds of at most a unit per profile, each unit at most MAX_UNIT_EVENTS: one unit of all of it had to fit
+    in one operation's timeout, and a unit that timed out was retried whole and never got smaller."""
+    db, stats = server.services.db, server.services.stats
+    p1_views = 2 * stats_module.MAX_UNIT_EVENTS + 500
+    for n in range(p1_views):
+        stats.record_view("p1", "u1", server.services.clock.now(), f"10.1.{n // 256}.{n % 256}", UA, None)
+    for n in range(300):
+        view(server, "p2", n)
+    await stats.flush()
+    assert stats.pending == 0
+    assert (await read_stats(db, "p1"))["views"] == p1_views
+    assert (await read_stats(db, "p2"))["views"] == 300
+    assert await events(server, "p1") == p1_views
+    p1_units = (await db.profile_stats.find_one({"_id": "p1"}))["applied"]
+    assert len(p1_units) == 3  # 1,000 + 1,000 + 500, one round each
+    assert len((await db.profile_stats.find_one({"_id": "p2"}))["applied"]) == 1
