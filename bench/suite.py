@@ -31,6 +31,7 @@ BENCHMARKS = {
     "contact": "bench.contact_bench",
     "pubsub": "bench.pubsub_ab",  # the hub's pub/sub client vs redis-py's PubSub (single Redis and cluster)
     "cluster": "bench.cluster_bench",  # SSE fan-out and views/s on a Redis Cluster vs one Redis
+    "cluster-views": "bench.cluster_views_ab",  # views/s on a cluster vs one Redis, both up, alternating bursts
     "claim": "bench.claim_ab",  # the per-view CPU of the view dedup claim on a Redis Cluster vs one Redis
     "durability": "bench.durability_bench",
     "attack": "bench.attack_bench",

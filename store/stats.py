@@ -66,7 +66,7 @@ DEDUP_SLICE = 500
 # rounds that each fit in the operation timeout. One unit of every waiting event timed out, was retried whole,
 # and grew no smaller: 50,000 views of one profile were never written (bench/cluster_views_ab.py, 2026-12-02).
 MAX_UNIT_EVENTS = 1_000
-MAX_ROUND_EVENTS = 4_000
+MAX_ROUND_EVENTS = 2_000
 MAX_ROUNDS_PER_FLUSH = 50  # rounds written back to back in one flush while each succeeds (the rest: next tick)
 MAX_PENDING = 200_000  # past this, oldest undeduplicated events are counted without dedup rather than dropped
 APPLIED_KEPT = 64  # unit ids kept per profile_stats document: one unit per profile and process is in flight
