@@ -1,8 +1,9 @@
 """The container image: scripts/image-test.sh builds both targets with podman and checks them end to end.
 
-CI (.ci/run) runs the script itself, before the suite, and leaves this test out; run here (the README's command),
-it finds the base, the build cache and the layers of an earlier run in the same work dir (.image-test) and
-mostly re-runs the checks (1-4 minutes). Skipped where rootful podman and apt are not to be had.
+CI (.ci/run) runs the README's test command, and with it this test. In a checkout that ran it before, it finds
+the base, the build cache and the layers of that run in the same work dir (.image-test) and mostly re-runs the
+checks (1-4 minutes); a clean clone makes the stand-in base and builds cold. Skipped where rootful podman and
+apt are not to be had.
 """
 
 from __future__ import annotations
