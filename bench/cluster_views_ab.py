@@ -22,12 +22,14 @@ shows there. Target (issue 15): no loss of view throughput, the median ratio >= 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pymongo
@@ -123,17 +125,13 @@ def burst(stack: Stack, name: str, port: int, workload: str, seconds: float, fir
     )
 
 
-def run(stack: Stack, quick: bool, rounds: int | None = None, seconds: float | None = None) -> BenchResult:
-    """bench/run entry point."""
+@contextlib.contextmanager
+def servers_on_both(stack: Stack, replicas: int = 1) -> Iterator[tuple[dict, str]]:
+    """`serve --processes 2` on the single Redis and on a 3+<replicas> cluster (its nodes on CPU 1), both up
+    at once: ({name: (proc, port)}, the cluster's shape); everything stopped on leaving."""
     sys.path.insert(0, str(ROOT / "tests"))
     from redis_topologies import RedisClusterTopology
 
-    rounds = rounds or (2 if quick else 12)
-    seconds = seconds or (2.0 if quick else 4.0)
-    for name, where in PROFILES.items():
-        stack.import_document(f"{name}-one", one_profile_document(*where["one"]))
-        stack.import_document(f"{name}-spread", spread_document(*where["spread"]))
-    replicas = int(os.environ.get("BENCH_CLUSTER_REPLICAS", "1"))  # 0: a diagnostic 3+0 cluster, as in cluster_bench
     cluster = RedisClusterTopology(stack.tmp / "cluster", replicas=replicas)
     try:
         cluster.start()
@@ -142,11 +140,11 @@ def run(stack: Stack, quick: bool, rounds: int | None = None, seconds: float | N
                 os.sched_setaffinity(node.proc.pid, {CLIENT_CPU})
         topologies = {
             "single": Topology(stack, "single", stack.redis_url),
-            "cluster": Topology(stack, "cluster", cluster.url, masters={}),  # {}: this bench publishes nothing
+            "cluster": Topology(stack, "cluster", cluster.url, masters={}),  # {}: these benches publish nothing
         }
         servers = {name: topology.serve() for name, topology in topologies.items()}
         try:
-            summary = {**measure(stack, servers, rounds, seconds), "shape": f"3+{3 * replicas} cluster"}
+            yield servers, f"3+{3 * replicas} cluster"
         finally:
             for proc, _ in servers.values():
                 stack.stop(proc)
@@ -154,6 +152,18 @@ def run(stack: Stack, quick: bool, rounds: int | None = None, seconds: float | N
                 topology.close()
     finally:
         cluster.stop()
+
+
+def run(stack: Stack, quick: bool, rounds: int | None = None, seconds: float | None = None) -> BenchResult:
+    """bench/run entry point."""
+    rounds = rounds or (2 if quick else 12)
+    seconds = seconds or (2.0 if quick else 4.0)
+    for name, where in PROFILES.items():
+        stack.import_document(f"{name}-one", one_profile_document(*where["one"]))
+        stack.import_document(f"{name}-spread", spread_document(*where["spread"]))
+    replicas = int(os.environ.get("BENCH_CLUSTER_REPLICAS", "1"))  # 0: a diagnostic 3+0 cluster, as in cluster_bench
+    with servers_on_both(stack, replicas) as (servers, shape):
+        summary = {**measure(stack, servers, rounds, seconds), "shape": shape}
     return as_result(summary)
 
 

@@ -12,16 +12,14 @@ share of samples in redis-py, in store/stats.py and in the page handler (raw sta
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.cluster_bench import Topology
-from bench.cluster_views_ab import IPS_PER_BURST, PROFILES, burst, one_profile_document
-from bench.harness import CLIENT_CPU, ROOT, Stack, need_tool
+from bench.cluster_views_ab import IPS_PER_BURST, PROFILES, burst, one_profile_document, servers_on_both
+from bench.harness import Stack, need_tool
 
 SHARES = {"redis-py": "(redis/", "store/stats.py": "store/stats.py", "handlers/page.py": "handlers/page.py"}
 
@@ -41,6 +39,12 @@ def shares(files: list[Path]) -> tuple[int, dict[str, float]]:
     return total, {name: hit / max(1, total) for name, hit in hits.items()}
 
 
+def record(py_spy: str, pid: str, seconds: int, path: Path) -> subprocess.Popen:
+    """py-spy sampling one worker at 200 Hz for `seconds`, raw stacks to `path`, without pausing it."""
+    argv = [py_spy, "record", "-p", pid, "-d", str(seconds), "-r", "200", "-f", "raw", "-o", str(path)]
+    return subprocess.Popen([*argv, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=12)
@@ -48,24 +52,11 @@ def main() -> int:
     args = parser.parse_args()
     beside_python = Path(sys.executable).with_name("py-spy")  # the venv's, when bench/setup installed it there
     py_spy = str(beside_python) if beside_python.exists() else need_tool("py-spy", "pip install py-spy")
-    sys.path.insert(0, str(ROOT / "tests"))
-    from redis_topologies import RedisClusterTopology
-
     args.out.mkdir(parents=True, exist_ok=True)
     with Stack() as stack:
         for name, where in PROFILES.items():
             stack.import_document(f"{name}-one", one_profile_document(*where["one"]))
-        cluster = RedisClusterTopology(stack.tmp / "cluster", replicas=1)
-        try:
-            cluster.start()
-            if (os.cpu_count() or 1) > 1:
-                for node in cluster.nodes:
-                    os.sched_setaffinity(node.proc.pid, {CLIENT_CPU})
-            topologies = {
-                "single": Topology(stack, "single", stack.redis_url),
-                "cluster": Topology(stack, "cluster", cluster.url, masters={}),
-            }
-            servers = {name: topology.serve() for name, topology in topologies.items()}
+        with servers_on_both(stack) as (servers, _):
             ip = 0
             for _ in range(2):
                 for name, (_, port) in servers.items():
@@ -74,28 +65,7 @@ def main() -> int:
             for name, (proc, port) in servers.items():
                 workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
                 files = [args.out / f"{name}-{pid}.txt" for pid in workers]
-                spies = [
-                    subprocess.Popen(
-                        [
-                            py_spy,
-                            "record",
-                            "-p",
-                            pid,
-                            "-d",
-                            str(args.seconds + 2),
-                            "-r",
-                            "200",
-                            "-f",
-                            "raw",
-                            "-o",
-                            str(path),
-                            "--nonblocking",
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                    for pid, path in zip(workers, files, strict=True)
-                ]
+                spies = [record(py_spy, pid, args.seconds + 2, path) for pid, path in zip(workers, files, strict=True)]
                 time.sleep(1)
                 ip += 1
                 result = burst(stack, name, port, "one", args.seconds, ip * IPS_PER_BURST)
@@ -104,12 +74,6 @@ def main() -> int:
                 total, share = shares(files)
                 parts = ", ".join(f"{key} {value:.2%}" for key, value in share.items())
                 print(f"{name}: {result['req_per_s']:.0f} views/s; {total} samples; {parts}", flush=True)
-            for proc, _ in servers.values():
-                stack.stop(proc)
-            for topology in topologies.values():
-                topology.close()
-        finally:
-            cluster.stop()
     print(f"raw stacks: {args.out}")
     return 0
 
