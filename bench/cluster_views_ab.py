@@ -102,13 +102,12 @@ def one_profile_document(profile_id: str, host: str) -> dict:
     return doc
 
 
-def recorded_views(stack: Stack, name: str, workload: str) -> int:
+def recorded_views(mongo: pymongo.MongoClient, name: str, workload: str) -> int:
     """Views written to MongoDB for the topology's profiles of one workload."""
     profile_id, _ = PROFILES[name]["one"]
     spread_prefix, _ = PROFILES[name]["spread"]
     query = {"_id": profile_id} if workload == "one" else {"_id": {"$regex": f"^{spread_prefix}[0-9]"}}
-    with pymongo.MongoClient(stack.mongo_uri) as client:
-        return sum(int(doc.get("views", 0)) for doc in client["bench"]["profile_stats"].find(query, {"views": 1}))
+    return sum(int(doc.get("views", 0)) for doc in mongo["bench"]["profile_stats"].find(query, {"views": 1}))
 
 
 def burst(stack: Stack, name: str, port: int, workload: str, seconds: float, first_ip: int) -> dict:
@@ -162,8 +161,9 @@ def run(stack: Stack, quick: bool, rounds: int | None = None, seconds: float | N
         stack.import_document(f"{name}-one", one_profile_document(*where["one"]))
         stack.import_document(f"{name}-spread", spread_document(*where["spread"]))
     replicas = int(os.environ.get("BENCH_CLUSTER_REPLICAS", "1"))  # 0: a diagnostic 3+0 cluster, as in cluster_bench
-    with servers_on_both(stack, replicas) as (servers, shape):
-        summary = {**measure(stack, servers, rounds, seconds), "shape": shape}
+    # One client for the whole run: the views are polled four times a second between bursts.
+    with servers_on_both(stack, replicas) as (servers, shape), pymongo.MongoClient(stack.mongo_uri) as mongo:
+        summary = {**measure(stack, mongo, servers, rounds, seconds), "shape": shape}
     return as_result(summary)
 
 
@@ -198,19 +198,19 @@ def as_result(summary: dict) -> BenchResult:
     return result
 
 
-def measure(stack: Stack, servers: dict, rounds: int, seconds: float) -> dict:
+def measure(stack: Stack, mongo: pymongo.MongoClient, servers: dict, rounds: int, seconds: float) -> dict:
     requests = {(name, w): 0 for name in servers for w in ("one", "spread")}
     errors = {(name, w): 0 for name in servers for w in ("one", "spread")}
     measured = dict(errors)  # the rounds' requests (the warm-up's count for the views, not for the rates)
     elapsed = {key: 0.0 for key in errors}
-    before = {(name, w): recorded_views(stack, name, w) for name in servers for w in ("one", "spread")}
+    before = {(name, w): recorded_views(mongo, name, w) for name in servers for w in ("one", "spread")}
     ip = 0  # the bursts so far: each gets its own block of visitor addresses
     for name, (_, port) in servers.items():  # warm both up: profile caches, claim scripts loaded
         for workload in ("one", "spread"):
             ip += 1
             warm = burst(stack, name, port, workload, 1, first_ip=ip * IPS_PER_BURST)
             requests[(name, workload)] += warm["requests"]
-            wait_for_views(stack, requests, before)
+            wait_for_views(mongo, requests, before)
     ratios: dict[str, list[float]] = {"one": [], "spread": []}
     cpu_ratios: dict[str, list[float]] = {"one": [], "spread": []}
     rows = []
@@ -227,7 +227,7 @@ def measure(stack: Stack, servers: dict, rounds: int, seconds: float) -> dict:
                 # The burst's views written before the next burst: the embedded MongoDB writes fewer views per
                 # second than a burst makes, and a backlog drained during the other server's burst made the
                 # per-round ratios swing 0.6-1.3x. The CPU counted is the burst's and its views' writing.
-                wait_for_views(stack, requests, before)
+                wait_for_views(mongo, requests, before)
                 cpu_ms[name] = 1000 * (workers_cpu(proc) - cpu_before) / max(1, result["requests"])
                 rate[name] = result["req_per_s"]
                 measured[(name, workload)] += result["requests"]
@@ -245,7 +245,7 @@ def measure(stack: Stack, servers: dict, rounds: int, seconds: float) -> dict:
     failed = {f"{name} {workload}": count for (name, workload), count in errors.items() if count}
     if failed:  # a 404 or 503 is cheaper than a view: a rate that counts them measures something else
         raise BenchError(f"answers other than 200 during the bursts: {failed}")
-    written = wait_for_views(stack, requests, before, say=True)
+    written = wait_for_views(mongo, requests, before, say=True)
     workloads = {}
     for workload in ("one", "spread"):
         workloads[workload] = {
@@ -262,13 +262,13 @@ def measure(stack: Stack, servers: dict, rounds: int, seconds: float) -> dict:
     return {"rounds": rounds, "seconds": seconds, "rows": rows, "workloads": workloads}
 
 
-def wait_for_views(stack: Stack, requests: dict, before: dict, say: bool = False) -> dict:
+def wait_for_views(mongo: pymongo.MongoClient, requests: dict, before: dict, say: bool = False) -> dict:
     """Views written since the start, once every request's view is in, or the count has not moved for 20 s
     (a failed MongoDB write is retried a few seconds later: a shorter wait would read that as a loss)."""
     started = time.monotonic()
     last, still_since = None, started
     while True:
-        now = {key: recorded_views(stack, *key) - before[key] for key in requests}
+        now = {key: recorded_views(mongo, *key) - before[key] for key in requests}
         if all(now[key] >= requests[key] for key in requests):
             return now
         if now != last:
