@@ -84,7 +84,6 @@ async def test_player_streams_through_the_proxy_and_plays_in_chromium(make_serve
                 " && document.querySelector('button.track-play').getAttribute('aria-label') === 'Play Song <b>'",
                 timeout=5_000,
             )
-            assert await play.get_attribute("aria-label") == "Play Song <b>"
             src = await page.evaluate("() => document.querySelector('.track audio').currentSrc")
             assert src == f"http://alice.hep.gg:{server.port}/api/v1/profiles/p1/music/USRC17607839"
         finally:
