@@ -5,7 +5,7 @@
 `StatsWriter._form_units` runs synchronously once per write round, up to MAX_ROUNDS_PER_FLUSH rounds a flush.
 This fills the accepted queue with 200,000 views (all of one profile, then spread over 1,000 profiles) and
 times 20 successive round formations with the garbage collector off (it would add its own pauses whatever
-the code does): median and slowest, in ms. Before the scan was bounded (MAX_ROUND_SCAN) each took 83 ms.
+the code does): median and slowest, in ms. Before the scan was bounded (MAX_ROUND_SCAN, d81637c) the medians were 30-50 ms; since, 10-17 ms.
 """
 
 from __future__ import annotations

@@ -308,7 +308,8 @@ class StatsWriter:
         """Group accepted events into a unit per profile that has none in flight, in recorded order, within a
         round's bounds (MAX_UNIT_EVENTS a unit, MAX_ROUND_EVENTS with the units already in flight); the rest
         wait for the next round. At most MAX_ROUND_SCAN events are looked at: this runs on the event loop once
-        per round: a scan of a whole 200,000-event backlog took 83 ms every round; this takes 7-12 ms."""
+        per round: a scan of a whole 200,000-event backlog took 30-50 ms every round, this 10-17 ms (medians,
+        `python -m bench.stats_rounds`)."""
         room = MAX_ROUND_EVENTS - sum(len(unit.events) for unit in self._units.values())
         waiting: list[_Event] = []
         grouped: dict[str, list[_Event]] = defaultdict(list)
