@@ -11,6 +11,9 @@ After each burst the bench waits until its views are written (the embedded Mongo
 second than a burst makes): a backlog left to drain under the next burst made the ratios swing 0.6-1.3x.
 A burst's CPU per view counts the workers' CPU from its start to its last view written.
 BENCH_CLUSTER_REPLICAS=0 is a diagnostic, as in bench/cluster_bench.py: a 3+0 cluster, whose figures say so.
+BENCH_CLUSTER_VIEWS_AA=1 is the A/A diagnostic: the "cluster" side on a second single Redis, the cluster idle
+beside it; its ratios are the bench's own bias and noise (docs/redis.md: 1.02x and 1.04x pooled, 2026-12-02).
+Each burst also records its side's Redis CPU per view and how busy CPU 1 (wrk, MongoDB, Redis) was.
 
 Each round measures both workloads of the cluster bench: one profile (one claim script per flush) and 100
 profiles in turn (a claim per profile, on every master), a new visitor per request. Printed per round, then
@@ -27,9 +30,11 @@ import copy
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pymongo
@@ -124,10 +129,21 @@ def burst(stack: Stack, name: str, port: int, workload: str, seconds: float, fir
     )
 
 
+@dataclass
+class Sides:
+    """Both servers of a run: {name: (serve process, port)}, each side's Redis processes, the run's shape."""
+
+    servers: dict[str, tuple[subprocess.Popen, int]]
+    redis_pids: dict[str, list[int]]
+    shape: str
+
+
 @contextlib.contextmanager
-def servers_on_both(stack: Stack, replicas: int = 1) -> Iterator[tuple[dict, str]]:
+def servers_on_both(stack: Stack, replicas: int = 1, same: bool = False) -> Iterator[Sides]:
     """`serve --processes 2` on the single Redis and on a 3+<replicas> cluster (its nodes on CPU 1), both up
-    at once: ({name: (proc, port)}, the cluster's shape); everything stopped on leaving."""
+    at once; everything stopped on leaving. `same` (BENCH_CLUSTER_VIEWS_AA=1) is the A/A diagnostic: the
+    side named "cluster" runs on a second single Redis, the cluster idle beside it, so that what CPU 1 holds
+    is the same and a ratio away from 1 is the bench's own bias or noise."""
     sys.path.insert(0, str(ROOT / "tests"))
     from redis_topologies import RedisClusterTopology
 
@@ -137,13 +153,22 @@ def servers_on_both(stack: Stack, replicas: int = 1) -> Iterator[tuple[dict, str
         if (os.cpu_count() or 1) > 1:
             for node in cluster.nodes:
                 os.sched_setaffinity(node.proc.pid, {CLIENT_CPU})
+        single_url = stack.redis_url
+        single_pids = [proc.pid for name, proc in stack.procs if name == "redis"]
+        if same:
+            second_url, second = stack.start_redis("redis-b")
+            cluster_side, cluster_pids = second_url, [second.pid]
+            shape = f"A/A: two single Redis, the 3+{3 * replicas} cluster idle beside them"
+        else:
+            cluster_side, cluster_pids = cluster.url, [node.proc.pid for node in cluster.nodes]
+            shape = f"3+{3 * replicas} cluster"
         topologies = {
-            "single": Topology(stack, "single", stack.redis_url),
-            "cluster": Topology(stack, "cluster", cluster.url, masters={}),  # {}: these benches publish nothing
+            "single": Topology(stack, "single", single_url),
+            "cluster": Topology(stack, "cluster", cluster_side, masters=None if same else {}),  # {}: nothing published
         }
         servers = {name: topology.serve() for name, topology in topologies.items()}
         try:
-            yield servers, f"3+{3 * replicas} cluster"
+            yield Sides(servers, {"single": single_pids, "cluster": cluster_pids}, shape)
         finally:
             for proc, _ in servers.values():
                 stack.stop(proc)
@@ -151,6 +176,23 @@ def servers_on_both(stack: Stack, replicas: int = 1) -> Iterator[tuple[dict, str
                 topology.close()
     finally:
         cluster.stop()
+
+
+def processes_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += cpu_seconds(pid)
+    return total
+
+
+def cpu_busy_ticks(cpu: int) -> tuple[int, int]:
+    """(busy, total) clock ticks of one CPU since boot, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            fields = [int(x) for x in line.split()[1:]]
+            return sum(fields[:8]) - fields[3] - fields[4], sum(fields[:8])
+    return 0, 1
 
 
 def run(stack: Stack, quick: bool, rounds: int | None = None, seconds: float | None = None) -> BenchResult:
@@ -161,9 +203,10 @@ def run(stack: Stack, quick: bool, rounds: int | None = None, seconds: float | N
         stack.import_document(f"{name}-one", one_profile_document(*where["one"]))
         stack.import_document(f"{name}-spread", spread_document(*where["spread"]))
     replicas = int(os.environ.get("BENCH_CLUSTER_REPLICAS", "1"))  # 0: a diagnostic 3+0 cluster, as in cluster_bench
+    same = os.environ.get("BENCH_CLUSTER_VIEWS_AA") == "1"
     # One client for the whole run: the views are polled four times a second between bursts.
-    with servers_on_both(stack, replicas) as (servers, shape), pymongo.MongoClient(stack.mongo_uri) as mongo:
-        summary = {**measure(stack, mongo, servers, rounds, seconds), "shape": shape}
+    with servers_on_both(stack, replicas, same) as sides, pymongo.MongoClient(stack.mongo_uri) as mongo:
+        summary = {**measure(stack, mongo, sides, rounds, seconds), "shape": sides.shape}
     return as_result(summary)
 
 
@@ -179,7 +222,9 @@ def as_result(summary: dict) -> BenchResult:
             f"median per-round ratio {w['median_ratio']:.3f} (range {w['min_ratio']:.3f}-{w['max_ratio']:.3f},"
             f" {w['rounds_at_or_above_1']} of {summary['rounds']} rounds >= 1); views written short of requests:"
             f" single {max(0, lost['single'])}, cluster {max(0, lost['cluster'])}; CPU per view ratio"
-            f" {w['median_cpu_ratio']:.3f}"
+            f" {w['median_cpu_ratio']:.3f}; Redis CPU per view single {w['redis_cpu_ms_per_view']['single']:.4f} ms,"
+            f" cluster {w['redis_cpu_ms_per_view']['cluster']:.4f} ms; CPU 1 busy during the bursts single"
+            f" {w['cpu1_busy']['single']:.0%}, cluster {w['cpu1_busy']['cluster']:.0%}"
         )
         size = f"c=32, a new visitor per request, {label}, 2 processes each, {summary['rounds']} alternating rounds"
         result.figures.append(
@@ -198,7 +243,8 @@ def as_result(summary: dict) -> BenchResult:
     return result
 
 
-def measure(stack: Stack, mongo: pymongo.MongoClient, servers: dict, rounds: int, seconds: float) -> dict:
+def measure(stack: Stack, mongo: pymongo.MongoClient, sides: Sides, rounds: int, seconds: float) -> dict:
+    servers = sides.servers
     requests = {(name, w): 0 for name in servers for w in ("one", "spread")}
     errors = {(name, w): 0 for name in servers for w in ("one", "spread")}
     measured = dict(errors)  # the rounds' requests (the warm-up's count for the views, not for the rates)
@@ -213,6 +259,9 @@ def measure(stack: Stack, mongo: pymongo.MongoClient, servers: dict, rounds: int
             wait_for_views(mongo, requests, before)
     ratios: dict[str, list[float]] = {"one": [], "spread": []}
     cpu_ratios: dict[str, list[float]] = {"one": [], "spread": []}
+    # Where the difference could come from besides the workers: CPU 1 (wrk, SecantusDB, the Redis processes).
+    redis_ms: dict[tuple[str, str], list[float]] = {key: [] for key in errors}
+    cpu1_busy: dict[tuple[str, str], list[float]] = {key: [] for key in errors}
     rows = []
     for round_no in range(rounds):
         order = ["single", "cluster"] if round_no % 2 == 0 else ["cluster", "single"]
@@ -222,7 +271,15 @@ def measure(stack: Stack, mongo: pymongo.MongoClient, servers: dict, rounds: int
                 proc, port = servers[name]
                 ip += 1
                 cpu_before = workers_cpu(proc)
+                redis_before, cpu1_before = processes_cpu(sides.redis_pids[name]), cpu_busy_ticks(CLIENT_CPU)
                 result = burst(stack, name, port, workload, seconds, first_ip=ip * IPS_PER_BURST)
+                cpu1_after = cpu_busy_ticks(CLIENT_CPU)
+                redis_ms[(name, workload)].append(
+                    1000 * (processes_cpu(sides.redis_pids[name]) - redis_before) / max(1, result["requests"])
+                )
+                cpu1_busy[(name, workload)].append(
+                    (cpu1_after[0] - cpu1_before[0]) / max(1, cpu1_after[1] - cpu1_before[1])
+                )
                 requests[(name, workload)] += result["requests"]
                 # The burst's views written before the next burst: the embedded MongoDB writes fewer views per
                 # second than a burst makes, and a backlog drained during the other server's burst made the
@@ -258,6 +315,10 @@ def measure(stack: Stack, mongo: pymongo.MongoClient, servers: dict, rounds: int
             "pooled_req_s": {name: measured[(name, workload)] / elapsed[(name, workload)] for name in servers},
             "errors": {name: errors[(name, workload)] for name in servers},
             "views_written": {name: written[(name, workload)] for name in servers},
+            # The burst's own Redis processes' CPU per view (not its views' later writing), and how busy CPU 1
+            # was during the burst: the medians over the rounds.
+            "redis_cpu_ms_per_view": {name: statistics.median(redis_ms[(name, workload)]) for name in servers},
+            "cpu1_busy": {name: statistics.median(cpu1_busy[(name, workload)]) for name in servers},
         }
     return {"rounds": rounds, "seconds": seconds, "rows": rows, "workloads": workloads}
 

