@@ -55,11 +55,36 @@ pytest_plugins = ["contact_fakes", "private_stores", "music_upstream", "redis_to
 redis.utils.get_lib_version = functools.cache(redis.utils.get_lib_version)
 
 
+# The files whose tests take longest, longest first (seconds of their slowest tests, `--durations` of the README's
+# command, 2026-12-02). `--dist loadfile` hands files to the workers in collection order (with
+# `--no-loadscope-reorder`, setup.cfg): the image build, the soak and the rehearsal, one test each, had come last
+# and ran after everything else, one or two at a time. Started first, they run beside the many short files
+# instead. A file not named here keeps its place.
+LONGEST_FIRST = (
+    "test_image.py",  # 163 s: builds and checks the container image
+    "test_page_quality.py",  # 128 s: axe and Lighthouse in Chromium
+    "test_soak.py",  # 99 s
+    "test_rehearsal.py",  # 95 s
+    "test_page_options.py",  # 71 s
+    "test_change_stream_idle.py",  # 62 s: a minute idle is what it tests
+    "test_redis_cluster.py",
+    "test_contact_credits.py",
+    "test_redis_sentinel.py",
+    "test_embedded_stores.py",
+    "test_faults.py",
+    "test_cli.py",
+    "test_xss_browser.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A browser test is a slow one too: `-m "not slow"` is the quick tier without further flags."""
+    """A browser test is a slow one too: `-m "not slow"` is the quick tier without further flags. The longest
+    files go first (LONGEST_FIRST)."""
     for item in items:
         if item.get_closest_marker("browser") and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 @dataclass
