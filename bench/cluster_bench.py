@@ -59,10 +59,10 @@ class Topology:
         client = self.clients[None if self.route is None else self.route[key_slot(channel.encode())]]
         client.execute_command(self.command, channel, data)
 
-    def serve(self):
+    def serve(self, processes: int = 2):
         return self.stack.hepgg(
             "--processes",
-            "2",
+            str(processes),
             "--redis-url",
             self.url,
             "--trusted-proxies",

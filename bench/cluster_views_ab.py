@@ -14,6 +14,8 @@ BENCH_CLUSTER_REPLICAS=0 is a diagnostic, as in bench/cluster_bench.py: a 3+0 cl
 BENCH_CLUSTER_VIEWS_AA=1 is the A/A diagnostic: the "cluster" side on a second single Redis, the cluster idle
 beside it; its ratios are the bench's own bias and noise (docs/redis.md: 1.02x and 1.04x pooled, 2026-12-02).
 Each burst also records its side's Redis CPU per view and how busy CPU 1 (wrk, MongoDB, Redis) was.
+BENCH_VIEWS_PROCESSES=1 runs each server with one process: with two on CPU 0, which worker accepts a burst's
+connections is drawn at random and moves the burst's rate by 15-40 % (each burst's busiest worker share is recorded).
 
 Each round measures both workloads of the cluster bench: one profile (one claim script per flush) and 100
 profiles in turn (a claim per profile, on every master), a new visitor per request. Printed per round, then
@@ -33,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +57,7 @@ PROFILES = {
 }
 # unique_ip_lua counts 10.x.y.z addresses (2**24): each burst its own block, so no view is a repeat visit.
 IPS_PER_BURST = 60_000
+ONE_WORKER = 0.75  # a burst whose busiest worker spent this share of the workers' CPU was served by that one
 
 
 def spread_lua(host_prefix: str) -> str:
@@ -88,16 +92,19 @@ def spread_document(id_prefix: str, host_prefix: str) -> dict:
     }
 
 
-def workers_cpu(proc) -> float:
-    """CPU seconds of `serve`'s worker processes (the parent's children), whose work is what we measure."""
+def workers_cpu(proc, processes: int) -> dict[int, float]:
+    """CPU seconds of each of `serve`'s worker processes, whose work is what we measure: the parent's children,
+    or with one process the parent itself (its children are then the OG render processes)."""
+    if processes == 1:
+        return {proc.pid: processes_cpu([proc.pid])}
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-    total = 0.0
-    for pid in children:
-        try:
-            total += cpu_seconds(int(pid))
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
+    return {int(pid): processes_cpu([int(pid)]) for pid in children}
+
+
+def busiest_share(before: dict[int, float], after: dict[int, float]) -> float:
+    """The busiest worker's share of the workers' CPU between two readings (0.5: even over two workers)."""
+    spent = [after[pid] - before.get(pid, 0.0) for pid in after]
+    return max(spent) / max(1e-9, sum(spent))
 
 
 def one_profile_document(profile_id: str, host: str) -> dict:
@@ -136,6 +143,7 @@ class Sides:
     servers: dict[str, tuple[subprocess.Popen, int]]
     redis_pids: dict[str, list[int]]
     shape: str
+    processes: int
 
 
 @contextlib.contextmanager
@@ -166,9 +174,11 @@ def servers_on_both(stack: Stack, replicas: int = 1, same: bool = False) -> Iter
             "single": Topology(stack, "single", single_url),
             "cluster": Topology(stack, "cluster", cluster_side, masters=None if same else {}),  # {}: nothing published
         }
-        servers = {name: topology.serve() for name, topology in topologies.items()}
+        # BENCH_VIEWS_PROCESSES=1: one worker per server (diagnostic: no accept balance to draw, see ONE_WORKER).
+        processes = int(os.environ.get("BENCH_VIEWS_PROCESSES", "2"))
+        servers = {name: topology.serve(processes) for name, topology in topologies.items()}
         try:
-            yield Sides(servers, {"single": single_pids, "cluster": cluster_pids}, shape)
+            yield Sides(servers, {"single": single_pids, "cluster": cluster_pids}, shape, processes)
         finally:
             for proc, _ in servers.values():
                 stack.stop(proc)
@@ -206,7 +216,7 @@ def run(stack: Stack, quick: bool, rounds: int | None = None, seconds: float | N
     same = os.environ.get("BENCH_CLUSTER_VIEWS_AA") == "1"
     # One client for the whole run: the views are polled four times a second between bursts.
     with servers_on_both(stack, replicas, same) as sides, pymongo.MongoClient(stack.mongo_uri) as mongo:
-        summary = {**measure(stack, mongo, sides, rounds, seconds), "shape": sides.shape}
+        summary = {**measure(stack, mongo, sides, rounds, seconds), "shape": sides.shape, "processes": sides.processes}
     return as_result(summary)
 
 
@@ -218,15 +228,19 @@ def as_result(summary: dict) -> BenchResult:
     for workload, label in (("one", "one profile"), ("spread", f"over {SPREAD_PROFILES} profiles")):
         w = summary["workloads"][workload]
         lost = {name: w["requests"][name] - w["views_written"][name] for name in w["requests"]}
+        matched = w["balance_matched_ratios"]
+        matched_median = f"{statistics.median(matched):.3f}" if matched else "-"
         note = (
             f"median per-round ratio {w['median_ratio']:.3f} (range {w['min_ratio']:.3f}-{w['max_ratio']:.3f},"
             f" {w['rounds_at_or_above_1']} of {summary['rounds']} rounds >= 1); views written short of requests:"
             f" single {max(0, lost['single'])}, cluster {max(0, lost['cluster'])}; CPU per view ratio"
             f" {w['median_cpu_ratio']:.3f}; Redis CPU per view single {w['redis_cpu_ms_per_view']['single']:.4f} ms,"
             f" cluster {w['redis_cpu_ms_per_view']['cluster']:.4f} ms; CPU 1 busy during the bursts single"
-            f" {w['cpu1_busy']['single']:.0%}, cluster {w['cpu1_busy']['cluster']:.0%}"
+            f" {w['cpu1_busy']['single']:.0%}, cluster {w['cpu1_busy']['cluster']:.0%}; rounds whose bursts were"
+            f" served alike (one worker each, or split): {len(matched)}, median ratio {matched_median}"
         )
-        size = f"c=32, a new visitor per request, {label}, 2 processes each, {summary['rounds']} alternating rounds"
+        processes = summary["processes"]
+        size = f"c=32, a new visitor per request, {label}, {processes} processes each, {summary['rounds']} alternating rounds"
         result.figures.append(
             Figure(
                 "cluster-views",
@@ -262,6 +276,11 @@ def measure(stack: Stack, mongo: pymongo.MongoClient, sides: Sides, rounds: int,
     # Where the difference could come from besides the workers: CPU 1 (wrk, SecantusDB, the Redis processes).
     redis_ms: dict[tuple[str, str], list[float]] = {key: [] for key in errors}
     cpu1_busy: dict[tuple[str, str], list[float]] = {key: [] for key in errors}
+    # `serve`'s workers share one listening socket, and both are on CPU 0: the one that runs first accepts a
+    # burst's 32 connections (and serves the burst alone) or they split them, at random; the rates differ.
+    busiest: dict[tuple[str, str], list[float]] = {key: [] for key in errors}
+    matched: dict[str, list[float]] = {"one": [], "spread": []}
+    by_balance: dict[tuple[str, str, bool], list[float]] = defaultdict(list)
     rows = []
     for round_no in range(rounds):
         order = ["single", "cluster"] if round_no % 2 == 0 else ["cluster", "single"]
@@ -270,7 +289,7 @@ def measure(stack: Stack, mongo: pymongo.MongoClient, sides: Sides, rounds: int,
             for name in order:
                 proc, port = servers[name]
                 ip += 1
-                cpu_before = workers_cpu(proc)
+                workers_before = workers_cpu(proc, sides.processes)
                 redis_before, cpu1_before = processes_cpu(sides.redis_pids[name]), cpu_busy_ticks(CLIENT_CPU)
                 result = burst(stack, name, port, workload, seconds, first_ip=ip * IPS_PER_BURST)
                 cpu1_after = cpu_busy_ticks(CLIENT_CPU)
@@ -285,18 +304,27 @@ def measure(stack: Stack, mongo: pymongo.MongoClient, sides: Sides, rounds: int,
                 # second than a burst makes, and a backlog drained during the other server's burst made the
                 # per-round ratios swing 0.6-1.3x. The CPU counted is the burst's and its views' writing.
                 wait_for_views(mongo, requests, before)
-                cpu_ms[name] = 1000 * (workers_cpu(proc) - cpu_before) / max(1, result["requests"])
+                workers_after = workers_cpu(proc, sides.processes)
+                spent = sum(workers_after.values()) - sum(workers_before.values())
+                cpu_ms[name] = 1000 * spent / max(1, result["requests"])
+                busiest[(name, workload)].append(busiest_share(workers_before, workers_after))
                 rate[name] = result["req_per_s"]
                 measured[(name, workload)] += result["requests"]
                 elapsed[(name, workload)] += result["duration_us"] / 1e6
                 errors[(name, workload)] += result["status_errors"] + result["read_errors"] + result["timeouts"]
             ratios[workload].append(rate["cluster"] / rate["single"])
+            balance = {name: busiest[(name, workload)][-1] >= ONE_WORKER for name in order}
+            if balance["single"] == balance["cluster"]:  # both bursts served alike: one worker each, or split
+                matched[workload].append(rate["cluster"] / rate["single"])
+            for name in order:
+                by_balance[(name, workload, balance[name])].append(rate[name])
             cpu_ratios[workload].append(cpu_ms["cluster"] / cpu_ms["single"])
             rows.append({"round": round_no + 1, "workload": workload, "req_s": rate, "cpu_ms_per_view": cpu_ms})
             print(
                 f"   round {round_no + 1} {workload:6}: single {rate['single']:.0f}/s, cluster {rate['cluster']:.0f}/s,"
                 f" ratio {ratios[workload][-1]:.3f}; CPU per view single {cpu_ms['single']:.3f} ms,"
-                f" cluster {cpu_ms['cluster']:.3f} ms",
+                f" cluster {cpu_ms['cluster']:.3f} ms; busiest worker's CPU share single"
+                f" {busiest[('single', workload)][-1]:.2f}, cluster {busiest[('cluster', workload)][-1]:.2f}",
                 flush=True,
             )
     failed = {f"{name} {workload}": count for (name, workload), count in errors.items() if count}
@@ -319,6 +347,15 @@ def measure(stack: Stack, mongo: pymongo.MongoClient, sides: Sides, rounds: int,
             # was during the burst: the medians over the rounds.
             "redis_cpu_ms_per_view": {name: statistics.median(redis_ms[(name, workload)]) for name in servers},
             "cpu1_busy": {name: statistics.median(cpu1_busy[(name, workload)]) for name in servers},
+            "busiest_worker_share": {name: busiest[(name, workload)] for name in servers},
+            # The rounds whose two bursts were served alike, and the mean burst rate of each side by how it was
+            # served: the accept's draw, not the topology, is what these separate.
+            "balance_matched_ratios": matched[workload],
+            "mean_rate_by_balance": {
+                f"{name} {'one worker' if alone else 'split'}": statistics.mean(rates)
+                for (name, kind, alone), rates in sorted(by_balance.items())
+                if kind == workload
+            },
         }
     return {"rounds": rounds, "seconds": seconds, "rows": rows, "workloads": workloads}
 
