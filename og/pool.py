@@ -22,6 +22,8 @@ from render.og_fonts import FontTables, font_tables
 
 log = logging.getLogger("hepgg.og")
 
+WARM_SECONDS = 30.0  # a process spawns in 1-2 s on a busy 2-core machine; warm() gives up (and says so) after this
+
 
 class RenderPool:
     def __init__(self, size: int, timeout: float = 10.0, fonts: FontTables | None = None):
@@ -45,11 +47,24 @@ class RenderPool:
             return self._executor
 
     async def warm(self, sample: CardInput) -> list[int]:
-        """Spawn every worker and render one card in each, so the first visitor waits for nobody."""
+        """Spawn every worker and render one card in each, so the first visitor waits for nobody.
+
+        One card per process is not enough: a process that is up renders the next card too while another is
+        still starting (a spawn imports everything again), and that one would then face its first visitor cold
+        (CI caught a warmed pool with a process that had not yet run `worker.init`). So cards are sent in
+        rounds until every process has rendered one, for at most WARM_SECONDS."""
         executor = await self._ready()
         loop = asyncio.get_running_loop()
-        pids = await asyncio.gather(*(loop.run_in_executor(executor, worker.warm, sample) for _ in range(self.size)))
-        return sorted(set(pids))
+        deadline = loop.time() + WARM_SECONDS
+        warmed: set[int] = set()
+        while True:
+            rounds = (loop.run_in_executor(executor, worker.warm, sample) for _ in range(self.size))
+            warmed.update(await asyncio.gather(*rounds))
+            if len(warmed) >= self.size:
+                return sorted(warmed)
+            if loop.time() >= deadline:
+                log.warning("%d of %d render processes warmed in %.0fs", len(warmed), self.size, WARM_SECONDS)
+                return sorted(warmed)
 
     def pids(self) -> list[int]:
         """The worker processes running now (none before the first render or `warm()`)."""

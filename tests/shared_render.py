@@ -67,3 +67,16 @@ def shared_render_processes():
     executor, _Session.executor = _Session.executor, None
     if executor is not None:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def late_second_init(started, fonts: FontTables | None) -> None:
+    """A render process's init in which the second process to start takes 1.5 s longer (test_og's warm-up test):
+    the first renders every card sent meanwhile."""
+    import time
+
+    with started.get_lock():
+        order = started.value
+        started.value += 1
+    if order == 1:
+        time.sleep(1.5)
+    worker.init(fonts)

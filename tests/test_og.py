@@ -279,11 +279,42 @@ async def test_warm_starts_every_process_as_serve_does(make_config):
     try:
         pids = server.services.og.pool.pids()
         assert len(pids) == 2
+        # Each has rendered its card: warm() does not return while one is still starting (its init not yet run).
         # Below the server's priority: a card waits, a page visitor does not (og/worker.py).
         ours = os.getpriority(os.PRIO_PROCESS, 0)
         assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [min(19, ours + worker.NICENESS)] * 2
     finally:
         await stop_test_server(server)
+
+
+@pytest.mark.slow  # spawns render processes
+async def test_warm_waits_for_a_process_that_starts_late():
+    """One card per process is not enough when one process starts late: the first renders both cards, and
+    the late one would meet its first visitor cold. warm() returns once each has rendered one."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from og.pool import RenderPool
+    from og.service import SAMPLE
+
+    from shared_render import late_second_init
+
+    class LatePool(RenderPool):
+        async def _ready(self):
+            if self._executor is None:
+                started = self._context.Value("i", 0)
+                self._executor = ProcessPoolExecutor(
+                    self.size, mp_context=self._context, initializer=late_second_init, initargs=(started, None)
+                )
+            return self._executor
+
+    pool = LatePool(2)
+    try:
+        pids = await pool.warm(SAMPLE)
+        assert len(pids) == 2 and pids == pool.pids()
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [min(19, ours + worker.NICENESS)] * 2
+    finally:
+        await pool.close()
 
 
 def test_serve_reads_the_fonts_before_it_forks_and_stops_on_a_missing_one(tmp_path):
