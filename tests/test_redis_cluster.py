@@ -332,6 +332,16 @@ async def next_event_equal(client: SSEClient, expected, timeout: float = 15.0) -
             return
 
 
+async def next_event_other_than(client: SSEClient, current, timeout: float = 10.0):
+    """The next event that is not `current` again (a hub that moves to another node resends each channel's
+    snapshot, which may come after the change it already delivered)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = await client.event(timeout=max(0.1, deadline - time.monotonic()))
+        if event != current:
+            return event
+
+
 async def test_killing_a_master_under_streams_and_page_load(make_redis_cluster, make_server, fakes, caplog):
     cluster = make_redis_cluster()  # on the loop's thread: nodes die with the thread that started them
     server = await make_server(
