@@ -43,7 +43,7 @@ from pathlib import Path
 import pymongo
 
 from bench.cluster_bench import Topology
-from bench.harness import BROWSER_UA, CLIENT_CPU, ROOT, BenchError, Stack, cpu_seconds, unique_ip_lua, wrk
+from bench.harness import BROWSER_UA, CLIENT_CPU, ROOT, BenchError, Stack, cpu_seconds, cpu_ticks, unique_ip_lua, wrk
 from bench.page_bench import VISITORS_LUA, document
 from bench.results import BenchResult, Figure, Target
 
@@ -196,15 +196,6 @@ def processes_cpu(pids: list[int]) -> float:
     return total
 
 
-def cpu_busy_ticks(cpu: int) -> tuple[int, int]:
-    """(busy, total) clock ticks of one CPU since boot, from /proc/stat."""
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith(f"cpu{cpu} "):
-            fields = [int(x) for x in line.split()[1:]]
-            return sum(fields[:8]) - fields[3] - fields[4], sum(fields[:8])
-    return 0, 1
-
-
 def run(stack: Stack, quick: bool, rounds: int | None = None, seconds: float | None = None) -> BenchResult:
     """bench/run entry point."""
     rounds = rounds or (2 if quick else 12)
@@ -290,9 +281,9 @@ def measure(stack: Stack, mongo: pymongo.MongoClient, sides: Sides, rounds: int,
                 proc, port = servers[name]
                 ip += 1
                 workers_before = workers_cpu(proc, sides.processes)
-                redis_before, cpu1_before = processes_cpu(sides.redis_pids[name]), cpu_busy_ticks(CLIENT_CPU)
+                redis_before, cpu1_before = processes_cpu(sides.redis_pids[name]), cpu_ticks(CLIENT_CPU)
                 result = burst(stack, name, port, workload, seconds, first_ip=ip * IPS_PER_BURST)
-                cpu1_after = cpu_busy_ticks(CLIENT_CPU)
+                cpu1_after = cpu_ticks(CLIENT_CPU)
                 redis_ms[(name, workload)].append(
                     1000 * (processes_cpu(sides.redis_pids[name]) - redis_before) / max(1, result["requests"])
                 )

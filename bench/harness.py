@@ -83,10 +83,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def cpu_ticks(cpu: int | None = None) -> tuple[int, int]:
+    """(busy, total) clock ticks since boot of one CPU, or of all of them, from /proc/stat (idle and iowait are
+    not busy)."""
+    label = "cpu" if cpu is None else f"cpu{cpu}"
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name == label:
+            fields = [int(x) for x in values[:8]]
+            return sum(fields) - fields[3] - fields[4], sum(fields)
+    raise BenchError(f"/proc/stat has no {label} line")
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all processes spent since boot (to record what others did during a run)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+    return cpu_ticks()[0] / CLK_TCK
 
 
 def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 60, name: str = "server") -> None:

@@ -58,8 +58,8 @@ class RenderPool:
         deadline = loop.time() + WARM_SECONDS
         warmed: set[int] = set()
         while True:
-            rounds = (loop.run_in_executor(executor, worker.warm, sample) for _ in range(self.size))
-            warmed.update(await asyncio.gather(*rounds))
+            cards = (loop.run_in_executor(executor, worker.warm, sample) for _ in range(self.size))
+            warmed.update(await asyncio.gather(*cards))
             if len(warmed) >= self.size:
                 return sorted(warmed)
             if loop.time() >= deadline:

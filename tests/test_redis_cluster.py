@@ -12,6 +12,8 @@ import copy
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from test_contact import DISCORD, PATH
@@ -323,23 +325,24 @@ async def write_until_back(client, user: str, killed_at: float, within: float) -
             await asyncio.sleep(0.1)
 
 
-async def next_event_equal(client: SSEClient, expected, timeout: float = 15.0) -> None:
-    """Events until `expected` arrives (a moved channel first gets its current snapshot again)."""
+async def next_event_where(client: SSEClient, wanted: Callable[[Any], bool], timeout: float):
+    """The first event for which `wanted` holds, skipping the others (within `timeout` in all)."""
     deadline = time.monotonic() + timeout
     while True:
         event = await client.event(timeout=max(0.1, deadline - time.monotonic()))
-        if event == expected:
-            return
+        if wanted(event):
+            return event
+
+
+async def next_event_equal(client: SSEClient, expected, timeout: float = 15.0) -> None:
+    """Events until `expected` arrives (a moved channel first gets its current snapshot again)."""
+    await next_event_where(client, lambda event: event == expected, timeout)
 
 
 async def next_event_other_than(client: SSEClient, current, timeout: float = 10.0):
     """The next event that is not `current` again (a hub that moves to another node resends each channel's
     snapshot, which may come after the change it already delivered)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        event = await client.event(timeout=max(0.1, deadline - time.monotonic()))
-        if event != current:
-            return event
+    return await next_event_where(client, lambda event: event != current, timeout)
 
 
 async def test_killing_a_master_under_streams_and_page_load(make_redis_cluster, make_server, fakes, caplog):
